@@ -1,0 +1,1 @@
+"""replication: read ``domain_events`` from the WAL (pgoutput) and produce it into Kafka."""
