@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` and `make test`.
+.PHONY: setup demo test up down status bench lint
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+test: setup
+	@bash scripts/test.sh
+
+up: setup
+	@.venv/bin/pipeline dev up
+
+down:
+	@.venv/bin/pipeline dev down
+
+status:
+	@.venv/bin/pipeline dev status
+
+lint:
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

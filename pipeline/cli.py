@@ -1,0 +1,174 @@
+"""The ``pipeline`` command line.
+
+Exit codes: 0 success; 1 a runtime failure (a service unreachable, a check failed);
+2 bad usage or invalid configuration (nothing was touched); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from typing import Annotated
+
+import psycopg
+import typer
+
+from pipeline import events
+from pipeline.config import database_url_from_env
+from pipeline.dev import services
+from pipeline.dev.errors import ServiceError
+from pipeline.dev.layout import load_layout
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.eventstore import NewEvent, emit_sync
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+app = typer.Typer(
+    help="WAL -> Kafka -> Faust -> Temporal, exactly once. Exit codes: 0 ok, 1 failure, "
+    "2 invalid configuration or usage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(help="Local services without Docker: PostgreSQL, Kafka, Temporal.")
+emit_app = typer.Typer(help="Emit domain events (test emissions).")
+app.add_typer(dev_app, name="dev")
+app.add_typer(emit_app, name="emit")
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@dev_app.command("up")
+def dev_up(
+    service: Annotated[
+        list[str] | None, typer.Option("--service", "-s", help="Only this service (repeatable).")
+    ] = None,
+) -> None:
+    """Start PostgreSQL, Kafka and Temporal (idempotent); wait until each is healthy."""
+    try:
+        started = services.up(names=service)
+    except ServiceError as exc:
+        raise _fail(str(exc)) from exc
+    layout = load_layout()
+    for status in services.status(layout):
+        if service and status.name not in service:
+            continue
+        word = "started" if status.name in started else "already running"
+        typer.echo(f"{status.name:9} {word:16} port {status.port}  pid {status.pid}")
+    typer.echo(f"logs: {layout.log_dir} (postgres: {layout.state_dir / 'postgres'})")
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop the services that `dev up` started (nothing else)."""
+    try:
+        stopped = services.down()
+    except ServiceError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@dev_app.command("status")
+def dev_status() -> None:
+    """Show whether each local service runs and answers."""
+    all_ok = True
+    for status in services.status():
+        state = "healthy" if status.healthy else ("unhealthy" if status.pid else "stopped")
+        all_ok &= status.healthy
+        typer.echo(f"{status.name:9} {state:10} port {status.port}  pid {status.pid or '-'}")
+    if not all_ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@dev_app.command("env")
+def dev_env() -> None:
+    """Print `export` lines pointing the pipeline at the local services."""
+    for name, value in load_layout().env().items():
+        typer.echo(f"export {name}={value}")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending SQL migrations (sql/migrations); a no-op when up to date."""
+    from pipeline.migrate import migrate as run_migrations
+
+    try:
+        dsn = database_url_from_env()
+        applied = run_migrations(dsn)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from exc
+    except (PipelineError, psycopg.Error) as exc:
+        raise _fail(f"migration failed: {exc}") from exc
+    typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+def _parse_admin(raw: str) -> dict[str, str]:
+    email, _, role = raw.partition(":")
+    return {"email": email, "role": role or "organization_admin"}
+
+
+@emit_app.command("bootstrap")
+def emit_bootstrap(
+    name: Annotated[str, typer.Option(help="Organization name.")],
+    subdomain: Annotated[str, typer.Option(help="Subdomain label, e.g. acme.")],
+    admin: Annotated[list[str], typer.Option(help="EMAIL[:ROLE], repeatable.")],
+    org_id: Annotated[str | None, typer.Option(help="Organization id (default: new).")] = None,
+    signature: Annotated[
+        str, typer.Option(help="Which emit_domain_event signature: stream or aggregate.")
+    ] = "stream",
+) -> None:
+    """Emit organization.bootstrap.initiated, as the reference document's test emission."""
+    try:
+        dsn = database_url_from_env()
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from exc
+    org = uuid.UUID(org_id) if org_id else uuid.uuid4()
+    data = {"name": name, "subdomain": subdomain, "admins": [_parse_admin(a) for a in admin]}
+    event = NewEvent(
+        stream_id=org,
+        stream_type=events.STREAM_TYPE_ORGANIZATION,
+        event_type=events.BOOTSTRAP_INITIATED,
+        event_data=data,
+        event_metadata={"source": "pipeline-cli"},
+        idempotency_key=f"cli:{org}:{events.BOOTSTRAP_INITIATED}",
+    )
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            if signature == "aggregate":
+                from psycopg.types.json import Jsonb
+
+                row = conn.execute(
+                    "SELECT api.emit_domain_event(p_event_id => %s, p_event_type => %s, "
+                    "p_aggregate_type => %s, p_aggregate_id => %s, p_event_data => %s, "
+                    "p_event_metadata => %s, p_idempotency_key => %s)",
+                    (
+                        uuid.uuid4(),
+                        event.event_type,
+                        event.stream_type,
+                        org,
+                        Jsonb(data),
+                        Jsonb(dict(event.event_metadata)),
+                        event.idempotency_key,
+                    ),
+                ).fetchone()
+                event_id = row[0] if row else None
+            else:
+                event_id = emit_sync(conn, event)
+    except psycopg.Error as exc:
+        raise _fail(f"emit failed: {exc}") from exc
+    typer.echo(f"organization {org}: event {event_id} ({events.BOOTSTRAP_INITIATED})")

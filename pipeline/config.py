@@ -1,0 +1,205 @@
+"""The pipeline's settings: read once at start-up and validated before any I/O.
+
+Every problem is collected and reported at once, each naming the variable and where it
+comes from in Kubernetes (the ConfigMap or the Secret of ``deploy/k8s/``), because an
+operator fixing a crash-looping pod should not have to redeploy once per missing variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from pipeline.errors import ConfigError
+
+CONFIGMAP = "pipeline-config"
+SECRET = "pipeline-secrets"
+
+# Where each variable lives in Kubernetes; a secret never appears in a ConfigMap.
+SOURCES: dict[str, str] = {
+    "PIPELINE_DATABASE_URL": f"Secret {SECRET}",
+    "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": f"ConfigMap {CONFIGMAP}",
+    "PIPELINE_TEMPORAL_ADDRESS": f"ConfigMap {CONFIGMAP}",
+    "PIPELINE_TEMPORAL_NAMESPACE": f"ConfigMap {CONFIGMAP}",
+}
+REQUIRED = (
+    "PIPELINE_DATABASE_URL",
+    "PIPELINE_KAFKA_BOOTSTRAP_SERVERS",
+    "PIPELINE_TEMPORAL_ADDRESS",
+)
+
+# Ports and host fragments of the poolers seen in the wild: pgbouncer's default port,
+# Supabase's transaction-mode pooler (6543) and its pooler host names.
+POOLER_PORTS = frozenset({6432, 6543})
+POOLER_HOST = re.compile(r"(^|[.-])(pooler|pgbouncer|pgcat|odyssey|supavisor)([.-]|$)", re.I)
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,248}$", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated configuration of ``pipeline run`` / ``replay`` / ``status``."""
+
+    database_url: str
+    kafka_bootstrap_servers: str
+    temporal_address: str
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "org-bootstrap"
+    topic: str = "domain-events"
+    topic_partitions: int = 8
+    dead_letter_topic: str = "domain-events-dlq"
+    slot_name: str = "pipeline"
+    publication: str = "pipeline_domain_events"
+    consumer_group: str = "pipeline"
+    initial_snapshot: bool = True
+    web_port: int = 6066
+
+
+def pooler_problem(dsn: str) -> str | None:
+    """Why dsn looks like a connection pooler, or None when it looks direct."""
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    query = parse_qs(parts.query)
+    reason = None
+    if POOLER_HOST.search(host):
+        reason = f"host {host!r} is a connection pooler"
+    elif port in POOLER_PORTS:
+        reason = f"port {port} is a connection pooler's port"
+    elif query.get("pgbouncer", [""])[0].lower() in {"1", "true"}:
+        reason = "the DSN says pgbouncer=true"
+    if reason is None:
+        return None
+    return (
+        f"{reason}. Logical replication (and LISTEN) do not work through a pooler: use the "
+        "database's DIRECT host and port (e.g. db.<project>.supabase.co:5432 instead of "
+        "<region>.pooler.supabase.com:6543)"
+    )
+
+
+def _where(name: str) -> str:
+    return SOURCES.get(name, f"ConfigMap {CONFIGMAP}")
+
+
+def _problem(name: str, message: str) -> str:
+    return f"{name} ({_where(name)}): {message}"
+
+
+def _check_dsn(name: str, value: str, problems: list[str]) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in {"postgres", "postgresql"} or not parts.hostname:
+        problems.append(_problem(name, "must be a URL like postgresql://user:pass@host:5432/db"))
+        return
+    try:
+        _ = parts.port
+    except ValueError:
+        problems.append(_problem(name, "has an invalid port"))
+        return
+    pooler = pooler_problem(value)
+    if pooler is not None:
+        problems.append(_problem(name, pooler))
+
+
+def _check_host_ports(name: str, value: str, problems: list[str]) -> None:
+    for item in value.split(","):
+        match = _HOST_PORT.match(item.strip())
+        if match is None or not 0 < int(match["port"]) < 65536:
+            problems.append(_problem(name, f"{item.strip()!r} is not host:port"))
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        problems.append(_problem(name, f"must be a positive integer, got {raw!r}"))
+        return default
+    return int(raw)
+
+
+def _bool_setting(env: Mapping[str, str], name: str, default: bool, problems: list[str]) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    problems.append(_problem(name, f"must be true or false, got {raw!r}"))
+    return default
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment or raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    for name in REQUIRED:
+        if not env.get(name, "").strip():
+            problems.append(_problem(name, "is not set"))
+    dsn = env.get("PIPELINE_DATABASE_URL", "").strip()
+    if dsn:
+        _check_dsn("PIPELINE_DATABASE_URL", dsn, problems)
+    kafka = env.get("PIPELINE_KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if kafka:
+        _check_host_ports("PIPELINE_KAFKA_BOOTSTRAP_SERVERS", kafka, problems)
+    temporal = env.get("PIPELINE_TEMPORAL_ADDRESS", "").strip()
+    if temporal:
+        _check_host_ports("PIPELINE_TEMPORAL_ADDRESS", temporal, problems)
+    names = {
+        "PIPELINE_TOPIC": "domain-events",
+        "PIPELINE_DEAD_LETTER_TOPIC": "domain-events-dlq",
+        "PIPELINE_SLOT_NAME": "pipeline",
+        "PIPELINE_PUBLICATION": "pipeline_domain_events",
+        "PIPELINE_CONSUMER_GROUP": "pipeline",
+        "PIPELINE_TEMPORAL_NAMESPACE": "default",
+        "PIPELINE_TEMPORAL_TASK_QUEUE": "org-bootstrap",
+    }
+    values = {name: env.get(name, "").strip() or default for name, default in names.items()}
+    for name, value in values.items():
+        if not _NAME.match(value):
+            problems.append(_problem(name, f"{value!r} is not a valid name"))
+    slot = values["PIPELINE_SLOT_NAME"]
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", slot):
+        problems.append(
+            _problem("PIPELINE_SLOT_NAME", "slot names use lower-case letters, digits and _")
+        )
+    partitions = _int_setting(env, "PIPELINE_TOPIC_PARTITIONS", 8, problems)
+    web_port = _int_setting(env, "PIPELINE_WEB_PORT", 6066, problems)
+    snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return Settings(
+        database_url=dsn,
+        kafka_bootstrap_servers=kafka,
+        temporal_address=temporal,
+        temporal_namespace=values["PIPELINE_TEMPORAL_NAMESPACE"],
+        temporal_task_queue=values["PIPELINE_TEMPORAL_TASK_QUEUE"],
+        topic=values["PIPELINE_TOPIC"],
+        topic_partitions=partitions,
+        dead_letter_topic=values["PIPELINE_DEAD_LETTER_TOPIC"],
+        slot_name=slot,
+        publication=values["PIPELINE_PUBLICATION"],
+        consumer_group=values["PIPELINE_CONSUMER_GROUP"],
+        initial_snapshot=snapshot,
+        web_port=web_port,
+    )
+
+
+def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
+    """Just the DSN (for ``pipeline migrate``/``emit``), validated the same way."""
+    env = os.environ if env is None else env
+    dsn = env.get("PIPELINE_DATABASE_URL", "").strip()
+    problems: list[str] = []
+    if not dsn:
+        problems.append(_problem("PIPELINE_DATABASE_URL", "is not set"))
+    else:
+        _check_dsn("PIPELINE_DATABASE_URL", dsn, problems)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    return dsn

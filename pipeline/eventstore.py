@@ -1,0 +1,72 @@
+"""Appending to the event store through ``api.emit_domain_event``.
+
+Every event the pipeline or the worker emits goes through the database function (never a
+bare INSERT), with an idempotency key derived from its cause, so a retried emission returns
+the first event's id and adds nothing (DESIGN.md invariant 3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import orjson
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+JsonObject = Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: its stream, type, payload and idempotency key."""
+
+    stream_id: uuid.UUID
+    stream_type: str
+    event_type: str
+    event_data: JsonObject
+    idempotency_key: str
+    event_metadata: JsonObject = field(default_factory=dict)
+
+
+def idempotency_key(cause: str | uuid.UUID, effect: str) -> str:
+    """The key of the event that ``cause`` (an event id, or a workflow id) leads to."""
+    return f"{cause}:{effect}"
+
+
+_EMIT_SQL = (
+    "SELECT api.emit_domain_event("
+    "p_stream_id => %s, p_stream_type => %s, p_event_type => %s, "
+    "p_event_data => %s, p_event_metadata => %s, p_idempotency_key => %s)"
+)
+
+
+def _params(event: NewEvent) -> tuple[object, ...]:
+    dumps = orjson.dumps
+    return (
+        event.stream_id,
+        event.stream_type,
+        event.event_type,
+        Jsonb(event.event_data, dumps=lambda o: dumps(o).decode()),
+        Jsonb(event.event_metadata, dumps=lambda o: dumps(o).decode()),
+        event.idempotency_key,
+    )
+
+
+async def emit(conn: psycopg.AsyncConnection[TupleRow], event: NewEvent) -> uuid.UUID:
+    """Append event (stream-based signature); returns its id, or the first one's on a repeat."""
+    cur = await conn.execute(_EMIT_SQL, _params(event))
+    row = await cur.fetchone()
+    if row is None or not isinstance(row[0], uuid.UUID):
+        raise RuntimeError("api.emit_domain_event returned no id")
+    return row[0]
+
+
+def emit_sync(conn: psycopg.Connection[TupleRow], event: NewEvent) -> uuid.UUID:
+    """Blocking twin of :func:`emit`, for the CLI and tests."""
+    row = conn.execute(_EMIT_SQL, _params(event)).fetchone()
+    if row is None or not isinstance(row[0], uuid.UUID):
+        raise RuntimeError("api.emit_domain_event returned no id")
+    return row[0]

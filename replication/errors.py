@@ -1,0 +1,82 @@
+"""Errors raised by the ``replication`` package.
+
+One base class, :class:`ReplicationError`, so a caller can catch everything this
+package raises in one place and decide retry-or-stop there; subclasses say *what*
+went wrong precisely enough for an operator to act on the message alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from replication.lsn import Position
+
+
+class ReplicationError(Exception):
+    """Base class of every error raised by the ``replication`` package."""
+
+
+class LSNParseError(ReplicationError, ValueError):
+    """A text LSN or position is not in PostgreSQL's ``X/X`` form.
+
+    Also a :class:`ValueError`, so code that treats bad input generically still works.
+    """
+
+
+class DecodeError(ReplicationError):
+    """A walsender frame, pgoutput message or row could not be decoded.
+
+    The message always says where: the message kind, the byte offset inside the
+    buffer (when the problem is at a byte position) and what was expected there.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        kind: str | None = None,
+        offset: int | None = None,
+        expected: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.kind = kind
+        self.offset = offset
+        self.expected = expected
+        where = kind or "message"
+        if offset is not None:
+            where = f"{where} at byte {offset}"
+        text = f"{where}: {reason}"
+        if expected is not None:
+            text = f"{text} (expected {expected})"
+        super().__init__(text)
+
+
+class UnknownRelationError(DecodeError):
+    """A change refers to a relation id for which no Relation message was seen.
+
+    pgoutput sends a Relation message before the first change to each table in a
+    session, so this means messages were lost or decoded out of order.
+    """
+
+
+class TrackerError(ReplicationError):
+    """The flush tracker was used in a way that would break DESIGN invariant 2.
+
+    Examples: an ack for a position that was never registered (or acked twice),
+    transactions registered out of commit order.
+    """
+
+
+class EventDeliveryFailed(TrackerError):
+    """One or more events failed permanently, so the flush LSN cannot pass them.
+
+    Raised by :meth:`replication.tracker.FlushTracker.flushable` until the caller has
+    dealt with every failure (for example written it to the dead-letter topic) and
+    called :meth:`~replication.tracker.FlushTracker.resolve` for it.
+    """
+
+    def __init__(self, failures: dict[Position, str]) -> None:
+        self.failures = dict(failures)
+        listed = ", ".join(f"{pos} ({reason})" for pos, reason in self.failures.items())
+        super().__init__(f"{len(self.failures)} event(s) failed permanently: {listed}")

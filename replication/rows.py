@@ -1,0 +1,255 @@
+"""Turn pgoutput tuples of ``domain_events`` into typed rows, and rows into Kafka values.
+
+pgoutput sends every column in PostgreSQL's *text* output format, so conversion is by
+the column's type OID from the Relation message. The Relation is cached per relation
+id (:class:`RelationCache`) together with a precomputed plan (which tuple index feeds
+which row field), so converting a row does no name lookups on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeAlias
+from uuid import UUID
+
+import orjson
+
+from replication.errors import DecodeError, UnknownRelationError
+from replication.messages import Insert, Relation, TupleData
+
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+PgValue: TypeAlias = bool | int | str | UUID | datetime | JSONValue | None
+
+OID_BOOL = 16
+OID_INT8 = 20
+OID_INT4 = 23
+OID_TEXT = 25
+OID_JSON = 114
+OID_VARCHAR = 1043
+OID_TIMESTAMPTZ = 1184
+OID_UUID = 2950
+OID_JSONB = 3802
+
+_ROW_KIND = "domain_events row"
+
+
+def parse_timestamptz(text: str) -> datetime:
+    """Parse PostgreSQL's ISO text output of a timestamptz, e.g. ``2026-11-26 03:00:32.25+00``.
+
+    Keeps the offset PostgreSQL printed (the session TimeZone), except offsets with
+    seconds (historical local mean time, ``+00:53:28``) which RFC 3339 cannot express:
+    those are converted to UTC. ``infinity`` and BC dates have no datetime and raise.
+    """
+    if text.endswith(" BC") or text.endswith("infinity"):
+        raise DecodeError(f"timestamptz {text!r} cannot be represented", kind=_ROW_KIND)
+    try:
+        # 3.11's fromisoformat reads PostgreSQL's ISO style: space separator, 0-6
+        # fractional digits, offsets as +HH, +HH:MM or +HH:MM:SS.
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise DecodeError(f"invalid timestamptz {text!r}", kind=_ROW_KIND) from exc
+    offset = value.utcoffset()
+    if offset is None:
+        raise DecodeError(f"timestamptz {text!r} has no UTC offset", kind=_ROW_KIND)
+    if offset.seconds % 60 or offset.microseconds:
+        value = value.astimezone(UTC)
+    return value
+
+
+def _bool(raw: bytes) -> bool:
+    if raw == b"t":
+        return True
+    if raw == b"f":
+        return False
+    raise ValueError(f"invalid boolean {raw!r}")
+
+
+def _json(raw: bytes) -> JSONValue:
+    value: JSONValue = orjson.loads(raw)
+    return value
+
+
+_CONVERTERS: dict[int, Callable[[bytes], PgValue]] = {
+    OID_BOOL: _bool,
+    OID_INT4: int,
+    OID_INT8: int,
+    OID_TEXT: bytes.decode,
+    OID_VARCHAR: bytes.decode,
+    OID_UUID: lambda raw: UUID(raw.decode()),
+    OID_JSON: _json,
+    OID_JSONB: _json,
+    OID_TIMESTAMPTZ: lambda raw: parse_timestamptz(raw.decode()),
+}
+
+
+def convert_text_value(type_oid: int, raw: bytes) -> PgValue:
+    """Convert one column from PostgreSQL's text output format by its type OID."""
+    converter = _CONVERTERS.get(type_oid)
+    if converter is None:
+        raise DecodeError(f"unsupported column type OID {type_oid}", kind=_ROW_KIND)
+    try:
+        return converter(raw)
+    except DecodeError:
+        raise
+    except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise DecodeError(f"invalid value for type OID {type_oid}: {exc}", kind=_ROW_KIND) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEventRow:
+    """One row of ``domain_events``, as the Kafka value carries it."""
+
+    id: UUID
+    stream_id: UUID
+    stream_type: str
+    stream_version: int
+    event_type: str
+    event_data: JSONValue
+    event_metadata: JSONValue
+    idempotency_key: str | None
+    created_at: datetime
+
+    def to_json_bytes(self) -> bytes:
+        """The Kafka value: a JSON object keyed by column name.
+
+        UUIDs as strings, ``created_at`` as RFC 3339 with its offset, ``event_data`` and
+        ``event_metadata`` embedded as JSON (not as strings holding JSON).
+        """
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "stream_id": self.stream_id,
+                "stream_type": self.stream_type,
+                "stream_version": self.stream_version,
+                "event_type": self.event_type,
+                "event_data": self.event_data,
+                "event_metadata": self.event_metadata,
+                "idempotency_key": self.idempotency_key,
+                "created_at": self.created_at,
+            }
+        )
+
+
+# Row field -> (type OIDs accepted for it, nullable). Order is DomainEventRow's.
+_FIELDS: tuple[tuple[str, frozenset[int], bool], ...] = (
+    ("id", frozenset({OID_UUID}), False),
+    ("stream_id", frozenset({OID_UUID}), False),
+    ("stream_type", frozenset({OID_TEXT, OID_VARCHAR}), False),
+    ("stream_version", frozenset({OID_INT4, OID_INT8}), False),
+    ("event_type", frozenset({OID_TEXT, OID_VARCHAR}), False),
+    ("event_data", frozenset({OID_JSONB, OID_JSON}), False),
+    ("event_metadata", frozenset({OID_JSONB, OID_JSON}), False),
+    ("idempotency_key", frozenset({OID_TEXT, OID_VARCHAR}), True),
+    ("created_at", frozenset({OID_TIMESTAMPTZ}), False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    field: str
+    index: int
+    convert: Callable[[bytes], PgValue]
+    type_oid: int
+    nullable: bool
+
+
+def _plan(rel: Relation) -> tuple[_Step, ...]:
+    """Match the relation's columns to row fields once; extra columns are ignored."""
+    by_name = {col.name: (i, col.type_oid) for i, col in enumerate(rel.columns)}
+    steps = []
+    for field, oids, nullable in _FIELDS:
+        found = by_name.get(field)
+        if found is None:
+            raise DecodeError(
+                f"relation {rel.namespace}.{rel.name} has no column {field!r}", kind=_ROW_KIND
+            )
+        index, oid = found
+        if oid not in oids:
+            raise DecodeError(
+                f"column {field!r} has type OID {oid}",
+                kind=_ROW_KIND,
+                expected=f"one of {sorted(oids)}",
+            )
+        steps.append(_Step(field, index, _CONVERTERS[oid], oid, nullable))
+    return tuple(steps)
+
+
+def _row(steps: tuple[_Step, ...], tup: TupleData) -> DomainEventRow:
+    values: list[PgValue] = []
+    kinds = tup.kinds
+    for step in steps:
+        if step.index >= len(kinds):
+            raise DecodeError(f"missing required column {step.field!r}", kind=_ROW_KIND)
+        kind = kinds[step.index]
+        if kind == "t":
+            raw = tup.values[step.index]
+            assert raw is not None  # 't' always carries bytes (TupleData invariant)
+            try:
+                values.append(step.convert(raw))
+            except DecodeError as exc:
+                raise DecodeError(f"column {step.field!r}: {exc.reason}", kind=_ROW_KIND) from exc
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise DecodeError(
+                    f"column {step.field!r}: invalid value for type OID {step.type_oid}: {exc}",
+                    kind=_ROW_KIND,
+                ) from exc
+        elif kind == "n" and step.nullable:
+            values.append(None)
+        elif kind == "n":
+            raise DecodeError(f"required column {step.field!r} is NULL", kind=_ROW_KIND)
+        else:
+            # 'u' cannot occur in an Insert; 'b' only if binary mode was requested.
+            raise DecodeError(
+                f"column {step.field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t' or 'n'"
+            )
+    return DomainEventRow(*values)  # type: ignore[arg-type]  # types checked by _plan
+
+
+def domain_event_from_tuple(rel: Relation, tup: TupleData) -> DomainEventRow:
+    """Convert a ``domain_events`` tuple described by ``rel`` into a typed row."""
+    return _row(_plan(rel), tup)
+
+
+class RelationCache:
+    """Relation messages by relation id, with a row-conversion plan for each.
+
+    pgoutput sends a Relation before the first change to a table in each session and
+    again whenever the table's definition changes, so ``add`` simply replaces.
+    """
+
+    __slots__ = ("_plans", "_relations")
+
+    def __init__(self) -> None:
+        self._relations: dict[int, Relation] = {}
+        self._plans: dict[int, tuple[_Step, ...]] = {}
+
+    def add(self, rel: Relation) -> None:
+        """Remember (or replace) a relation; its plan is built on first use."""
+        self._relations[rel.relation_id] = rel
+        self._plans.pop(rel.relation_id, None)
+
+    def get(self, relation_id: int) -> Relation:
+        """The relation for ``relation_id``; raises UnknownRelationError if never added."""
+        rel = self._relations.get(relation_id)
+        if rel is None:
+            raise UnknownRelationError(
+                f"no Relation message seen for relation id {relation_id}",
+                kind="Insert",
+                expected="a Relation message before the first change",
+            )
+        return rel
+
+    def __contains__(self, relation_id: object) -> bool:
+        return relation_id in self._relations
+
+    def __len__(self) -> int:
+        return len(self._relations)
+
+    def domain_event(self, msg: Insert) -> DomainEventRow:
+        """Convert an Insert into ``domain_events`` to a typed row, using the cached plan."""
+        steps = self._plans.get(msg.relation_id)
+        if steps is None:
+            steps = self._plans[msg.relation_id] = _plan(self.get(msg.relation_id))
+        return _row(steps, msg.new)

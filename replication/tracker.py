@@ -1,0 +1,200 @@
+"""The flush tracker: which WAL position is durable in Kafka (DESIGN invariant 2).
+
+The reader tells the tracker about each transaction in commit order (its commit LSN,
+end LSN and number of events) and about each Kafka delivery report (by event
+:class:`~replication.lsn.Position`). :meth:`FlushTracker.flushable` answers the LSN
+that may be sent as ``flush`` in a standby status update, i.e. stored as the slot's
+confirmed_flush_lsn, after which PostgreSQL will never send those changes again.
+
+Why the *end* LSN of a commit, not its commit LSN: logical decoding skips a
+transaction on restart only if its commit record starts *before* the confirmed
+position (``SnapBuildXactNeedsSkip``: ``commit_lsn < start_decoding_at``). Confirming
+a transaction's ``commit_lsn`` would therefore make PostgreSQL send it once more;
+confirming its ``end_lsn`` (the LSN just after the commit record, pgoutput's Commit
+"end LSN") marks exactly that transaction as done. PostgreSQL's own apply worker
+reports ``end_lsn`` for the same reason (``store_flush_position(commit_data.end_lsn)``).
+
+Cost is O(1) amortised per event: a deque of pending transactions in commit order, a
+dict from commit LSN to transaction, and per transaction the set of acked indexes
+(a set, not a counter, so a duplicate delivery report cannot complete a transaction
+early).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from replication.errors import EventDeliveryFailed, TrackerError
+from replication.lsn import LSN, Position
+
+
+class _Txn:
+    __slots__ = ("acked", "commit_lsn", "end_lsn", "expected", "failed")
+
+    def __init__(self, commit_lsn: LSN) -> None:
+        self.commit_lsn = commit_lsn
+        self.end_lsn: LSN | None = None  # None while the transaction is still arriving
+        self.expected: int | None = None
+        self.acked: set[int] = set()
+        self.failed = 0
+
+    def complete(self) -> bool:
+        return self.expected is not None and self.failed == 0 and len(self.acked) == self.expected
+
+
+class FlushTracker:
+    """Computes the highest LSN whose every preceding event has been acked by Kafka.
+
+    Usage, in stream order: ``begin(commit_lsn)`` on a Begin (optional, lets acks
+    arrive before the Commit is seen), ``register(commit_lsn, end_lsn, n)`` on the
+    Commit, ``ack(position)`` / ``nack(position, reason)`` from delivery reports (any
+    order, any thread that holds the caller's lock), ``note_keepalive(wal_end)`` on
+    each keepalive, and ``flushable()`` when sending a status update.
+    """
+
+    __slots__ = ("_by_lsn", "_failures", "_flushed", "_last_commit", "_pending")
+
+    def __init__(self, start: LSN = LSN.ZERO) -> None:
+        """``start`` is the slot's confirmed_flush_lsn: nothing below it is reported."""
+        self._pending: deque[_Txn] = deque()
+        self._by_lsn: dict[LSN, _Txn] = {}
+        self._failures: dict[Position, str] = {}
+        self._flushed = start
+        self._last_commit: LSN | None = None
+
+    @property
+    def flushed(self) -> LSN:
+        """The last value computed by :meth:`flushable` or a keepalive (never decreases)."""
+        return self._flushed
+
+    @property
+    def pending_transactions(self) -> int:
+        """Transactions begun or registered whose events are not all acked yet."""
+        self._advance()
+        return len(self._pending)
+
+    @property
+    def failures(self) -> dict[Position, str]:
+        """Events nacked and not yet resolved, with their reasons."""
+        return dict(self._failures)
+
+    def begin(self, commit_lsn: LSN) -> None:
+        """Announce a transaction being received (``Begin.final_lsn`` is its commit LSN).
+
+        Until it is registered, keepalives do not advance the flush position.
+        """
+        self._append(commit_lsn)
+
+    def register(self, commit_lsn: LSN, end_lsn: LSN, n_events: int) -> None:
+        """Record a committed transaction: its commit LSN, end LSN and event count.
+
+        Transactions must come in commit order. ``n_events`` may be 0 (a transaction
+        with no ``domain_events`` row): it becomes flushable as soon as every earlier
+        one is.
+        """
+        if n_events < 0:
+            raise TrackerError(f"negative event count {n_events} for commit_lsn={commit_lsn}")
+        if end_lsn <= commit_lsn:
+            raise TrackerError(f"end_lsn={end_lsn} is not after commit_lsn={commit_lsn}")
+        txn = self._by_lsn.get(commit_lsn)
+        if txn is None:
+            txn = self._append(commit_lsn)
+        elif txn.expected is not None:
+            raise TrackerError(f"transaction commit_lsn={commit_lsn} registered twice")
+        elif txn is not self._pending[-1]:
+            raise TrackerError(f"commit_lsn={commit_lsn} registered after a later Begin")
+        reported = txn.acked | {p.idx for p in self._failures if p.commit_lsn == commit_lsn}
+        if reported and max(reported) >= n_events:
+            raise TrackerError(
+                f"commit_lsn={commit_lsn} has {n_events} event(s) but idx {max(reported)} "
+                "was already reported"
+            )
+        txn.end_lsn = end_lsn
+        txn.expected = n_events
+
+    def ack(self, pos: Position) -> None:
+        """Record that Kafka has durably accepted the event at ``pos``.
+
+        Also clears an earlier :meth:`nack` of ``pos`` (a retry succeeded).
+        """
+        txn = self._txn(pos)
+        if pos in self._failures:
+            del self._failures[pos]
+            txn.failed -= 1
+        elif pos.idx in txn.acked:
+            raise TrackerError(f"duplicate ack for position {pos}")
+        txn.acked.add(pos.idx)
+
+    def nack(self, pos: Position, reason: str) -> None:
+        """Record that the event at ``pos`` failed permanently.
+
+        The flush position will not pass it, and :meth:`flushable` raises
+        :class:`~replication.errors.EventDeliveryFailed` until the caller has made
+        the event durable some other way (e.g. the dead-letter topic) and called
+        :meth:`resolve`, or retried it successfully and called :meth:`ack`.
+        """
+        txn = self._txn(pos)
+        if pos.idx in txn.acked or pos in self._failures:
+            raise TrackerError(f"nack for position {pos} that was already reported")
+        self._failures[pos] = reason
+        txn.failed += 1
+
+    def resolve(self, pos: Position) -> None:
+        """Mark a nacked event as handled (made durable elsewhere): it counts as acked."""
+        if pos not in self._failures:
+            raise TrackerError(f"resolve for position {pos} that has no recorded failure")
+        self.ack(pos)
+
+    def note_keepalive(self, wal_end: LSN) -> None:
+        """Let the flush position follow a keepalive's wal_end while nothing is in flight.
+
+        Call in stream order, after handling every frame received before the
+        keepalive. With nothing pending, everything the server sent up to
+        ``wal_end`` is durable (or was not for us), so confirming it stops an idle
+        publication from pinning WAL on the server.
+        """
+        self._advance()
+        if not self._pending and not self._failures and wal_end > self._flushed:
+            self._flushed = wal_end
+
+    def flushable(self) -> LSN:
+        """The LSN to report as flushed: the end LSN of the last fully acked prefix.
+
+        Never lower than a value reported before. Raises EventDeliveryFailed while any
+        nacked event is unresolved (the value so far is still in :attr:`flushed`).
+        """
+        self._advance()
+        if self._failures:
+            raise EventDeliveryFailed(self._failures)
+        return self._flushed
+
+    def _append(self, commit_lsn: LSN) -> _Txn:
+        if self._last_commit is not None and commit_lsn <= self._last_commit:
+            raise TrackerError(
+                f"commit_lsn={commit_lsn} is not after the previous commit_lsn="
+                f"{self._last_commit}: transactions must arrive in commit order"
+            )
+        txn = _Txn(commit_lsn)
+        self._pending.append(txn)
+        self._by_lsn[commit_lsn] = txn
+        self._last_commit = commit_lsn
+        return txn
+
+    def _txn(self, pos: Position) -> _Txn:
+        txn = self._by_lsn.get(pos.commit_lsn)
+        if txn is None:
+            raise TrackerError(
+                f"position {pos} belongs to no pending transaction "
+                "(never begun/registered, or already flushed: a duplicate report)"
+            )
+        if txn.expected is not None and pos.idx >= txn.expected:
+            raise TrackerError(f"position {pos} is beyond the transaction's {txn.expected} events")
+        return txn
+
+    def _advance(self) -> None:
+        pending = self._pending
+        while pending and pending[0].complete():
+            txn = pending.popleft()
+            del self._by_lsn[txn.commit_lsn]
+            assert txn.end_lsn is not None  # complete() implies registered
+            self._flushed = max(self._flushed, txn.end_lsn)

