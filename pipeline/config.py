@@ -11,9 +11,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
+from replication.dsn import pooler_problem
 
 CONFIGMAP = "pipeline-config"
 SECRET = "pipeline-secrets"
@@ -31,10 +32,6 @@ REQUIRED = (
     "PIPELINE_TEMPORAL_ADDRESS",
 )
 
-# Ports and host fragments of the poolers seen in the wild: pgbouncer's default port,
-# Supabase's transaction-mode pooler (6543) and its pooler host names.
-POOLER_PORTS = frozenset({6432, 6543})
-POOLER_HOST = re.compile(r"(^|[.-])(pooler|pgbouncer|pgcat|odyssey|supavisor)([.-]|$)", re.I)
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,248}$", re.I)
 
@@ -56,31 +53,6 @@ class Settings:
     consumer_group: str = "pipeline"
     initial_snapshot: bool = True
     web_port: int = 6066
-
-
-def pooler_problem(dsn: str) -> str | None:
-    """Why dsn looks like a connection pooler, or None when it looks direct."""
-    try:
-        parts = urlsplit(dsn)
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname or ""
-    query = parse_qs(parts.query)
-    reason = None
-    if POOLER_HOST.search(host):
-        reason = f"host {host!r} is a connection pooler"
-    elif port in POOLER_PORTS:
-        reason = f"port {port} is a connection pooler's port"
-    elif query.get("pgbouncer", [""])[0].lower() in {"1", "true"}:
-        reason = "the DSN says pgbouncer=true"
-    if reason is None:
-        return None
-    return (
-        f"{reason}. Logical replication (and LISTEN) do not work through a pooler: use the "
-        "database's DIRECT host and port (e.g. db.<project>.supabase.co:5432 instead of "
-        "<region>.pooler.supabase.com:6543)"
-    )
 
 
 def _where(name: str) -> str:

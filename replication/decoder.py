@@ -317,10 +317,10 @@ def _insert(buf: bytes, in_stream: bool) -> Insert:
     return Insert(xid, relation_id, new)
 
 
-def _old_tuple(r: _Reader, kinds: str) -> tuple[str, TupleData]:
+def _old_tuple(r: _Reader) -> tuple[str, TupleData]:
     tag = r.u8("'K' or 'O'")
-    if chr(tag) not in kinds:
-        raise DecodeError(f"got {chr(tag)!r}", kind=r.kind, offset=r.pos - 1, expected=kinds)
+    if tag not in {0x4B, 0x4F}:  # 'K' key columns, 'O' whole old row
+        raise DecodeError(f"got {chr(tag)!r}", kind=r.kind, offset=r.pos - 1, expected="'K' or 'O'")
     return chr(tag), r.tuple_data()
 
 
@@ -402,7 +402,7 @@ def _xid_message(r: _Reader, tag: int, xid: int | None) -> Message:
         return Update(xid, relation_id, old_kind, old, r.tuple_data())
     if tag == 0x44:  # 'D'
         relation_id = r.u32("relation id")
-        del_kind, del_old = _old_tuple(r, "KO")
+        del_kind, del_old = _old_tuple(r)
         return Delete(xid, relation_id, del_kind, del_old)
     if tag == 0x54:  # 'T'
         nrels = r.i32("number of relations")

@@ -80,3 +80,50 @@ class EventDeliveryFailed(TrackerError):
         self.failures = dict(failures)
         listed = ", ".join(f"{pos} ({reason})" for pos, reason in self.failures.items())
         super().__init__(f"{len(self.failures)} event(s) failed permanently: {listed}")
+
+
+# --- the reader's preflight and connection errors (each carries an operator hint) ---------
+
+
+class ReaderSetupError(ReplicationError):
+    """The database is not set up for the reader; retrying will not help.
+
+    ``hint`` says what the operator has to change.
+    """
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(f"{message}. Hint: {hint}")
+        self.hint = hint
+
+
+class WalLevelError(ReaderSetupError):
+    """``wal_level`` is not ``logical``."""
+
+
+class ReplicationPrivilegeError(ReaderSetupError):
+    """The role may not open a replication connection."""
+
+
+class PoolerError(ReaderSetupError):
+    """The DSN reaches a connection pooler, which cannot carry logical replication."""
+
+
+class SlotMismatchError(ReaderSetupError):
+    """The slot exists with another plugin or on another database."""
+
+
+class PublicationError(ReaderSetupError):
+    """The publication is missing or does not cover the table."""
+
+
+class SlotInUse(ReplicationError):
+    """Another process holds the slot; the reader waits and takes over when it is free."""
+
+    def __init__(self, slot: str, pid: int | None) -> None:
+        super().__init__(f"replication slot {slot!r} is active for pid {pid}")
+        self.slot = slot
+        self.pid = pid
+
+
+class DeliveryError(ReplicationError):
+    """Kafka did not accept an event; the session stops so nothing past it is flushed."""

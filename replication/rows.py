@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 from uuid import UUID
 
 import orjson
@@ -66,6 +66,17 @@ def _bool(raw: bytes) -> bool:
     raise ValueError(f"invalid boolean {raw!r}")
 
 
+def _uuid(raw: bytes) -> UUID:
+    # uuid.UUID(str) spends most of its time cleaning up the string; PostgreSQL prints
+    # uuids as 36 chars of hex and dashes, so going through the int is ~30% faster
+    # (uuids are two of the nine columns of every row). Anything else takes the
+    # ordinary path, which rejects it with a clear message.
+    digits = raw.replace(b"-", b"")
+    if len(raw) == 36 and len(digits) == 32 and digits.isalnum():
+        return UUID(int=int(digits, 16))
+    return UUID(raw.decode())
+
+
 def _json(raw: bytes) -> JSONValue:
     value: JSONValue = orjson.loads(raw)
     return value
@@ -77,7 +88,7 @@ _CONVERTERS: dict[int, Callable[[bytes], PgValue]] = {
     OID_INT8: int,
     OID_TEXT: bytes.decode,
     OID_VARCHAR: bytes.decode,
-    OID_UUID: lambda raw: UUID(raw.decode()),
+    OID_UUID: _uuid,
     OID_JSON: _json,
     OID_JSONB: _json,
     OID_TIMESTAMPTZ: lambda raw: parse_timestamptz(raw.decode()),
@@ -146,10 +157,10 @@ _FIELDS: tuple[tuple[str, frozenset[int], bool], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
+class _Step(NamedTuple):
+    # A plain tuple underneath: unpacked in _row's loop without attribute lookups.
     field: str
-    index: int
+    column: int  # index in the tuple
     convert: Callable[[bytes], PgValue]
     type_oid: int
     nullable: bool
@@ -177,32 +188,34 @@ def _plan(rel: Relation) -> tuple[_Step, ...]:
 
 
 def _row(steps: tuple[_Step, ...], tup: TupleData) -> DomainEventRow:
-    values: list[PgValue] = []
     kinds = tup.kinds
-    for step in steps:
-        if step.index >= len(kinds):
-            raise DecodeError(f"missing required column {step.field!r}", kind=_ROW_KIND)
-        kind = kinds[step.index]
-        if kind == "t":
-            raw = tup.values[step.index]
-            assert raw is not None  # 't' always carries bytes (TupleData invariant)
+    raws = tup.values
+    ncols = len(kinds)
+    values: list[PgValue] = []
+    append = values.append
+    for field, column, convert, type_oid, nullable in steps:
+        if column >= ncols:
+            raise DecodeError(f"missing required column {field!r}", kind=_ROW_KIND)
+        raw = raws[column]
+        kind = kinds[column]
+        if kind == "t" and raw is not None:
             try:
-                values.append(step.convert(raw))
+                append(convert(raw))
             except DecodeError as exc:
-                raise DecodeError(f"column {step.field!r}: {exc.reason}", kind=_ROW_KIND) from exc
+                raise DecodeError(f"column {field!r}: {exc.reason}", kind=_ROW_KIND) from exc
             except (ValueError, UnicodeDecodeError) as exc:
                 raise DecodeError(
-                    f"column {step.field!r}: invalid value for type OID {step.type_oid}: {exc}",
+                    f"column {field!r}: invalid value for type OID {type_oid}: {exc}",
                     kind=_ROW_KIND,
                 ) from exc
-        elif kind == "n" and step.nullable:
-            values.append(None)
+        elif kind == "n" and nullable:
+            append(None)
         elif kind == "n":
-            raise DecodeError(f"required column {step.field!r} is NULL", kind=_ROW_KIND)
+            raise DecodeError(f"required column {field!r} is NULL", kind=_ROW_KIND)
         else:
             # 'u' cannot occur in an Insert; 'b' only if binary mode was requested.
             raise DecodeError(
-                f"column {step.field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t' or 'n'"
+                f"column {field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t' or 'n'"
             )
     return DomainEventRow(*values)  # type: ignore[arg-type]  # types checked by _plan
 

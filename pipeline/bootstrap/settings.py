@@ -124,7 +124,9 @@ class _Reader:
 def _retry_from_env(r: _Reader) -> RetryTuning:
     d = RetryTuning()
     return RetryTuning(
-        initial_interval_ms=r.number("PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS", d.initial_interval_ms, 1),
+        initial_interval_ms=r.number(
+            "PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS", d.initial_interval_ms, 1
+        ),
         backoff_coefficient=r.real("PIPELINE_BOOTSTRAP_RETRY_BACKOFF", d.backoff_coefficient, 1.0),
         maximum_interval_ms=r.number("PIPELINE_BOOTSTRAP_RETRY_MAX_MS", d.maximum_interval_ms, 1),
         provider_maximum_attempts=r.number(

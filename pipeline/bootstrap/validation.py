@@ -20,11 +20,13 @@ _HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # The dot-atom local part of RFC 5322; quoted local parts are legal but no real admin
 # address needs them, and they are a classic source of header injection.
 _LOCAL_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_ROLE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+# Roles and limits follow the event contract (contracts/organization-bootstrap-events.yaml),
+# so a request that passes here yields events that pass the contract.
+_ROLE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _MAX_FQDN = 253
 _MAX_EMAIL = 254
-_MAX_NAME = 200
-_MAX_ADMINS = 50
+_MAX_NAME = 255
+_MAX_ADMINS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +45,9 @@ def validate_subdomain(subdomain: str, base_domain: str) -> str:
             f"{subdomain!r} is not a valid DNS label: use 1-63 lowercase letters, digits "
             "and hyphens, not starting or ending with a hyphen",
         )
-    fqdn = f"{subdomain}.{base_domain}"
+    fqdn = f"{subdomain}.{base_domain.lower()}"
     if len(fqdn) > _MAX_FQDN:
-        raise InvalidBootstrapInput(
-            "subdomain", f"{fqdn!r} is longer than {_MAX_FQDN} characters"
-        )
+        raise InvalidBootstrapInput("subdomain", f"{fqdn!r} is longer than {_MAX_FQDN} characters")
     return fqdn
 
 
@@ -108,7 +108,7 @@ def validate_bootstrap(request: BootstrapInput, base_domain: str) -> ValidatedBo
         if not _ROLE_RE.fullmatch(admin.role):
             raise InvalidBootstrapInput(
                 f"admins[{i}].role",
-                f"{admin.role!r} must be 1-64 lowercase letters, digits, '_', '.' or '-'",
+                f"{admin.role!r} must be a lowercase snake_case name of at most 64 characters",
             )
         admins.append(Admin(email=email, role=admin.role))
     return ValidatedBootstrap(fqdn=fqdn, admins=admins)

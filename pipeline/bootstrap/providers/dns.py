@@ -145,7 +145,9 @@ class CloudflareDnsProvider:
                 result = await self._call(client, "POST", self._zone_url, json=body)
                 existing = result if isinstance(result, Mapping) else None
         if existing is None:
-            raise DnsProviderError(f"cloudflare: no record in the answer for {fqdn}", retryable=False)
+            raise DnsProviderError(
+                f"cloudflare: no record in the answer for {fqdn}", retryable=False
+            )
         record = _record(existing)
         if existing.get("comment") != _owner_comment(organization_id) or (
             record.record_type,
@@ -205,7 +207,9 @@ class CloudflareDnsProvider:
         retryable = status >= 500 or status in _RETRYABLE_STATUS
         errors = payload.get("errors") if isinstance(payload, Mapping) else response.text[:200]
         logger.warning("cloudflare %s %s -> %s retryable=%s", method, url, status, retryable)
-        raise DnsProviderError(f"cloudflare: {method} -> HTTP {status}: {errors}", retryable=retryable)
+        raise DnsProviderError(
+            f"cloudflare: {method} -> HTTP {status}: {errors}", retryable=retryable
+        )
 
 
 def _record(raw: Mapping[str, object]) -> DnsRecord:

@@ -1,0 +1,196 @@
+"""The agents' I/O: the event store, Temporal, and the one place that decides to retry.
+
+Thin adapters; the decisions are in :mod:`pipeline.agents.enqueue` and
+:mod:`pipeline.agents.starter`. Every effect here is idempotent (keyed emits, a
+deterministic workflow id with a reuse and conflict policy that make a second start a
+no-op), which is what makes retrying any of them safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Final, TypeVar
+
+import psycopg
+from psycopg.rows import TupleRow
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from pipeline import metrics
+from pipeline.agents.starter import STARTED_OR_DONE, StartPlan, retry_delay
+from pipeline.eventstore import NewEvent, emit
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT_RPC: Final = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.CANCELLED,
+    }
+)
+START_RPC_TIMEOUT: Final = timedelta(seconds=15)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether exc is an outage that goes away by itself (as opposed to a bug or bad data)."""
+    if isinstance(exc, RPCError):
+        return exc.status in _TRANSIENT_RPC
+    # temporalio's Client.connect reports an unreachable server as a RuntimeError.
+    if isinstance(exc, RuntimeError) and "connect" in str(exc).lower():
+        return True
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+
+
+async def with_retries(agent: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
+    """Run action until it succeeds, waiting longer after each failure (capped).
+
+    The one retry decision of the agents: a failure is never a reason to drop the record
+    (the agent does not ack it until the effect happened), so every failure is retried.
+    An outage is logged as a warning; anything else as an error with the operator's hint,
+    because retrying cannot fix it and the partition stays blocked until someone does.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure is retried, see the docstring
+            delay = retry_delay(attempt)
+            metrics.AGENT_RETRIES.labels(agent).inc()
+            if is_transient(exc):
+                log.warning(
+                    "%s: %s failed (attempt=%d), retrying in %.1fs: %s",
+                    agent,
+                    what,
+                    attempt,
+                    delay,
+                    exc,
+                )
+            else:
+                log.error(
+                    "%s: %s failed (attempt=%d), retrying in %.1fs; not an outage: fix the "
+                    "cause (a bug or bad data), the partition waits until then",
+                    agent,
+                    what,
+                    attempt,
+                    delay,
+                    exc_info=exc,
+                )
+            await asyncio.sleep(delay)
+
+
+class Database:
+    """One PostgreSQL connection of one agent, reopened when it breaks.
+
+    Each agent has its own: a connection runs one transaction at a time, and the
+    projection agent's batch transaction must not interleave with another agent's emits.
+    """
+
+    def __init__(self, dsn: str, name: str) -> None:
+        self._dsn = dsn
+        self._name = name
+        self._conn: psycopg.AsyncConnection[TupleRow] | None = None
+
+    async def connection(self) -> psycopg.AsyncConnection[TupleRow]:
+        """The live connection (autocommit; callers open transactions explicitly)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                await self._conn.close()
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, application_name=f"pipeline-{self._name}"
+            )
+        return self._conn
+
+    async def close(self) -> None:
+        """Close the connection if open."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+async def emit_event(db: Database, event: NewEvent) -> uuid.UUID:
+    """Append event (a repeat of its idempotency key returns the first event's id)."""
+    event_id = await emit(await db.connection(), event)
+    metrics.EVENTS_EMITTED.labels(event.event_type).inc()
+    return event_id
+
+
+_HISTORY: Final = (
+    "SELECT DISTINCT event_type FROM domain_events "
+    "WHERE stream_id = %s AND event_type = ANY(%s) "
+    "AND (event_data->>'job_id' = %s "
+    "     OR (event_data->>'job_id' IS NULL AND event_data->>'workflow_id' = %s))"
+)
+
+
+async def job_history(db: Database, plan: StartPlan) -> frozenset[str]:
+    """The types of the events in the store showing plan's job was started or finished.
+
+    Read from the event store itself, not the projection, so it is right even while the
+    projection agent lags behind. The bootstrap's own completed/failed events name only
+    the workflow (one per organization), hence the workflow_id branch.
+    """
+    conn = await db.connection()
+    cur = await conn.execute(
+        _HISTORY, (plan.stream_id, sorted(STARTED_OR_DONE), plan.job_id, plan.workflow_id)
+    )
+    return frozenset(str(row[0]) for row in await cur.fetchall())
+
+
+class TemporalStarter:
+    """Starts a plan's workflow once: a second start returns the first run's id."""
+
+    def __init__(
+        self, address: str, namespace: str, task_queue: str, client: Client | None = None
+    ) -> None:
+        self._address = address
+        self._namespace = namespace
+        self.task_queue = task_queue
+        self._client = client
+
+    async def client(self) -> Client:
+        """The Temporal client, connected on first use (Temporal may be down at start-up)."""
+        if self._client is None:
+            self._client = await Client.connect(self._address, namespace=self._namespace)
+        return self._client
+
+    async def start(self, plan: StartPlan) -> tuple[str, bool]:
+        """Start plan's workflow; returns (run_id, True) or (first run's id, False).
+
+        REJECT_DUPLICATE makes a start after a completed or failed run an error, and
+        USE_EXISTING makes a start while a run is open return that run: either way the
+        workflow body runs once per organization (DESIGN.md invariant 3).
+        """
+        client = await self.client()
+        try:
+            handle = await client.start_workflow(
+                plan.workflow_type,
+                plan.workflow_input,
+                id=plan.workflow_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                rpc_timeout=START_RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError as exc:
+            run_id = exc.run_id
+            if not run_id:
+                described = await client.get_workflow_handle(plan.workflow_id).describe()
+                run_id = described.run_id
+            return run_id, False
+        run_id = handle.result_run_id
+        if run_id is None:
+            run_id = (await handle.describe()).run_id
+        return run_id, True

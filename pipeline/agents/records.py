@@ -1,0 +1,193 @@
+"""Decoding a Kafka record of the domain-events topic into a :class:`DomainEvent`.
+
+Pure: bytes in, a value or :class:`RecordRejected` out. The record format is the
+replication reader's contract: key = stream_id (UTF-8), value = the ``domain_events`` row
+as JSON, headers ``commit_lsn`` (``X/X``), ``idx``, ``xid`` and ``commit_ts``. Every agent
+decodes the same way, so a record is either good for all of them or dead-lettered once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+import orjson
+
+from pipeline import events as ev
+from pipeline.agents.errors import RecordRejected
+from pipeline.contract import ContractViolation, validate_event
+from replication.lsn import LSN, Position
+
+Headers = Sequence[tuple[str, bytes]]
+Validator = Callable[[Mapping[str, object]], None]
+
+REQUIRED_HEADERS: Final = ("commit_lsn", "idx", "xid", "commit_ts")
+_ROW_FIELDS: Final = (
+    "id",
+    "stream_id",
+    "stream_type",
+    "stream_version",
+    "event_type",
+    "event_data",
+    "event_metadata",
+    "created_at",
+)
+# Events whose event_data names the workflow: it must be the deterministic id of the
+# stream's organization (DESIGN.md invariant 3), or the projection and Temporal disagree.
+_WORKFLOW_ID_TYPES: Final = frozenset(
+    {ev.QUEUE_PENDING, ev.QUEUE_CLAIMED, ev.BOOTSTRAP_WORKFLOW_STARTED, ev.QUEUE_COMPLETED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """One event of the store as read from Kafka, with its position in the log."""
+
+    id: uuid.UUID
+    stream_id: uuid.UUID
+    stream_type: str
+    stream_version: int
+    event_type: str
+    event_data: dict[str, object]
+    event_metadata: dict[str, object]
+    idempotency_key: str | None
+    created_at: datetime
+    position: Position
+    commit_ts: datetime
+    xid: int
+
+    def as_row(self) -> dict[str, object]:
+        """The event as the dict row the projection appliers take.
+
+        The position is there twice, as ``position`` and as ``commit_lsn`` + ``idx``,
+        because appliers written against either form take the same rows.
+        """
+        return {
+            "id": self.id,
+            "stream_id": self.stream_id,
+            "stream_type": self.stream_type,
+            "stream_version": self.stream_version,
+            "event_type": self.event_type,
+            "event_data": self.event_data,
+            "event_metadata": self.event_metadata,
+            "idempotency_key": self.idempotency_key,
+            "created_at": self.created_at,
+            "position": self.position,
+            "commit_lsn": self.position.commit_lsn,
+            "idx": self.position.idx,
+            "commit_ts": self.commit_ts,
+            "xid": self.xid,
+        }
+
+
+def header_map(headers: Headers | None) -> dict[str, bytes]:
+    """Headers as a dict (the last value wins when a name repeats)."""
+    return {name: value for name, value in headers or ()}
+
+
+def parse_position(headers: Mapping[str, bytes]) -> Position:
+    """The event's position from its ``commit_lsn`` and ``idx`` headers."""
+    try:
+        lsn = LSN.parse(headers["commit_lsn"].decode())
+        idx = int(headers["idx"].decode())
+        return Position(lsn, idx)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise RecordRejected("bad_headers", f"no valid commit_lsn/idx: {exc}") from exc
+
+
+def _timestamp(text: object, what: str) -> datetime:
+    if not isinstance(text, str):
+        raise RecordRejected("bad_envelope", f"{what} is not an RFC 3339 string")
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise RecordRejected("bad_envelope", f"{what} {text!r} is not RFC 3339") from exc
+
+
+def _uuid(value: object, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise RecordRejected("bad_envelope", f"{what} {value!r} is not a UUID") from exc
+
+
+def _check_envelope(row: Mapping[str, object]) -> None:
+    missing = [name for name in _ROW_FIELDS if name not in row]
+    if missing:
+        raise RecordRejected("bad_envelope", f"missing fields: {', '.join(missing)}")
+    if not isinstance(row["event_type"], str) or not isinstance(row["stream_type"], str):
+        raise RecordRejected("bad_envelope", "event_type and stream_type must be strings")
+    version = row["stream_version"]
+    if type(version) is not int or version < 1:
+        raise RecordRejected("bad_envelope", f"stream_version {version!r} is not >= 1")
+    for name in ("event_data", "event_metadata"):
+        if not isinstance(row[name], dict):
+            raise RecordRejected("bad_envelope", f"{name} is not an object")
+    key = row.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise RecordRejected("bad_envelope", "idempotency_key is neither a string nor null")
+
+
+def decode_record(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None,
+    validate: Validator | None = validate_event,
+) -> DomainEvent:
+    """Decode and check one record; raises :class:`RecordRejected` saying why not.
+
+    ``validate`` is the contract check (``pipeline.contract.validate_event`` by default,
+    None in unit tests of the envelope alone); its :class:`ContractViolation` becomes a
+    rejection whose detail names the offending JSON path.
+    """
+    hmap = header_map(headers)
+    missing = [name for name in REQUIRED_HEADERS if name not in hmap]
+    if missing:
+        raise RecordRejected("bad_headers", f"missing headers: {', '.join(missing)}")
+    position = parse_position(hmap)
+    if value is None:
+        raise RecordRejected("bad_value", "the record has no value")
+    try:
+        row = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise RecordRejected("bad_value", f"value is not JSON: {exc}") from exc
+    if not isinstance(row, dict):
+        raise RecordRejected("bad_value", "value is not a JSON object")
+    _check_envelope(row)
+    if validate is not None:
+        try:
+            validate(row)
+        except ContractViolation as exc:
+            raise RecordRejected("contract", f"{exc.path}: {exc}") from exc
+    stream_id = _uuid(row["stream_id"], "stream_id")
+    if key is None or key.decode(errors="replace") != str(stream_id):
+        raise RecordRejected("bad_key", f"record key {key!r} is not the stream_id {stream_id}")
+    data: dict[str, object] = row["event_data"]
+    if row["event_type"] in _WORKFLOW_ID_TYPES:
+        expected = ev.workflow_id_for(str(stream_id))
+        if data.get("workflow_id") != expected:
+            raise RecordRejected(
+                "bad_workflow_id",
+                f"workflow_id {data.get('workflow_id')!r} is not {expected!r}",
+            )
+    try:
+        xid = int(hmap["xid"].decode())
+    except ValueError as exc:
+        raise RecordRejected("bad_headers", f"xid {hmap['xid']!r} is not an integer") from exc
+    return DomainEvent(
+        id=_uuid(row["id"], "id"),
+        stream_id=stream_id,
+        stream_type=row["stream_type"],
+        stream_version=row["stream_version"],
+        event_type=row["event_type"],
+        event_data=data,
+        event_metadata=row["event_metadata"],
+        idempotency_key=row.get("idempotency_key"),
+        created_at=_timestamp(row["created_at"], "created_at"),
+        position=position,
+        commit_ts=_timestamp(hmap["commit_ts"].decode(errors="replace"), "commit_ts header"),
+        xid=xid,
+    )

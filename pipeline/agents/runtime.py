@@ -1,0 +1,273 @@
+"""The three agents' handlers, free of Faust: a record in, its effects out.
+
+:mod:`pipeline.app` feeds these from Faust streams and acks a record only after its
+handler returned, so a record whose effect failed is retried (here, with backoff) and
+never dropped. Handlers return normally for records they do not care about.
+
+- enqueue:    organization.bootstrap.initiated → workflow.queue.pending
+- starter:    workflow.queue.pending → claimed → Temporal start → workflow_started
+- projection: every event → the projection appliers, plus the partition checkpoints, in
+              one transaction; undecodable or invalid records → the dead-letter topic.
+  Only the projection agent dead-letters (it sees every record), so a bad record is
+  dead-lettered once; the other two skip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from pipeline import metrics
+from pipeline.agents import effects
+from pipeline.agents.checkpoints import Checkpoint, Consumed, checkpoints_for, write_checkpoints
+from pipeline.agents.deadletter import dead_letter_headers
+from pipeline.agents.enqueue import pending_event_for
+from pipeline.agents.errors import RecordRejected
+from pipeline.agents.records import (
+    DomainEvent,
+    Validator,
+    decode_record,
+    header_map,
+    parse_position,
+)
+from pipeline.agents.starter import Decision, claimed_event, decide, plan_start, started_event
+from pipeline.contract import validate_event
+from pipeline.projections.event_row import ProjectionError
+from pipeline.projections.registry import PROJECTIONS, ProjectionApplier, applier_name
+from replication.lsn import Position
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed Kafka record, as the handlers see it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @property
+    def where(self) -> str:
+        """``topic[partition]@offset``, the form operators grep logs for."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+DeadLetterSend = Callable[[Record, list[tuple[str, bytes]]], Awaitable[None]]
+
+
+def _position_or_none(record: Record) -> Position | None:
+    try:
+        return parse_position(header_map(record.headers))
+    except RecordRejected:
+        return None
+
+
+class AgentRuntime:
+    """State shared by the handlers of one process: connections, Temporal, identity."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        consumer: str,
+        enqueue_db: effects.Database,
+        starter_db: effects.Database,
+        projection_db: effects.Database,
+        temporal: effects.TemporalStarter,
+        dead_letter: DeadLetterSend,
+        projections: Sequence[ProjectionApplier] = PROJECTIONS,
+        validate: Validator | None = validate_event,
+    ) -> None:
+        self.worker_id = worker_id
+        self.consumer = consumer
+        self._enqueue_db = enqueue_db
+        self._starter_db = starter_db
+        self._projection_db = projection_db
+        self._temporal = temporal
+        self._dead_letter = dead_letter
+        self._projections = list(projections)
+        self._validate = validate
+
+    async def close(self) -> None:
+        """Close the database connections."""
+        for db in (self._enqueue_db, self._starter_db, self._projection_db):
+            await db.close()
+
+    def _decode(self, record: Record) -> DomainEvent:
+        return decode_record(record.key, record.value, record.headers, self._validate)
+
+    # ---- enqueue ---------------------------------------------------------------------
+
+    async def enqueue(self, record: Record) -> None:
+        """Emit the pending job an initiated event asks for (once, whatever redelivers)."""
+        metrics.EVENTS_CONSUMED.labels("enqueue").inc()
+        try:
+            event = self._decode(record)
+        except RecordRejected:
+            return  # the projection agent dead-letters it
+        pending = pending_event_for(event)
+        if pending is None:
+            return
+        event_id = await effects.with_retries(
+            "enqueue",
+            f"emit {pending.event_type} at {record.where}",
+            lambda: effects.emit_event(self._enqueue_db, pending),
+        )
+        log.info(
+            "enqueued job_id=%s as event %s lsn=%s %s",
+            event.id,
+            event_id,
+            event.position,
+            record.where,
+        )
+
+    # ---- starter ---------------------------------------------------------------------
+
+    async def start(self, record: Record) -> None:
+        """Claim a pending job, start its workflow, record the start; each step idempotent."""
+        metrics.EVENTS_CONSUMED.labels("starter").inc()
+        try:
+            event = self._decode(record)
+            plan = plan_start(event)
+        except RecordRejected as exc:
+            log.debug("starter skips %s: %s", record.where, exc)
+            return
+        if plan is None:
+            return
+        workflow_id = plan.workflow_id
+        history = await effects.with_retries(
+            "starter",
+            f"read history of workflow_id={workflow_id}",
+            lambda: effects.job_history(self._starter_db, plan),
+        )
+        if decide(history) is Decision.SKIP_ALREADY_STARTED:
+            metrics.WORKFLOW_STARTS.labels("skipped").inc()
+            log.info(
+                "not starting workflow_id=%s job_id=%s: already %s lsn=%s %s",
+                workflow_id,
+                plan.job_id,
+                ", ".join(sorted(history)),
+                event.position,
+                record.where,
+            )
+            return
+        claimed = claimed_event(plan, self.worker_id)
+        claimed_id = await effects.with_retries(
+            "starter",
+            f"emit claim of workflow_id={workflow_id}",
+            lambda: effects.emit_event(self._starter_db, claimed),
+        )
+
+        async def start_once() -> tuple[str, bool]:
+            try:
+                return await self._temporal.start(plan)
+            except Exception:
+                # Counted here, retried (and logged with its attempt number) by with_retries.
+                metrics.WORKFLOW_STARTS.labels("failed").inc()
+                raise
+
+        run_id, fresh = await effects.with_retries(
+            "starter", f"start workflow_id={workflow_id}", start_once
+        )
+        metrics.WORKFLOW_STARTS.labels("started" if fresh else "already_started").inc()
+        metrics.COMMIT_TO_START_SECONDS.observe(max(0.0, time.time() - event.commit_ts.timestamp()))
+        started = started_event(plan, run_id, claimed_id)
+        await effects.with_retries(
+            "starter",
+            f"emit workflow_started of workflow_id={workflow_id}",
+            lambda: effects.emit_event(self._starter_db, started),
+        )
+        log.info(
+            "%s workflow_id=%s run_id=%s job_id=%s worker_id=%s lsn=%s %s",
+            "started" if fresh else "already running or done:",
+            workflow_id,
+            run_id,
+            plan.job_id,
+            self.worker_id,
+            event.position,
+            record.where,
+        )
+
+    # ---- projection ------------------------------------------------------------------
+
+    async def _reject(self, record: Record, rejection: RecordRejected) -> None:
+        headers = dead_letter_headers(
+            record.headers,
+            rejection,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        await effects.with_retries(
+            "projection",
+            f"dead-letter {record.where}",
+            lambda: self._dead_letter(record, headers),
+        )
+        metrics.EVENTS_DEAD_LETTERED.labels(rejection.kind).inc()
+        log.warning("dead-lettered %s: %s", record.where, rejection)
+
+    async def project(self, records: Sequence[Record]) -> None:
+        """Fold a batch into every projection and checkpoint it, in one transaction."""
+        metrics.EVENTS_CONSUMED.labels("projection").inc(len(records))
+        good: list[tuple[Record, dict[str, object]]] = []
+        for record in records:
+            try:
+                good.append((record, self._decode(record).as_row()))
+            except RecordRejected as exc:
+                await self._reject(record, exc)
+        checkpoints = checkpoints_for(
+            Consumed(r.topic, r.partition, r.offset, _position_or_none(r)) for r in records
+        )
+        applied = await effects.with_retries(
+            "projection",
+            f"apply a batch of {len(records)} ending at {records[-1].where}",
+            lambda: self._apply(good, checkpoints),
+        )
+        for name, count in applied.items():
+            metrics.EVENTS_APPLIED.labels(name).inc(count)
+        if checkpoints:
+            log.debug(
+                "applied %s; checkpoints %s",
+                applied,
+                ", ".join(
+                    f"{c.topic}[{c.partition}]@{c.next_offset} lsn={c.position}"
+                    for c in checkpoints
+                ),
+            )
+
+    async def _apply(
+        self, good: list[tuple[Record, dict[str, object]]], checkpoints: list[Checkpoint]
+    ) -> dict[str, int]:
+        conn = await self._projection_db.connection()
+        async with conn.transaction():
+            try:
+                async with conn.transaction():  # a savepoint: undone alone on a bad row
+                    applied = await self._apply_rows(conn, [row for _, row in good])
+            except ProjectionError:
+                # Some row cannot be folded: find it row by row, dead-letter it, keep the rest.
+                applied = {}
+                for record, row in good:
+                    try:
+                        async with conn.transaction():
+                            counts = await self._apply_rows(conn, [row])
+                    except ProjectionError as exc:
+                        await self._reject(record, RecordRejected("projection", str(exc)))
+                        continue
+                    for name, count in counts.items():
+                        applied[name] = applied.get(name, 0) + count
+            await write_checkpoints(conn, self.consumer, checkpoints)
+        return applied
+
+    async def _apply_rows(
+        self, conn: psycopg.AsyncConnection[TupleRow], rows: list[dict[str, object]]
+    ) -> dict[str, int]:
+        return {applier_name(a): await a(conn, rows) for a in self._projections}

@@ -1,0 +1,119 @@
+"""The starter's decisions: claim a pending job, start its workflow once, record the start.
+
+Pure: what to emit, whether to start, how long to wait before the next attempt. The I/O
+(event store, Temporal) is in :mod:`pipeline.agents.effects`.
+
+A job is started at most once even long after Temporal has forgotten the execution:
+before starting, the starter reads the job's history in the event store and does not
+start a job that already has a ``workflow_started``, ``completed`` or ``failed`` event
+(Temporal's id reuse policy alone only protects within its retention period).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from pipeline import events as ev
+from pipeline.agents.errors import RecordRejected
+from pipeline.agents.records import DomainEvent
+from pipeline.eventstore import NewEvent, idempotency_key
+
+SOURCE: Final = "pipeline.starter"
+
+# Event types that prove a job's workflow was started (or already finished).
+STARTED_OR_DONE: Final = frozenset(
+    {
+        ev.BOOTSTRAP_WORKFLOW_STARTED,
+        ev.QUEUE_COMPLETED,
+        ev.QUEUE_FAILED,
+        ev.BOOTSTRAP_COMPLETED,
+        ev.BOOTSTRAP_FAILED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StartPlan:
+    """What a ``workflow.queue.pending`` event asks the starter to do."""
+
+    pending_event_id: uuid.UUID
+    stream_id: uuid.UUID
+    stream_type: str
+    job_id: str
+    workflow_type: str
+    workflow_id: str
+    workflow_input: dict[str, object]
+
+
+class Decision(Enum):
+    """Whether to start a job's workflow."""
+
+    START = "start"
+    SKIP_ALREADY_STARTED = "skip_already_started"
+
+
+def plan_start(event: DomainEvent) -> StartPlan | None:
+    """The plan for a pending event, None for any other event type."""
+    if event.event_type != ev.QUEUE_PENDING:
+        return None
+    data = event.event_data
+    raw_input = data.get("input")
+    job_id = data.get("job_id")
+    workflow_type = data.get("workflow_type")
+    if not isinstance(raw_input, dict) or not isinstance(job_id, str):
+        raise RecordRejected("bad_pending", "workflow.queue.pending without input or job_id")
+    if workflow_type != ev.WORKFLOW_TYPE_BOOTSTRAP:
+        raise RecordRejected("bad_pending", f"unknown workflow_type {workflow_type!r}")
+    return StartPlan(
+        pending_event_id=event.id,
+        stream_id=event.stream_id,
+        stream_type=event.stream_type,
+        job_id=job_id,
+        workflow_type=workflow_type,
+        # Always the deterministic id, whatever a producer wrote (records.py checks they agree).
+        workflow_id=ev.workflow_id_for(str(event.stream_id)),
+        workflow_input={**raw_input, "job_id": job_id},
+    )
+
+
+def decide(history: Iterable[str]) -> Decision:
+    """Start unless the job's history (its event types) shows it was already started."""
+    if STARTED_OR_DONE.intersection(history):
+        return Decision.SKIP_ALREADY_STARTED
+    return Decision.START
+
+
+def claimed_event(plan: StartPlan, worker_id: str) -> NewEvent:
+    """``workflow.queue.claimed`` for plan; keyed by the pending event, so emitted once."""
+    return NewEvent(
+        stream_id=plan.stream_id,
+        stream_type=plan.stream_type,
+        event_type=ev.QUEUE_CLAIMED,
+        event_data={"job_id": plan.job_id, "workflow_id": plan.workflow_id, "worker_id": worker_id},
+        idempotency_key=idempotency_key(plan.pending_event_id, ev.QUEUE_CLAIMED),
+        event_metadata={"causation_id": str(plan.pending_event_id), "source": SOURCE},
+    )
+
+
+def started_event(plan: StartPlan, run_id: str, claimed_id: uuid.UUID) -> NewEvent:
+    """``organization.bootstrap.workflow_started``, caused by the claim, emitted once."""
+    return NewEvent(
+        stream_id=plan.stream_id,
+        stream_type=plan.stream_type,
+        event_type=ev.BOOTSTRAP_WORKFLOW_STARTED,
+        event_data={"job_id": plan.job_id, "workflow_id": plan.workflow_id, "run_id": run_id},
+        idempotency_key=idempotency_key(plan.pending_event_id, ev.BOOTSTRAP_WORKFLOW_STARTED),
+        event_metadata={"causation_id": str(claimed_id), "source": SOURCE},
+    )
+
+
+def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based): doubling, capped."""
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    # Bound the exponent so a long outage cannot overflow the float.
+    return min(cap, base * 2.0 ** min(attempt - 1, 32))

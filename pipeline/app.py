@@ -1,0 +1,252 @@
+"""The Faust application of ``pipeline run``: three agents on the domain-events topic.
+
+Faust stays at this edge: the handlers in :mod:`pipeline.agents.runtime` see plain
+:class:`~pipeline.agents.runtime.Record` values. Each agent has concurrency 1 (faust
+issue #606: concurrency > 1 breaks per-partition order and offset commits), so one
+agent sees a partition's events in commit order (DESIGN.md invariant 4), and Faust acks
+a record only after the handler returned, so an effect that failed is retried, never lost.
+
+Run it with ``run_app(settings)`` (``pipeline run``) or ``python -m pipeline.app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, cast
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from mode import BaseSignalT
+from prometheus_client import generate_latest
+from temporalio.client import Client
+
+from pipeline.agents import effects
+from pipeline.agents.errors import TopicLayoutError
+from pipeline.agents.runtime import AgentRuntime, Record
+from pipeline.config import Settings, load_settings
+from pipeline.contract import default_contract
+
+log = logging.getLogger(__name__)
+
+BackgroundTask = Callable[[], Awaitable[None]]
+
+INSTANCE_ID_ENV: Final = "PIPELINE_INSTANCE_ID"
+DATA_DIR_ENV: Final = "PIPELINE_DATA_DIR"
+BATCH_SIZE: Final = 200
+BATCH_WITHIN_SECONDS: Final = 0.5
+
+
+def worker_id_from_env(env: Mapping[str, str]) -> str:
+    """This process's id: ``$PIPELINE_INSTANCE_ID`` (the pod name), else host-pid."""
+    return env.get(INSTANCE_ID_ENV, "").strip() or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def data_dir_from_env(env: Mapping[str, str], worker_id: str) -> Path:
+    """Faust's data directory: ``$PIPELINE_DATA_DIR``, else ``.cache/faust/<worker id>``.
+
+    Per process, because two workers on one host must not share Faust's local state.
+    """
+    raw = env.get(DATA_DIR_ENV, "").strip()
+    return Path(raw) if raw else Path(".cache") / "faust" / worker_id
+
+
+def _servers(settings: Settings) -> list[str]:
+    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    # A topic just created is briefly unknown to the broker answering the metadata request.
+    for _ in range(100):
+        (meta,) = await admin.describe_topics([topic])
+        if meta["error_code"] == 0 and meta["partitions"]:
+            return len(meta["partitions"])
+        await asyncio.sleep(0.1)
+    raise TopicLayoutError(f"topic {topic} is still not in the cluster's metadata")
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the source and dead-letter topics if missing; check their partition counts.
+
+    Faust creates only its internal topics, and a consumer subscribed to a missing topic
+    is not assigned it until its metadata refreshes, so the topics exist before the
+    worker starts. Replication factor: 3, or the number of brokers when fewer.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=_servers(settings))
+    await admin.start()
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        names = [settings.topic, settings.dead_letter_topic]
+        for name in names:
+            response = await admin.create_topics(
+                [NewTopic(name, settings.topic_partitions, min(3, max(brokers, 1)))]
+            )
+            for topic, code, message in response.topic_errors:
+                if code == 0:
+                    log.info("created topic %s, %d partitions", topic, settings.topic_partitions)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise TopicLayoutError(f"cannot create topic {topic}: {message} ({code})")
+        count = await _partition_count(admin, settings.topic)
+        if count != settings.topic_partitions:
+            raise TopicLayoutError(
+                f"topic {settings.topic} has {count} partitions, but "
+                f"PIPELINE_TOPIC_PARTITIONS is {settings.topic_partitions}: set it to "
+                f"{count} (a topic's partition count decides which partition holds a stream)"
+            )
+    finally:
+        await admin.close()
+
+
+def _record(message: faust.types.tuples.Message) -> Record:
+    headers = message.headers or ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple((str(name), bytes(value or b"")) for name, value in pairs),
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    extra_tasks: Sequence[BackgroundTask] = (),
+    env: Mapping[str, str] | None = None,
+    temporal_client: Client | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> faust.App:
+    """The Faust app: enqueue, starter and projection agents, ``/metrics``, extra tasks.
+
+    ``extra_tasks`` are started with the app and stopped with it (the replication reader
+    goes there). ``env`` defaults to ``os.environ`` (PIPELINE_INSTANCE_ID,
+    PIPELINE_DATA_DIR). The contract is loaded here, before any I/O, so a broken
+    contract stops the process instead of dead-lettering every record.
+    """
+    env = os.environ if env is None else env
+    default_contract()
+    worker_id = worker_id_from_env(env)
+    instance_id = env.get(INSTANCE_ID_ENV, "").strip() or None
+    app = faust.App(
+        settings.consumer_group,
+        broker=[f"kafka://{server}" for server in _servers(settings)],
+        datadir=str(data_dir_from_env(env, worker_id)),
+        web_port=settings.web_port,
+        topic_partitions=settings.topic_partitions,
+        store="memory://",  # no Faust tables: the read models live in PostgreSQL
+        consumer_group_instance_id=instance_id,  # static membership, KIP-345
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        autodiscover=False,
+        loop=loop,
+    )
+    source = app.topic(
+        settings.topic,
+        partitions=settings.topic_partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    dead_letters = app.topic(
+        settings.dead_letter_topic,
+        partitions=settings.topic_partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def dead_letter(record: Record, headers: list[tuple[str, bytes]]) -> None:
+        # force=True: inside an agent Faust would otherwise hold the message until the
+        # source record is acked, which here waits for this very send.
+        sent = await dead_letters.send(
+            key=record.key, value=record.value, headers=headers, force=True
+        )
+        await sent
+
+    runtime = AgentRuntime(
+        worker_id=worker_id,
+        consumer=f"{settings.consumer_group}.projection",
+        enqueue_db=effects.Database(settings.database_url, "enqueue"),
+        starter_db=effects.Database(settings.database_url, "starter"),
+        projection_db=effects.Database(settings.database_url, "projection"),
+        temporal=effects.TemporalStarter(
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings.temporal_task_queue,
+            client=temporal_client,
+        ),
+        dead_letter=dead_letter,
+    )
+
+    async def enqueue(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await runtime.enqueue(_record(event.message))
+
+    async def starter(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            await runtime.start(_record(event.message))
+
+    async def projection(stream: faust.StreamT[bytes]) -> None:
+        # take_events is on the Stream class only, not on the StreamT interface Faust
+        # types the argument with; the agent is always given a Stream.
+        batches = cast("faust.Stream[bytes]", stream).take_events(
+            BATCH_SIZE, within=BATCH_WITHIN_SECONDS
+        )
+        # Faust acks the events of a batch once this loop body returns.
+        async for batch in batches:
+            await runtime.project([_record(event.message) for event in batch])
+
+    for name, fun in (("enqueue", enqueue), ("starter", starter), ("projection", projection)):
+        app.agent(source, name=f"pipeline.{name}", concurrency=1)(fun)
+
+    async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
+
+    app.page("/metrics")(metrics_page)
+    for task in extra_tasks:
+        app.task(task)
+
+    async def close_runtime(
+        sender: object, *args: object, signal: BaseSignalT[Any], **kwargs: object
+    ) -> None:
+        await runtime.close()
+
+    # mode annotates handlers with mypy_extensions' NamedArg("BaseSignalT", ...), a string
+    # type mypy cannot match against any real signature; the handler has the documented one.
+    app.on_before_shutdown.connect(close_runtime)  # type: ignore[arg-type]
+    log.info(
+        "pipeline app: group=%s worker_id=%s static_member=%s topic=%s dlq=%s partitions=%d",
+        settings.consumer_group,
+        worker_id,
+        instance_id is not None,
+        settings.topic,
+        settings.dead_letter_topic,
+        settings.topic_partitions,
+    )
+    return app
+
+
+def run_app(
+    settings: Settings, *, extra_tasks: Sequence[BackgroundTask] = (), loglevel: str = "info"
+) -> None:
+    """Create the topics, then run the Faust worker until SIGINT/SIGTERM (blocking)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    app = create_app(settings, extra_tasks=extra_tasks, loop=loop)
+    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+def main() -> None:
+    """``python -m pipeline.app``: settings from the environment, then :func:`run_app`."""
+    run_app(load_settings())
+
+
+if __name__ == "__main__":
+    main()

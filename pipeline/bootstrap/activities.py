@@ -1,0 +1,310 @@
+"""The bootstrap's activities: each step does its effect, then records it as an event.
+
+Every event is appended on the organization's stream with the key
+``{workflow_id}:{event_type}[:{per-item}]``, so a retried activity re-emits nothing. The
+retry decision for every failure is taken in one place, :func:`_classified`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import psycopg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from pipeline import events as ev
+from pipeline.bootstrap import store
+from pipeline.bootstrap.errors import InvalidBootstrapInput, ProviderError
+from pipeline.bootstrap.inputs import (
+    BootstrapInput,
+    BootstrapPlan,
+    CompensationInput,
+    DnsInput,
+    DnsRecordResult,
+    EmailInput,
+    Invitation,
+    InviteInput,
+    OrganizationInput,
+    OutcomeInput,
+    StepInput,
+)
+from pipeline.bootstrap.messages import render_invitation_email
+from pipeline.bootstrap.providers.dns import DnsProvider
+from pipeline.bootstrap.providers.email import EmailProvider
+from pipeline.bootstrap.settings import BootstrapSettings
+from pipeline.bootstrap.validation import validate_bootstrap
+from pipeline.eventstore import NewEvent, idempotency_key
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "org-bootstrap-worker"
+INVALID_INPUT = "InvalidBootstrapInput"
+STORE_UNAVAILABLE = "EventStoreUnavailable"
+STORE_REJECTED = "EventStoreRejected"
+MAX_KEY = 255
+
+
+@contextmanager
+def _classified() -> Iterator[None]:
+    """Turn a failure into Temporal's retry decision: retry only what may pass later."""
+    try:
+        yield
+    except InvalidBootstrapInput as exc:
+        raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from exc
+    except ProviderError as exc:
+        raise ApplicationError(str(exc), type=exc.kind, non_retryable=not exc.retryable) from exc
+    except psycopg.OperationalError as exc:
+        raise ApplicationError(f"event store: {exc}", type=STORE_UNAVAILABLE) from exc
+    except psycopg.Error as exc:
+        # A rejected statement (bad data, missing function) fails the same way every time.
+        raise ApplicationError(
+            f"event store rejected the write: {exc}", type=STORE_REJECTED, non_retryable=True
+        ) from exc
+
+
+def _str(data: Mapping[str, object], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise ApplicationError(
+            f"stored event lacks {key!r}", type=STORE_REJECTED, non_retryable=True
+        )
+    return value
+
+
+class BootstrapActivities:
+    """The activities, bound to the worker's settings and providers."""
+
+    def __init__(self, settings: BootstrapSettings, dns: DnsProvider, email: EmailProvider) -> None:
+        self._settings = settings
+        self._dsn = settings.database_url
+        self._dns = dns
+        self._email = email
+
+    def all(self) -> list[Callable[..., object]]:
+        """The bound activity methods, for ``Worker(activities=...)``."""
+        return [
+            self.prepare,
+            self.create_organization,
+            self.create_dns_record,
+            self.invite_user,
+            self.send_invitation_email,
+            self.revoke_invitations,
+            self.remove_dns_record,
+            self.record_outcome,
+        ]
+
+    def _event(
+        self, step: StepInput, event_type: str, data: Mapping[str, object], item: str = ""
+    ) -> NewEvent:
+        effect = f"{event_type}:{item}" if item else event_type
+        if len(idempotency_key(step.workflow_id, effect)) > MAX_KEY:
+            # The contract caps keys at 255 characters; only a very long email gets here.
+            effect = f"{event_type}:sha256-{hashlib.sha256(item.encode()).hexdigest()}"
+        info = activity.info()
+        return NewEvent(
+            stream_id=uuid.UUID(step.org_id),
+            stream_type=ev.STREAM_TYPE_ORGANIZATION,
+            event_type=event_type,
+            event_data=data,
+            idempotency_key=idempotency_key(step.workflow_id, effect),
+            event_metadata={
+                "causation_id": step.job_id,
+                "source": SOURCE,
+                "workflow_id": step.workflow_id,
+                "run_id": info.workflow_run_id,
+                "activity": info.activity_type,
+            },
+        )
+
+    @activity.defn(name="bootstrap.prepare")
+    async def prepare(self, request: BootstrapInput) -> BootstrapPlan:
+        """Validate the request (a bad one fails once, not retried) and hand out the tuning."""
+        with _classified():
+            valid = validate_bootstrap(request, self._settings.base_domain)
+        return BootstrapPlan(fqdn=valid.fqdn, admins=valid.admins, tuning=self._settings.retry)
+
+    @activity.defn(name="bootstrap.create_organization")
+    async def create_organization(self, request: OrganizationInput) -> str:
+        """Emit ``organization.created``; returns the event id."""
+        data = {"name": request.name, "subdomain": request.subdomain}
+        with _classified():
+            ids = await store.emit_events(
+                self._dsn, [self._event(request.step, ev.ORGANIZATION_CREATED, data)]
+            )
+        logger.info("organization created workflow_id=%s", request.step.workflow_id)
+        return str(ids[0])
+
+    @activity.defn(name="bootstrap.create_dns_record")
+    async def create_dns_record(self, request: DnsInput) -> DnsRecordResult:
+        """Publish the record (idempotent by name), then emit ``organization.dns.created``."""
+        s = self._settings
+        with _classified():
+            record = await self._dns.create_record(
+                request.fqdn, s.dns_record_type, s.dns_target, request.step.org_id
+            )
+            result = DnsRecordResult(
+                fqdn=record.fqdn,
+                record_id=record.record_id,
+                record_type=record.record_type,
+                content=record.content,
+                provider=self._dns.name,
+            )
+            data = {
+                "subdomain": request.subdomain,
+                "fqdn": result.fqdn,
+                "record_type": result.record_type,
+                "content": result.content,
+                "provider": result.provider,
+                "record_id": result.record_id,
+            }
+            await store.emit_events(
+                self._dsn, [self._event(request.step, ev.DNS_RECORD_CREATED, data)]
+            )
+        logger.info(
+            "dns record created workflow_id=%s fqdn=%s record_id=%s",
+            request.step.workflow_id,
+            result.fqdn,
+            result.record_id,
+        )
+        return result
+
+    @activity.defn(name="bootstrap.invite_user")
+    async def invite_user(self, request: InviteInput) -> Invitation:
+        """Emit ``user.invited`` with a fresh token; a retry returns the first token."""
+        expires_at = datetime.now(UTC) + self._settings.invitation_ttl
+        data = {
+            "invitation_id": str(uuid.uuid4()),
+            "email": request.admin.email,
+            "role": request.admin.role,
+            "token": secrets.token_urlsafe(32),
+            "expires_at": expires_at.isoformat(),
+        }
+        event = self._event(request.step, ev.USER_INVITED, data, request.admin.email.lower())
+        with _classified():
+            stored = await store.emit_and_read(self._dsn, event)
+        return Invitation(
+            invitation_id=_str(stored, "invitation_id"),
+            email=_str(stored, "email"),
+            role=_str(stored, "role"),
+            token=_str(stored, "token"),
+            expires_at=_str(stored, "expires_at"),
+        )
+
+    @activity.defn(name="bootstrap.send_invitation_email")
+    async def send_invitation_email(self, request: EmailInput) -> bool:
+        """Send the invitation unless already recorded as sent; returns whether it sent now.
+
+        A crash between the send and the event makes the retry send again (email has no
+        transaction to share); the stable Message-ID lets the receiving side collapse it.
+        """
+        inv = request.invitation
+        event = self._event(
+            request.step,
+            ev.INVITATION_EMAIL_SENT,
+            {"invitation_id": inv.invitation_id, "email": inv.email},
+            inv.invitation_id,
+        )
+        with _classified():
+            if await store.find_by_key(self._dsn, event.idempotency_key) is not None:
+                return False
+            message = render_invitation_email(
+                organization_name=request.organization_name,
+                fqdn=request.fqdn,
+                invitation=inv,
+                accept_url=self._settings.accept_url(request.fqdn, inv.token),
+            )
+            await self._email.send(message)
+            await store.emit_events(self._dsn, [event])
+        logger.info(
+            "invitation sent workflow_id=%s invitation_id=%s provider=%s",
+            request.step.workflow_id,
+            inv.invitation_id,
+            self._email.name,
+        )
+        return True
+
+    @activity.defn(name="bootstrap.revoke_invitations")
+    async def revoke_invitations(self, request: CompensationInput) -> list[str]:
+        """Compensation: emit ``invitation.revoked`` for every invitation of this bootstrap.
+
+        The invitations are read from the event store, not from the workflow, so one whose
+        activity failed after its event was written is revoked too.
+        """
+        prefix = idempotency_key(request.step.workflow_id, f"{ev.USER_INVITED}:")
+        with _classified():
+            invited = await store.find_by_key_prefix(self._dsn, request.step.org_id, prefix)
+            ids = [_str(data, "invitation_id") for data in invited]
+            revocations = [
+                self._event(
+                    request.step,
+                    ev.INVITATION_REVOKED,
+                    {"invitation_id": inv_id, "reason": request.reason},
+                    inv_id,
+                )
+                for inv_id in ids
+            ]
+            await store.emit_events(self._dsn, revocations)
+        logger.info(
+            "invitations revoked workflow_id=%s count=%d", request.step.workflow_id, len(ids)
+        )
+        return ids
+
+    @activity.defn(name="bootstrap.remove_dns_record")
+    async def remove_dns_record(self, request: CompensationInput) -> str | None:
+        """Compensation: delete this organization's record; emit ``organization.dns.removed``.
+
+        Returns the removed record's id, or None when there was nothing to remove (the
+        create failed before publishing anything), in which case no event is emitted.
+        """
+        step = request.step
+        with _classified():
+            record_id = await self._dns.delete_record(request.fqdn, step.org_id)
+            if record_id is None:
+                # An earlier attempt may have deleted it and failed before emitting.
+                created_key = idempotency_key(step.workflow_id, ev.DNS_RECORD_CREATED)
+                created = await store.find_by_key(self._dsn, created_key)
+                record_id = None if created is None else _str(created, "record_id")
+            if record_id is None:
+                return None
+            data = {"fqdn": request.fqdn, "record_id": record_id, "reason": request.reason}
+            await store.emit_events(self._dsn, [self._event(step, ev.DNS_RECORD_REMOVED, data)])
+        logger.info("dns record removed workflow_id=%s fqdn=%s", step.workflow_id, request.fqdn)
+        return record_id
+
+    @activity.defn(name="bootstrap.record_outcome")
+    async def record_outcome(self, request: OutcomeInput) -> None:
+        """Emit the bootstrap's outcome and the queue job's, in one transaction."""
+        step = request.step
+        if request.status == "completed":
+            pair = [
+                self._event(step, ev.BOOTSTRAP_COMPLETED, {"workflow_id": step.workflow_id}),
+                self._event(
+                    step,
+                    ev.QUEUE_COMPLETED,
+                    {"job_id": step.job_id, "workflow_id": step.workflow_id},
+                ),
+            ]
+        else:
+            reason = request.reason or "unknown"
+            pair = [
+                self._event(
+                    step,
+                    ev.BOOTSTRAP_FAILED,
+                    {"workflow_id": step.workflow_id, "stage": request.stage, "reason": reason},
+                ),
+                self._event(
+                    step,
+                    ev.QUEUE_FAILED,
+                    {"job_id": step.job_id, "workflow_id": step.workflow_id, "error": reason},
+                ),
+            ]
+        with _classified():
+            await store.emit_events(self._dsn, pair)
+        logger.info("bootstrap %s workflow_id=%s", request.status, step.workflow_id)

@@ -1,0 +1,103 @@
+"""The bootstrap worker: a Temporal client and worker on the configured task queue.
+
+Shutdown is graceful: on SIGTERM/SIGINT (or when ``stop`` is set) the worker stops
+polling, lets running activities finish for up to ``graceful_shutdown_s`` and then
+returns. Workflow tasks need no draining: an unfinished one is simply retried by
+another worker from the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from pipeline.bootstrap.activities import BootstrapActivities
+from pipeline.bootstrap.providers import build_dns_provider, build_email_provider
+from pipeline.bootstrap.providers.dns import DnsProvider
+from pipeline.bootstrap.providers.email import EmailProvider
+from pipeline.bootstrap.settings import BootstrapSettings
+from pipeline.bootstrap.workflows import OrganizationBootstrapWorkflow
+
+logger = logging.getLogger(__name__)
+
+
+def build_worker(
+    client: Client,
+    settings: BootstrapSettings,
+    *,
+    dns: DnsProvider | None = None,
+    email: EmailProvider | None = None,
+) -> Worker:
+    """A worker for the bootstrap workflow and its activities on ``settings.task_queue``.
+
+    ``dns`` and ``email`` replace the providers the settings name (tests use this to put
+    a provider in front of a real server).
+    """
+    activities = BootstrapActivities(
+        settings,
+        dns if dns is not None else build_dns_provider(settings),
+        email if email is not None else build_email_provider(settings),
+    )
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[OrganizationBootstrapWorkflow],
+        activities=activities.all(),
+        graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
+    )
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> list[signal.Signals]:
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            # Not the main thread (or not a Unix loop): the caller's ``stop`` still works.
+            continue
+        installed.append(sig)
+    return installed
+
+
+async def run_worker(settings: BootstrapSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the worker until SIGTERM/SIGINT or ``stop``; raise if the worker dies."""
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = _install_signal_handlers(stop)
+    try:
+        client = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace
+        )
+        worker = build_worker(client, settings)
+        logger.info(
+            "bootstrap worker polling task_queue=%s namespace=%s address=%s",
+            settings.task_queue,
+            settings.temporal_namespace,
+            settings.temporal_address,
+        )
+        running = asyncio.create_task(worker.run())
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if running in done:
+            # The worker ended on its own: a fatal error (it is re-raised here).
+            stopping.cancel()
+            running.result()
+            return
+        logger.info(
+            "bootstrap worker stopping task_queue=%s: no new tasks, waiting up to %.0fs "
+            "for running activities",
+            settings.task_queue,
+            settings.graceful_shutdown_s,
+        )
+        await worker.shutdown()
+        await running
+        logger.info("bootstrap worker stopped task_queue=%s", settings.task_queue)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,232 @@
+"""``OrganizationBootstrapWorkflow``: organization → DNS → invitations → emails → outcome.
+
+Outcome contract: a *business* failure (a bad request, a provider that refuses, retries
+exhausted) is compensated, recorded as ``organization.bootstrap.failed`` and
+``workflow.queue.failed``, and returned as ``BootstrapResult(status="failed")``; the
+Temporal execution itself completes. The events are the system's record of the outcome,
+and a failed execution is kept for what they cannot say: the outcome could not be
+recorded at all (the event store rejects the write), or a bug in this code.
+
+Compensation runs in reverse order of the steps (revoke invitations, then remove the DNS
+record); the organization itself is kept, marked failed by the failed event.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pipeline.bootstrap.activities import INVALID_INPUT, BootstrapActivities
+    from pipeline.bootstrap.inputs import (
+        BootstrapInput,
+        BootstrapResult,
+        CompensationInput,
+        DnsInput,
+        EmailInput,
+        Invitation,
+        InviteInput,
+        OrganizationInput,
+        OutcomeInput,
+        RetryTuning,
+        StepInput,
+    )
+    from pipeline.events import WORKFLOW_TYPE_BOOTSTRAP, workflow_id_for
+
+# The first activity runs before the worker's tuning is known; validation never fails
+# for a transient reason, so a few quick attempts only cover a worker lost mid-call.
+_PREPARE_TIMEOUT = timedelta(seconds=30)
+_PREPARE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_attempts=5,
+    non_retryable_error_types=[INVALID_INPUT],
+)
+_MAX_REASON = 2000
+_COMPENSATED_STAGES = {
+    "dns": ("dns",),
+    "invitations": ("invitations", "dns"),
+    "email": ("invitations", "dns"),
+}
+
+
+def _policy(tuning: RetryTuning, maximum_attempts: int) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(milliseconds=tuning.initial_interval_ms),
+        backoff_coefficient=tuning.backoff_coefficient,
+        maximum_interval=timedelta(milliseconds=tuning.maximum_interval_ms),
+        maximum_attempts=maximum_attempts,
+    )
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        reason = f"{cause.type}: {cause.message}" if cause.type else cause.message
+    elif cause is not None:
+        reason = f"{type(cause).__name__}: {cause}"
+    else:
+        reason = str(err)
+    # The contract caps a reason at 2000 characters; a provider's error body can be longer.
+    return reason[:_MAX_REASON] or "unknown failure"
+
+
+@workflow.defn(name=WORKFLOW_TYPE_BOOTSTRAP)
+class OrganizationBootstrapWorkflow:
+    """Bootstraps one organization; the workflow id is ``org-bootstrap-{org_id}``."""
+
+    def __init__(self) -> None:
+        self._stage = "validation"
+        # Production defaults until the first activity returns the worker's tuning; they
+        # matter only when that activity fails (the failure is then recorded with them).
+        self._tune(RetryTuning())
+
+    @workflow.query
+    def stage(self) -> str:
+        """The step running now (``validation`` ... ``completion``), for operators."""
+        return self._stage
+
+    def _tune(self, tuning: RetryTuning) -> None:
+        self._timeout = timedelta(milliseconds=tuning.start_to_close_timeout_ms)
+        self._store_retry = _policy(tuning, tuning.store_maximum_attempts)
+        self._provider_retry = _policy(tuning, tuning.provider_maximum_attempts)
+        # 0 = unlimited: the outcome is what the rest of the system waits for, and only
+        # the event store can stop it from being written.
+        self._outcome_retry = _policy(tuning, 0)
+
+    @workflow.run
+    async def run(self, request: BootstrapInput) -> BootstrapResult:
+        """Run the bootstrap; returns its result whether it completed or failed."""
+        step = StepInput(
+            org_id=request.org_id,
+            job_id=request.job_id,
+            workflow_id=workflow_id_for(request.org_id),
+        )
+        fqdn: str | None = None
+        invitations: list[Invitation] = []
+        sent = 0
+        try:
+            plan = await workflow.execute_activity_method(
+                BootstrapActivities.prepare,
+                request,
+                start_to_close_timeout=_PREPARE_TIMEOUT,
+                retry_policy=_PREPARE_RETRY,
+            )
+            self._tune(plan.tuning)
+            fqdn = plan.fqdn
+            self._stage = "organization"
+            await workflow.execute_activity_method(
+                BootstrapActivities.create_organization,
+                OrganizationInput(step=step, name=request.name, subdomain=request.subdomain),
+                start_to_close_timeout=self._timeout,
+                retry_policy=self._store_retry,
+            )
+            self._stage = "dns"
+            await workflow.execute_activity_method(
+                BootstrapActivities.create_dns_record,
+                DnsInput(step=step, subdomain=request.subdomain, fqdn=fqdn),
+                start_to_close_timeout=self._timeout,
+                retry_policy=self._provider_retry,
+            )
+            # Sequential on purpose: the events land in a stable order, and a permanent
+            # failure leaves no sibling activity running while compensation starts.
+            self._stage = "invitations"
+            for admin in plan.admins:
+                invitation = await workflow.execute_activity_method(
+                    BootstrapActivities.invite_user,
+                    InviteInput(step=step, admin=admin),
+                    start_to_close_timeout=self._timeout,
+                    retry_policy=self._store_retry,
+                )
+                invitations.append(invitation)
+            self._stage = "email"
+            for invitation in invitations:
+                await workflow.execute_activity_method(
+                    BootstrapActivities.send_invitation_email,
+                    EmailInput(
+                        step=step, organization_name=request.name, fqdn=fqdn, invitation=invitation
+                    ),
+                    start_to_close_timeout=self._timeout,
+                    retry_policy=self._provider_retry,
+                )
+                sent += 1
+        except ActivityError as err:
+            return await self._fail(step, fqdn, invitations, sent, err)
+        self._stage = "completion"
+        await self._record(OutcomeInput(step=step, status="completed"))
+        workflow.logger.info("bootstrap completed workflow_id=%s", step.workflow_id)
+        return BootstrapResult(
+            org_id=step.org_id,
+            workflow_id=step.workflow_id,
+            status="completed",
+            fqdn=fqdn,
+            invitations=invitations,
+            emails_sent=sent,
+        )
+
+    async def _fail(
+        self,
+        step: StepInput,
+        fqdn: str | None,
+        invitations: list[Invitation],
+        sent: int,
+        err: ActivityError,
+    ) -> BootstrapResult:
+        stage = self._stage
+        reason = _reason(err)
+        workflow.logger.warning(
+            "bootstrap failed workflow_id=%s stage=%s reason=%s", step.workflow_id, stage, reason
+        )
+        compensated: list[str] = []
+        errors: list[str] = []
+        undo = CompensationInput(step=step, fqdn=fqdn or "", reason=reason)
+        self._stage = "compensation"
+        for action in _COMPENSATED_STAGES.get(stage, ()):
+            try:
+                if action == "invitations":
+                    revoked = await workflow.execute_activity_method(
+                        BootstrapActivities.revoke_invitations,
+                        undo,
+                        start_to_close_timeout=self._timeout,
+                        retry_policy=self._store_retry,
+                    )
+                    compensated.append(f"revoked {len(revoked)} invitation(s)")
+                else:
+                    record_id = await workflow.execute_activity_method(
+                        BootstrapActivities.remove_dns_record,
+                        undo,
+                        start_to_close_timeout=self._timeout,
+                        retry_policy=self._provider_retry,
+                    )
+                    compensated.append(
+                        f"removed dns record {record_id}"
+                        if record_id
+                        else "no dns record to remove"
+                    )
+            except ActivityError as comp_err:
+                # Keep undoing the rest: one stuck provider must not leave the others.
+                errors.append(f"{action}: {_reason(comp_err)}")
+        self._stage = "completion"
+        await self._record(OutcomeInput(step=step, status="failed", stage=stage, reason=reason))
+        return BootstrapResult(
+            org_id=step.org_id,
+            workflow_id=step.workflow_id,
+            status="failed",
+            fqdn=fqdn,
+            invitations=invitations,
+            emails_sent=sent,
+            stage=stage,
+            reason=reason,
+            compensated=compensated,
+            compensation_errors=errors,
+        )
+
+    async def _record(self, outcome: OutcomeInput) -> None:
+        await workflow.execute_activity_method(
+            BootstrapActivities.record_outcome,
+            outcome,
+            start_to_close_timeout=self._timeout,
+            retry_policy=self._outcome_retry,
+        )

@@ -1,0 +1,199 @@
+"""``invitations_projection``: one row per invitation, folded from the organization's stream.
+
+- ``user.invited`` creates the row (``pending``, with email, role, token, expires_at);
+- ``invitation.email.sent`` makes it ``sent``;
+- ``invitation.revoked`` makes it ``revoked``, which is final: a later ``sent`` (an email
+  that went out while the bootstrap was being compensated) does not revive it.
+
+Same position guard as every projection: a row ignores events at or before
+``(last_commit_lsn, last_idx)``. :func:`fold_invitations` is the pure twin of
+:func:`apply_invitation_events`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import psycopg
+
+from pipeline import events as ev
+from pipeline.projections import event_row as er
+from replication.lsn import Position
+
+PENDING = "pending"
+SENT = "sent"
+REVOKED = "revoked"
+_STATUS_BY_EVENT = {ev.INVITATION_EMAIL_SENT: SENT, ev.INVITATION_REVOKED: REVOKED}
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationDetails:
+    """What ``user.invited`` says about an invitation."""
+
+    email: str
+    role: str
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationUpsert:
+    """The change one event makes: ``details`` when it creates the row, else a ``status``."""
+
+    invitation_id: uuid.UUID
+    organization_id: uuid.UUID
+    position: Position
+    at: datetime
+    details: InvitationDetails | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationRow:
+    """A row of ``invitations_projection``."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    role: str
+    status: str
+    token: str
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    last_position: Position
+
+
+def invitation_upsert(row: er.EventRow) -> InvitationUpsert | None:
+    """The upsert ``row`` makes, or None when the event does not concern invitations."""
+    kind = er.event_type(row)
+    if kind != ev.USER_INVITED and kind not in _STATUS_BY_EVENT:
+        return None
+    data = er.event_data(row)
+    base = InvitationUpsert(
+        invitation_id=er.uuid_of(data.get("invitation_id"), "event_data.invitation_id", row),
+        organization_id=er.stream_id(row),
+        position=er.position_of(row),
+        at=er.created_at(row),
+    )
+    if kind == ev.USER_INVITED:
+        details = InvitationDetails(
+            email=er.text(data, "email", row),
+            role=er.text(data, "role", row),
+            token=er.text(data, "token", row),
+            expires_at=er.time_of(data.get("expires_at"), "event_data.expires_at", row),
+        )
+        return replace(base, details=details)
+    return replace(base, status=_STATUS_BY_EVENT[kind])
+
+
+def invitation_upserts(rows: Iterable[er.EventRow]) -> list[InvitationUpsert]:
+    """The upserts of ``rows``, in the order given (which must be commit order)."""
+    upserts = (invitation_upsert(row) for row in rows)
+    return [u for u in upserts if u is not None]
+
+
+def _next_status(current: str, new: str) -> str:
+    return current if current == REVOKED else new
+
+
+def apply_upsert(current: InvitationRow | None, up: InvitationUpsert) -> InvitationRow | None:
+    """The row after ``up`` (pure twin of the SQL); None while the invitation is unknown."""
+    if current is None:
+        if up.details is None:
+            return None
+        d = up.details
+        return InvitationRow(
+            id=up.invitation_id,
+            organization_id=up.organization_id,
+            email=d.email,
+            role=d.role,
+            status=PENDING,
+            token=d.token,
+            expires_at=d.expires_at,
+            created_at=up.at,
+            updated_at=up.at,
+            last_position=up.position,
+        )
+    if up.position <= current.last_position:
+        return current
+    if up.details is not None:
+        d = up.details
+        changed = replace(
+            current, email=d.email, role=d.role, token=d.token, expires_at=d.expires_at
+        )
+    else:
+        changed = replace(current, status=_next_status(current.status, up.status or PENDING))
+    return replace(changed, updated_at=up.at, last_position=up.position)
+
+
+def fold_invitations(
+    rows: Iterable[er.EventRow], state: Mapping[uuid.UUID, InvitationRow] | None = None
+) -> dict[uuid.UUID, InvitationRow]:
+    """Fold event rows into invitation rows, starting from ``state``."""
+    result = dict(state or {})
+    for up in invitation_upserts(rows):
+        new = apply_upsert(result.get(up.invitation_id), up)
+        if new is not None:
+            result[up.invitation_id] = new
+    return result
+
+
+_UPSERT_SQL = """
+INSERT INTO invitations_projection AS i
+    (id, organization_id, email, role, status, token, expires_at,
+     created_at, updated_at, last_commit_lsn, last_idx)
+VALUES (%(id)s, %(org)s, %(email)s, %(role)s, 'pending', %(token)s, %(expires_at)s,
+        %(at)s, %(at)s, %(lsn)s::pg_lsn, %(idx)s)
+ON CONFLICT (id) DO UPDATE SET
+    email = EXCLUDED.email,
+    role = EXCLUDED.role,
+    token = EXCLUDED.token,
+    expires_at = EXCLUDED.expires_at,
+    updated_at = EXCLUDED.updated_at,
+    last_commit_lsn = EXCLUDED.last_commit_lsn,
+    last_idx = EXCLUDED.last_idx
+WHERE (i.last_commit_lsn, i.last_idx) < (EXCLUDED.last_commit_lsn, EXCLUDED.last_idx)
+"""
+
+# 'revoked' is final; see the module docstring.
+_STATUS_SQL = """
+UPDATE invitations_projection AS i SET
+    status = CASE WHEN i.status = 'revoked' THEN i.status ELSE %(status)s::text END,
+    updated_at = %(at)s,
+    last_commit_lsn = %(lsn)s::pg_lsn,
+    last_idx = %(idx)s
+WHERE i.id = %(id)s AND (i.last_commit_lsn, i.last_idx) < (%(lsn)s::pg_lsn, %(idx)s)
+"""
+
+
+async def apply_invitation_events(
+    conn: psycopg.AsyncConnection[object], events: Iterable[er.EventRow]
+) -> int:
+    """Write the upserts of ``events`` in the caller's transaction (nothing is committed).
+
+    Returns how many events changed a row.
+    """
+    changed = 0
+    for up in invitation_upserts(events):
+        params: dict[str, object] = {
+            "id": up.invitation_id,
+            "org": up.organization_id,
+            "at": up.at,
+            "lsn": str(up.position.commit_lsn),
+            "idx": up.position.idx,
+            "status": up.status,
+        }
+        if up.details is not None:
+            params |= {
+                "email": up.details.email,
+                "role": up.details.role,
+                "token": up.details.token,
+                "expires_at": up.details.expires_at,
+            }
+        cur = await conn.execute(_UPSERT_SQL if up.details is not None else _STATUS_SQL, params)
+        changed += max(cur.rowcount, 0)
+    return changed

@@ -1,0 +1,25 @@
+"""Deterministic crash points for the crash tests (test-only, off unless the env says so).
+
+``PIPELINE_KILL_AT=name[:n]`` makes the process SIGKILL itself the n-th time (default 1st)
+it reaches the point called ``name``: the crash tests reach each dangerous moment
+deterministically instead of sleeping and hoping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_spec = os.environ.get("PIPELINE_KILL_AT", "")
+_name, _, _count = _spec.partition(":")
+_remaining = int(_count) if _count.isdigit() else 1
+
+
+def reached(name: str) -> None:
+    """Die here, without any cleanup, if this is the configured kill point."""
+    global _remaining
+    if not _name or name != _name:
+        return
+    _remaining -= 1
+    if _remaining <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,308 @@
+"""The WAL -> Kafka reader: one session streams the slot into the topic; ``run`` keeps
+sessions going across connection loss, a busy slot and broker failures.
+
+Order of duties per transaction: Begin announces its commit LSN (the position of all its
+events is known up front, so sends are pipelined), each Insert into ``domain_events`` is
+sent with key = stream_id, the Commit registers the event count with the tracker, and
+Kafka's acks let the tracker advance. Status updates report ``tracker.flushable()``: the
+slot never confirms WAL whose events Kafka does not hold (DESIGN invariant 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+
+from replication import killpoint
+from replication.decoder import decode_pgoutput, encode_standby_status, parse_copy_data
+from replication.errors import DeliveryError, ReaderSetupError, SlotInUse
+from replication.lsn import LSN, Position
+from replication.messages import Begin, Commit, Insert, PrimaryKeepalive, Relation, XLogData
+from replication.producer import EventProducer, TopicSpec, ensure_topic, is_too_large
+from replication.rows import RelationCache
+from replication.slot import (
+    SlotState,
+    drop_inactive_slot,
+    preflight,
+    record_snapshot,
+    translate_connect_error,
+)
+from replication.snapshot import copy_snapshot
+from replication.tracker import FlushTracker
+from replication.wire import ReplicationWire, ServerError, StreamClosed
+
+log = logging.getLogger(__name__)
+
+_ACTIVE_PID = re.compile(r"active for PID (\d+)", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderConfig:
+    """What the reader needs; built from pipeline.config.Settings by the caller."""
+
+    dsn: str
+    kafka_bootstrap: str
+    topic: str = "domain-events"
+    partitions: int = 8
+    replication_factor: int = 1
+    slot: str = "pipeline"
+    publication: str = "pipeline_domain_events"
+    initial_snapshot: bool = True
+    status_interval: float = 1.0
+    max_in_flight: int = 50_000
+    retry_min: float = 0.5
+    retry_max: float = 15.0
+
+
+@dataclass(slots=True)
+class ReaderStats:
+    """Counters an exporter (pipeline.metrics) can read; plain numbers, no I/O."""
+
+    active: bool = False
+    events_read: int = 0
+    events_acked: int = 0
+    snapshot_rows: int = 0
+    transactions: int = 0
+    confirmed_lsn: LSN = field(default_factory=lambda: LSN.ZERO)
+    server_wal_end: LSN = field(default_factory=lambda: LSN.ZERO)
+    sessions: int = 0
+    waiting_for_slot_pid: int | None = None
+
+
+AckHook = Callable[[Position, BaseException | None, Callable[[], None]], None]
+
+
+class Reader:
+    """Streams ``domain_events`` from the slot into Kafka; one active per slot."""
+
+    def __init__(self, config: ReaderConfig, *, ack_hook: AckHook | None = None) -> None:
+        self.config = config
+        self.stats = ReaderStats()
+        # Test seam: lets a test hold Kafka's acks back from the tracker.
+        self._ack_hook = ack_hook
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run sessions until stop is set; setup errors (bad config) are raised."""
+        delay = self.config.retry_min
+        while not stop.is_set():
+            self.stats.sessions += 1
+            try:
+                await self.session(stop)
+                return
+            except ReaderSetupError:
+                raise
+            except SlotInUse as exc:
+                if self.stats.waiting_for_slot_pid != exc.pid:
+                    log.warning(
+                        "slot=%s is in use by pid %s: another reader is active; waiting to take over",
+                        exc.slot,
+                        exc.pid,
+                    )
+                self.stats.waiting_for_slot_pid = exc.pid
+                delay = self.config.retry_min
+                wait = 1.0
+            except (psycopg.Error, StreamClosed, ServerError, DeliveryError, OSError) as exc:
+                log.warning("reader session ended: %s; reconnecting in %.1fs", exc, delay)
+                wait, delay = delay, min(delay * 2, self.config.retry_max)
+            finally:
+                self.stats.active = False
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def session(self, stop: asyncio.Event) -> None:
+        """One replication session: preflight, (snapshot), stream until stop or failure."""
+        cfg = self.config
+        state = await preflight(cfg.dsn, cfg.slot, cfg.publication)
+        if state.active_pid is not None:
+            raise SlotInUse(cfg.slot, state.active_pid)
+        if state.exists and cfg.initial_snapshot and not state.snapshot_done:
+            log.warning("slot=%s has no completed initial snapshot: recreating it", cfg.slot)
+            await drop_inactive_slot(cfg.dsn, cfg.slot)
+            state = SlotState(exists=False)
+        await ensure_topic(cfg.kafka_bootstrap, TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor))
+        session = _Session(self, state)
+        await session.run(stop)
+
+
+class _Session:
+    def __init__(self, reader: Reader, state: SlotState) -> None:
+        self.reader = reader
+        self.cfg = reader.config
+        self.stats = reader.stats
+        self.state = state
+        self.tracker = FlushTracker(state.confirmed_flush or LSN.ZERO)
+        self.relations = RelationCache()
+        self.failure: BaseException | None = None
+        self.in_flight = 0
+        self.drained = asyncio.Event()
+        self.producer = EventProducer(self.cfg.kafka_bootstrap, self.cfg.topic, self._on_ack)
+        self.received = LSN.ZERO
+        self.sent_flush = LSN.ZERO
+
+    # -- Kafka acks ---------------------------------------------------------------------
+
+    def _on_ack(self, pos: Position, error: BaseException | None) -> None:
+        hook = self.reader._ack_hook
+        if hook is not None:
+            hook(pos, error, lambda: self._apply_ack(pos, error))
+        else:
+            self._apply_ack(pos, error)
+
+    def _apply_ack(self, pos: Position, error: BaseException | None) -> None:
+        self.in_flight -= 1
+        if self.in_flight < self.cfg.max_in_flight:
+            self.drained.set()
+        if error is None:
+            if pos.commit_lsn != LSN.ZERO:  # snapshot rows are not in the slot's stream
+                self.tracker.ack(pos)
+            self.stats.events_acked += 1
+            return
+        if self.failure is None:
+            hint = " (larger than the topic accepts)" if is_too_large(error) else ""
+            self.failure = DeliveryError(
+                f"Kafka did not accept the event at {pos}{hint}: {error!r}"
+            )
+
+    async def _send(
+        self, pos: Position, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        if self.failure is not None:
+            raise self.failure
+        while self.in_flight >= self.cfg.max_in_flight:
+            self.drained.clear()
+            await self.drained.wait()
+        self.in_flight += 1
+        await self.producer.send(pos, key, value, headers)
+        self.stats.events_read += 1
+
+    # -- the stream -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                cfg.dsn, autocommit=True, replication="database"
+            )
+        except psycopg.Error as exc:
+            raise translate_connect_error(exc) from exc
+        await self.producer.start()
+        try:
+            wire = ReplicationWire(conn)
+            if not self.state.exists:
+                await self._create_slot(wire)
+            try:
+                await wire.start_copy(
+                    f"START_REPLICATION SLOT {cfg.slot} LOGICAL 0/0 "
+                    f"(proto_version '1', publication_names '{cfg.publication}')"
+                )
+            except ServerError as exc:
+                if exc.sqlstate == "55006":  # object_in_use: another walsender has the slot
+                    match = _ACTIVE_PID.search(str(exc))
+                    raise SlotInUse(cfg.slot, int(match[1]) if match else None) from exc
+                raise
+            self.stats.active = True
+            self.stats.waiting_for_slot_pid = None
+            log.info(
+                "slot=%s streaming from lsn=%s into topic %s",
+                cfg.slot,
+                self.tracker.flushed,
+                cfg.topic,
+            )
+            await self._stream(wire, stop)
+        finally:
+            self.stats.active = False
+            try:
+                await asyncio.wait_for(self.producer.flush(), 30)
+            except (TimeoutError, OSError) as exc:
+                log.warning("producer flush on session end failed: %s", exc)
+            await self.producer.stop()
+            await conn.close()
+
+    async def _create_slot(self, wire: ReplicationWire) -> None:
+        cfg = self.cfg
+        mode = "export" if cfg.initial_snapshot else "nothing"
+        rows = await wire.query(
+            f"CREATE_REPLICATION_SLOT {cfg.slot} LOGICAL pgoutput (SNAPSHOT '{mode}')"
+        )
+        consistent = LSN.parse(rows[0][1] or "0/0")
+        log.info("created slot=%s at lsn=%s", cfg.slot, consistent)
+        copied = 0
+        if cfg.initial_snapshot and rows[0][2]:
+            # The exported snapshot lives until the next command on this connection.
+            copied = await copy_snapshot(cfg.dsn, rows[0][2], self._send)
+            await self.producer.flush()
+            if self.failure is not None:
+                raise self.failure
+            log.info("slot=%s initial snapshot: %d rows in Kafka", cfg.slot, copied)
+        self.stats.snapshot_rows = copied
+        await record_snapshot(cfg.dsn, cfg.slot, consistent, copied)
+        self.tracker = FlushTracker(consistent)
+
+    async def _stream(self, wire: ReplicationWire, stop: asyncio.Event) -> None:
+        interval = self.cfg.status_interval
+        next_status = time.monotonic() + interval
+        relations = self.relations
+        tracker = self.tracker
+        begin: Begin | None = None
+        idx = 0
+        while not stop.is_set():
+            if self.failure is not None:
+                raise self.failure
+            frame = await wire.read(timeout=max(0.0, next_status - time.monotonic()))
+            if frame is not None:
+                msg = parse_copy_data(frame)
+                if isinstance(msg, XLogData):
+                    self.received = max(self.received, msg.wal_end)
+                    pg = decode_pgoutput(msg.payload)
+                    if isinstance(pg, Insert):
+                        assert begin is not None
+                        row = relations.domain_event(pg)
+                        await self._send(
+                            Position(begin.final_lsn, idx),
+                            str(row.stream_id).encode(),
+                            row.to_json_bytes(),
+                            [
+                                ("commit_lsn", str(begin.final_lsn).encode()),
+                                ("idx", str(idx).encode()),
+                                ("xid", str(begin.xid).encode()),
+                                ("commit_ts", begin.commit_time.isoformat().encode()),
+                            ],
+                        )
+                        idx += 1
+                    elif isinstance(pg, Begin):
+                        begin, idx = pg, 0
+                        tracker.begin(pg.final_lsn)
+                    elif isinstance(pg, Commit):
+                        tracker.register(pg.commit_lsn, pg.end_lsn, idx)
+                        self.stats.transactions += 1
+                        begin = None
+                    elif isinstance(pg, Relation):
+                        relations.add(pg)
+                elif isinstance(msg, PrimaryKeepalive):
+                    self.stats.server_wal_end = msg.wal_end
+                    if begin is None:
+                        tracker.note_keepalive(msg.wal_end)
+                    if msg.reply_requested:
+                        await self._status(wire)
+            if time.monotonic() >= next_status:
+                await self._status(wire)
+                next_status = time.monotonic() + interval
+        await self.producer.flush()
+        await self._status(wire)
+
+    async def _status(self, wire: ReplicationWire) -> None:
+        flush = self.tracker.flushable()
+        if flush > self.sent_flush:
+            killpoint.reached("reader.after_ack_before_flush")
+        write = max(self.received, flush)
+        await wire.write(encode_standby_status(write, flush, flush))
+        self.sent_flush = flush
+        self.stats.confirmed_lsn = flush

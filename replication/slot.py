@@ -1,0 +1,172 @@
+"""Preflight checks, publication and slot management for the reader.
+
+Every refusal is turned into an error with an operator hint before the reader streams:
+``wal_level`` not logical, a role without REPLICATION, a pooler, a slot with the wrong
+plugin, a publication that does not cover ``domain_events``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal, pooler_problem
+from replication.errors import (
+    PoolerError,
+    PublicationError,
+    ReplicationPrivilegeError,
+    SlotMismatchError,
+    WalLevelError,
+)
+from replication.lsn import LSN
+
+log = logging.getLogger(__name__)
+
+TABLE = "domain_events"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotState:
+    """What pg_replication_slots says of our slot (None fields when it does not exist)."""
+
+    exists: bool
+    active_pid: int | None = None
+    confirmed_flush: LSN | None = None
+    snapshot_done: bool = False
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse a pooler DSN before connecting."""
+    problem = pooler_problem(dsn)
+    if problem is not None:
+        raise PoolerError(
+            f"the database URL points at a connection pooler: {problem}", DIRECT_HOST_HINT
+        )
+
+
+def translate_connect_error(exc: psycopg.Error) -> Exception:
+    """Map a refusal at connect time to the error an operator can act on."""
+    text = str(exc)
+    if looks_like_pooler_refusal(text):
+        return PoolerError(
+            f"the server refused a replication connection ({text.strip()})", DIRECT_HOST_HINT
+        )
+    if "replication role" in text or "permission denied to start WAL sender" in text:
+        return ReplicationPrivilegeError(
+            f"the role may not open a replication connection ({text.strip()})",
+            "ALTER ROLE <user> WITH REPLICATION (or use a role that has it)",
+        )
+    if "wal_level" in text:
+        return WalLevelError(text.strip(), "set wal_level = logical and restart PostgreSQL")
+    return exc
+
+
+async def preflight(dsn: str, slot: str, publication: str) -> SlotState:
+    """Check the server and our objects; create the publication if it is missing."""
+    check_dsn(dsn)
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc) from exc
+    async with conn:
+        row = await (await conn.execute("SHOW wal_level")).fetchone()
+        if row is None or row[0] != "logical":
+            raise WalLevelError(
+                f"wal_level is {row[0] if row else 'unknown'!r}, logical decoding needs 'logical'",
+                "set wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL",
+            )
+        row = await (
+            await conn.execute(
+                "SELECT rolreplication OR rolsuper, current_user FROM pg_roles WHERE rolname = current_user"
+            )
+        ).fetchone()
+        if row is None or not row[0]:
+            user = row[1] if row else "?"
+            raise ReplicationPrivilegeError(
+                f"role {user!r} lacks the REPLICATION attribute",
+                f"ALTER ROLE {user} WITH REPLICATION",
+            )
+        await _ensure_publication(conn, publication)
+        return await _slot_state(conn, slot)
+
+
+async def _ensure_publication(conn: psycopg.AsyncConnection[tuple[object, ...]], name: str) -> None:
+    exists = await (
+        await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
+    ).fetchone()
+    if exists is None:
+        log.warning("publication %s missing: creating it for %s", name, TABLE)
+        try:
+            await conn.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert')").format(
+                    sql.Identifier(name), sql.Identifier(TABLE)
+                )
+            )
+        except psycopg.Error as exc:
+            raise PublicationError(
+                f"publication {name!r} does not exist and could not be created: {exc}",
+                f"CREATE PUBLICATION {name} FOR TABLE {TABLE} (run `pipeline migrate`)",
+            ) from exc
+    covered = await (
+        await conn.execute(
+            "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND tablename = %s",
+            (name, TABLE),
+        )
+    ).fetchone()
+    if covered is None:
+        raise PublicationError(
+            f"publication {name!r} does not cover {TABLE}",
+            f"ALTER PUBLICATION {name} ADD TABLE {TABLE}",
+        )
+
+
+async def _slot_state(conn: psycopg.AsyncConnection[tuple[object, ...]], slot: str) -> SlotState:
+    row = await (
+        await conn.execute(
+            "SELECT plugin, database = current_database(), active_pid, confirmed_flush_lsn::text "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
+    ).fetchone()
+    if row is None:
+        return SlotState(exists=False)
+    plugin, same_db, active_pid, confirmed = row
+    if plugin != "pgoutput" or not same_db:
+        raise SlotMismatchError(
+            f"slot {slot!r} exists with plugin {plugin!r} on {'this' if same_db else 'another'} database",
+            f"drop it (SELECT pg_drop_replication_slot('{slot}')) or set PIPELINE_SLOT_NAME to another name",
+        )
+    done = await (
+        await conn.execute("SELECT 1 FROM pipeline_reader_snapshots WHERE slot_name = %s", (slot,))
+    ).fetchone()
+    return SlotState(
+        exists=True,
+        active_pid=active_pid if isinstance(active_pid, int) else None,
+        confirmed_flush=LSN.parse(confirmed) if isinstance(confirmed, str) else None,
+        snapshot_done=done is not None,
+    )
+
+
+async def drop_inactive_slot(dsn: str, slot: str) -> None:
+    """Drop a slot left without its initial snapshot (it will be created again)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND NOT active",
+            (slot,),
+        )
+
+
+async def record_snapshot(dsn: str, slot: str, consistent_point: LSN, rows: int) -> None:
+    """Remember that the slot's initial snapshot is entirely in Kafka."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO pipeline_reader_snapshots (slot_name, consistent_point, rows_copied) "
+            "VALUES (%s, %s::pg_lsn, %s) ON CONFLICT (slot_name) DO UPDATE SET "
+            "consistent_point = EXCLUDED.consistent_point, rows_copied = EXCLUDED.rows_copied, "
+            "completed_at = now()",
+            (slot, str(consistent_point), rows),
+        )

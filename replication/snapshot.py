@@ -1,0 +1,67 @@
+"""The initial snapshot: rows already in ``domain_events`` when the slot is created.
+
+They are read in the slot's exported snapshot, so together with the stream that starts
+at the slot's consistent point every row is sent exactly once. Their positions use
+commit LSN 0/0 (idx = order in the snapshot), which sorts before every streamed event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import orjson
+import psycopg
+
+from replication.lsn import LSN, Position
+
+Send = Callable[[Position, bytes, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+
+_SELECT = (
+    "SELECT id, stream_id, stream_type, stream_version, event_type, event_data, "
+    "event_metadata, idempotency_key, created_at FROM domain_events "
+    "ORDER BY created_at, stream_id, stream_version"
+)
+
+
+async def copy_snapshot(dsn: str, snapshot_name: str, send: Send) -> int:
+    """Send every row visible in the exported snapshot; returns how many."""
+    copied = 0
+    async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_name}'")
+        async with conn.cursor(name="pipeline_snapshot") as cur:
+            await cur.execute(_SELECT)
+            async for row in cur:
+                (
+                    event_id,
+                    stream_id,
+                    stream_type,
+                    version,
+                    event_type,
+                    data,
+                    meta,
+                    key,
+                    created,
+                ) = row
+                value = orjson.dumps(
+                    {
+                        "id": event_id,
+                        "stream_id": stream_id,
+                        "stream_type": stream_type,
+                        "stream_version": version,
+                        "event_type": event_type,
+                        "event_data": data,
+                        "event_metadata": meta,
+                        "idempotency_key": key,
+                        "created_at": created,
+                    }
+                )
+                headers = [
+                    ("commit_lsn", str(LSN.ZERO).encode()),
+                    ("idx", str(copied).encode()),
+                    ("xid", b"0"),
+                    ("commit_ts", created.isoformat().encode()),
+                ]
+                await send(Position(LSN.ZERO, copied), str(stream_id).encode(), value, headers)
+                copied += 1
+    return copied

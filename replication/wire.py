@@ -1,0 +1,143 @@
+"""Non-blocking I/O on a replication connection through psycopg's public ``pq`` API.
+
+psycopg 3 has no replication API, but a connection opened with ``replication=database``
+accepts replication commands in the simple-query protocol and, after
+``START_REPLICATION``, enters COPY_BOTH. Here the waiting is done on the event loop
+(``add_reader``/``add_writer`` on the socket), in the spirit of psycopg's own split
+between protocol generators and ``waiting.py``; no private psycopg module is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+from psycopg import pq
+
+from replication.errors import ReplicationError
+
+
+class ServerError(ReplicationError):
+    """The server answered a command with an error."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class StreamClosed(ReplicationError):
+    """The server ended the COPY stream or the connection dropped."""
+
+
+async def _wait(fd: int, *, write: bool = False, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+    """Wait until fd is readable (or writable); False on timeout."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    if write:
+        loop.add_writer(fd, ready)
+    else:
+        loop.add_reader(fd, ready)
+    try:
+        await asyncio.wait_for(fut, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+def _error(pgconn: pq.abc.PGconn, result: pq.abc.PGresult | None = None) -> ServerError:
+    if result is not None:
+        message = (result.error_message or b"").decode(errors="replace").strip()
+        state = result.error_field(pq.DiagnosticField.SQLSTATE)
+        return ServerError(message or "server error", state.decode() if state else None)
+    message = (pgconn.error_message or b"").decode(errors="replace").strip()
+    return ServerError(message or "connection error", None)
+
+
+class ReplicationWire:
+    """Simple queries and the COPY_BOTH stream of one replication connection."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[object]) -> None:
+        self.conn = conn
+        self.pgconn = conn.pgconn
+        self.pgconn.nonblocking = 1
+
+    async def _flush(self) -> None:
+        while self.pgconn.flush() == 1:
+            await _wait(self.pgconn.socket, write=True)
+
+    async def query(self, sql: str) -> list[list[str | None]]:
+        """Run a replication command (simple protocol); returns the rows as text."""
+        pgconn = self.pgconn
+        pgconn.send_query(sql.encode())
+        await self._flush()
+        rows: list[list[str | None]] = []
+        error: ServerError | None = None
+        while True:
+            while pgconn.is_busy():
+                await _wait(pgconn.socket)
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                break
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                error = _error(pgconn, result)
+            elif result.status == pq.ExecStatus.COPY_BOTH:
+                return rows
+            elif result.status == pq.ExecStatus.TUPLES_OK:
+                for r in range(result.ntuples):
+                    rows.append(
+                        [
+                            None if (v := result.get_value(r, c)) is None else bytes(v).decode()
+                            for c in range(result.nfields)
+                        ]
+                    )
+        if error is not None:
+            raise error
+        return rows
+
+    async def start_copy(self, sql: str) -> None:
+        """Send START_REPLICATION and wait until the server enters COPY_BOTH."""
+        pgconn = self.pgconn
+        pgconn.send_query(sql.encode())
+        await self._flush()
+        while pgconn.is_busy():
+            await _wait(pgconn.socket)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None or result.status != pq.ExecStatus.COPY_BOTH:
+            raise _error(pgconn, result)
+
+    async def read(self, timeout: float) -> bytes | None:  # noqa: ASYNC109
+        """The next CopyData payload, or None when nothing arrived within timeout."""
+        pgconn = self.pgconn
+        while True:
+            nbytes, data = pgconn.get_copy_data(1)
+            if nbytes > 0:
+                return bytes(data)
+            if nbytes == 0:
+                if not await _wait(pgconn.socket, timeout=timeout):
+                    return None
+                pgconn.consume_input()
+                continue
+            if nbytes == -1:
+                result = pgconn.get_result()
+                if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
+                    raise StreamClosed(str(_error(pgconn, result)))
+                raise StreamClosed("the server ended the replication stream")
+            raise StreamClosed(str(_error(pgconn)))
+
+    async def write(self, payload: bytes) -> None:
+        """Send one CopyData message (e.g. a standby status update)."""
+        while self.pgconn.put_copy_data(payload) == 0:
+            await _wait(self.pgconn.socket, write=True)
+        await self._flush()
