@@ -6,16 +6,20 @@ Exit codes: 0 success; 1 a runtime failure (a service unreachable, a check faile
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import psycopg
 import typer
 
 from pipeline import events
-from pipeline.config import database_url_from_env
+from pipeline.config import Settings, database_url_from_env, load_settings, reader_config
 from pipeline.dev import services
 from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import load_layout
@@ -100,6 +104,48 @@ def dev_env() -> None:
     """Print `export` lines pointing the pipeline at the local services."""
     for name, value in load_layout().env().items():
         typer.echo(f"export {name}={value}")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from exc
+
+
+async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run main(stop) with SIGTERM/SIGINT setting stop (graceful shutdown)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await main(stop)
+
+
+@app.command()
+def reader() -> None:
+    """Run only the WAL -> Kafka reader (`run` runs it together with the agents)."""
+    from replication.errors import ReaderSetupError
+    from replication.reader import Reader
+
+    settings = _settings()
+    try:
+        asyncio.run(_until_signalled(Reader(reader_config(settings)).run))
+    except ReaderSetupError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from exc
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker of the organization bootstrap (graceful on SIGTERM)."""
+    from pipeline.bootstrap.settings import from_env
+    from pipeline.bootstrap.worker import run_worker
+
+    try:
+        settings = from_env(os.environ)
+    except PipelineError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from exc
+    asyncio.run(run_worker(settings))
 
 
 @app.command()

@@ -11,10 +11,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 from replication.dsn import pooler_problem
+
+if TYPE_CHECKING:
+    from replication.reader import ReaderConfig
 
 CONFIGMAP = "pipeline-config"
 SECRET = "pipeline-secrets"
@@ -47,6 +51,7 @@ class Settings:
     temporal_task_queue: str = "org-bootstrap"
     topic: str = "domain-events"
     topic_partitions: int = 8
+    topic_replication_factor: int = 1
     dead_letter_topic: str = "domain-events-dlq"
     slot_name: str = "pipeline"
     publication: str = "pipeline_domain_events"
@@ -142,6 +147,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             _problem("PIPELINE_SLOT_NAME", "slot names use lower-case letters, digits and _")
         )
     partitions = _int_setting(env, "PIPELINE_TOPIC_PARTITIONS", 8, problems)
+    replication_factor = _int_setting(env, "PIPELINE_TOPIC_REPLICATION_FACTOR", 1, problems)
     web_port = _int_setting(env, "PIPELINE_WEB_PORT", 6066, problems)
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
     if problems:
@@ -154,6 +160,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         temporal_task_queue=values["PIPELINE_TEMPORAL_TASK_QUEUE"],
         topic=values["PIPELINE_TOPIC"],
         topic_partitions=partitions,
+        topic_replication_factor=replication_factor,
         dead_letter_topic=values["PIPELINE_DEAD_LETTER_TOPIC"],
         slot_name=slot,
         publication=values["PIPELINE_PUBLICATION"],
@@ -175,3 +182,19 @@ def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return dsn
+
+
+def reader_config(settings: Settings) -> ReaderConfig:
+    """The replication reader's part of the settings."""
+    from replication.reader import ReaderConfig
+
+    return ReaderConfig(
+        dsn=settings.database_url,
+        kafka_bootstrap=settings.kafka_bootstrap_servers,
+        topic=settings.topic,
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        slot=settings.slot_name,
+        publication=settings.publication,
+        initial_snapshot=settings.initial_snapshot,
+    )

@@ -12,14 +12,13 @@ import signal
 
 _spec = os.environ.get("PIPELINE_KILL_AT", "")
 _name, _, _count = _spec.partition(":")
-_remaining = int(_count) if _count.isdigit() else 1
+_state = {"remaining": int(_count) if _count.isdigit() else 1}
 
 
 def reached(name: str) -> None:
     """Die here, without any cleanup, if this is the configured kill point."""
-    global _remaining
     if not _name or name != _name:
         return
-    _remaining -= 1
-    if _remaining <= 0:
+    _state["remaining"] -= 1
+    if _state["remaining"] <= 0:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -11,6 +11,7 @@ slot never confirms WAL whose events Kafka does not hold (DESIGN invariant 2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -112,10 +113,8 @@ class Reader:
                 wait, delay = delay, min(delay * 2, self.config.retry_max)
             finally:
                 self.stats.active = False
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
-            except TimeoutError:
-                pass
 
     async def session(self, stop: asyncio.Event) -> None:
         """One replication session: preflight, (snapshot), stream until stop or failure."""
@@ -127,7 +126,9 @@ class Reader:
             log.warning("slot=%s has no completed initial snapshot: recreating it", cfg.slot)
             await drop_inactive_slot(cfg.dsn, cfg.slot)
             state = SlotState(exists=False)
-        await ensure_topic(cfg.kafka_bootstrap, TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor))
+        await ensure_topic(
+            cfg.kafka_bootstrap, TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor)
+        )
         session = _Session(self, state)
         await session.run(stop)
 
