@@ -149,6 +149,58 @@ def worker() -> None:
 
 
 @app.command()
+def check() -> None:
+    """Validate the configuration and reach each service, without side effects."""
+    from pipeline.check import run_checks
+
+    settings = _settings()
+    results = asyncio.run(run_checks(settings))
+    for result in results:
+        mark = (
+            typer.style("ok  ", fg=typer.colors.GREEN)
+            if result.ok
+            else typer.style("FAIL", fg=typer.colors.RED)
+        )
+        typer.echo(f"{mark} {result.name:9} {result.detail}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Slot, reader holder, Kafka consumer lag, queue projection counts, dead letters."""
+    import orjson
+
+    from pipeline.status import gather
+
+    settings = _settings()
+    try:
+        report = asyncio.run(gather(settings))
+    except (psycopg.Error, OSError) as exc:
+        raise _fail(f"status unavailable: {exc}") from exc
+    if as_json:
+        typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    slot, kafka = report["slot"], report["kafka"]
+    if slot["exists"]:
+        holder = f"pid {slot['active_pid']}" if slot["active"] else "nobody (no reader active)"
+        typer.echo(
+            f"slot      {slot['name']}: confirmed {slot['confirmed_flush_lsn']}, "
+            f"lag {slot['lag_bytes']} bytes, held by {holder}"
+        )
+    else:
+        typer.echo(f"slot      {slot['name']}: not created yet")
+    lags = ", ".join(f"p{p['partition']}={p['lag']}" for p in kafka["partitions"])
+    typer.echo(
+        f"kafka     {kafka['topic']} group {kafka['consumer_group']}: lag {kafka['total_lag']} ({lags})"
+    )
+    typer.echo("queue     " + ", ".join(f"{k}={v}" for k, v in report["queue"].items()))
+    typer.echo(f"dead      {kafka['dead_letters']} record(s) in the dead-letter topic")
+
+
+@app.command()
 def migrate() -> None:
     """Apply pending SQL migrations (sql/migrations); a no-op when up to date."""
     from pipeline.migrate import migrate as run_migrations

@@ -1,0 +1,106 @@
+"""``pipeline check``: configuration, then each service reached without side effects."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from pipeline.config import Settings
+from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+async def check_postgres(settings: Settings) -> CheckResult:
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            settings.database_url, autocommit=True, connect_timeout=5
+        ) as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT current_setting('wal_level'), "
+                    "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), "
+                    "EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = %s "
+                    "        AND tablename = 'domain_events'), "
+                    "(SELECT plugin FROM pg_replication_slots WHERE slot_name = %s), "
+                    "to_regclass('public.domain_events') IS NOT NULL",
+                    (settings.publication, settings.slot_name),
+                )
+            ).fetchone()
+    except psycopg.Error as exc:
+        text = str(exc).strip()
+        if looks_like_pooler_refusal(text):
+            return CheckResult("postgres", False, f"{text}. {DIRECT_HOST_HINT}")
+        return CheckResult("postgres", False, text)
+    assert row is not None
+    wal_level, can_replicate, published, plugin, migrated = row
+    problems = []
+    if wal_level != "logical":
+        problems.append(f"wal_level is {wal_level!r}, needs 'logical'")
+    if not can_replicate:
+        problems.append("the role lacks REPLICATION (ALTER ROLE ... WITH REPLICATION)")
+    if not migrated:
+        problems.append("domain_events missing: run `pipeline migrate`")
+    elif not published:
+        problems.append(f"publication {settings.publication!r} does not cover domain_events")
+    if plugin not in (None, "pgoutput"):
+        problems.append(f"slot {settings.slot_name!r} uses plugin {plugin!r}, not pgoutput")
+    if problems:
+        return CheckResult("postgres", False, "; ".join(problems))
+    slot = (
+        f"slot {settings.slot_name} exists"
+        if plugin
+        else f"slot {settings.slot_name} will be created"
+    )
+    return CheckResult("postgres", True, f"wal_level=logical, replication allowed, {slot}")
+
+
+async def check_kafka(settings: Settings) -> CheckResult:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000
+    )
+    try:
+        await asyncio.wait_for(admin.start(), 10)
+        cluster = await admin.describe_cluster()
+        topics = set(await admin.list_topics())
+    except (KafkaError, OSError, TimeoutError) as exc:
+        return CheckResult("kafka", False, f"{settings.kafka_bootstrap_servers}: {exc!r}")
+    finally:
+        await admin.close()
+    brokers = len(cluster.get("brokers", []))
+    topic = "exists" if settings.topic in topics else "will be created"
+    return CheckResult("kafka", True, f"{brokers} broker(s); topic {settings.topic} {topic}")
+
+
+async def check_temporal(settings: Settings) -> CheckResult:
+    try:
+        client = await asyncio.wait_for(
+            Client.connect(settings.temporal_address, namespace=settings.temporal_namespace), 10
+        )
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+        )
+    except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
+        return CheckResult("temporal", False, f"{settings.temporal_address}: {exc}")
+    return CheckResult("temporal", True, f"namespace {settings.temporal_namespace} reachable")
+
+
+async def run_checks(settings: Settings) -> list[CheckResult]:
+    """Every check, concurrently; none of them changes anything."""
+    return list(
+        await asyncio.gather(
+            check_postgres(settings), check_kafka(settings), check_temporal(settings)
+        )
+    )
