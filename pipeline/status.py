@@ -121,10 +121,7 @@ async def _kafka(settings: Settings) -> KafkaStatus:
         partitions: list[PartitionLag] = []
         dead = 0
         if settings.topic in topics:
-            parts = [
-                TopicPartition(settings.topic, p)
-                for p in sorted(consumer.partitions_for_topic(settings.topic) or ())
-            ]
+            parts = await _partitions(admin, settings.topic)
             ends = await consumer.end_offsets(parts)
             committed = await admin.list_consumer_group_offsets(settings.consumer_group)
             for tp in parts:
