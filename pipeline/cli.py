@@ -123,6 +123,14 @@ async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> 
 
 
 @app.command()
+def run() -> None:
+    """Run the WAL -> Kafka reader and the Faust agents (the pipeline) until SIGTERM."""
+    from pipeline.runner import run as run_pipeline
+
+    run_pipeline(_settings())
+
+
+@app.command()
 def reader() -> None:
     """Run only the WAL -> Kafka reader (`run` runs it together with the agents)."""
     from replication.errors import ReaderSetupError
