@@ -21,3 +21,6 @@ status:
 
 lint:
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+bench: setup
+	@.venv/bin/python -m bench.run $(BENCH_ARGS)

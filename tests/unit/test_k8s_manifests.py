@@ -21,7 +21,7 @@ from typer.main import get_command
 
 from pipeline.bootstrap.settings import from_env
 from pipeline.cli import app as cli_app
-from pipeline.config import CONFIGMAP, SECRET, SOURCES, Settings, load_settings
+from pipeline.config import CONFIGMAP, SECRET, SOURCES, load_settings
 from pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,8 +70,9 @@ def _containers() -> Iterator[tuple[str, Manifest]]:
 
 
 def _env(container: Manifest, name: str) -> Manifest:
-    (entry,) = [e for e in container.get("env", []) if e["name"] == name]
-    return entry
+    entries: list[Manifest] = [e for e in container.get("env", []) if e["name"] == name]
+    assert len(entries) == 1, f"expected one env entry {name}, found {len(entries)}"
+    return entries[0]
 
 
 @pytest.fixture
@@ -156,7 +157,8 @@ def test_statefulset_runs_the_reader_and_agents_with_a_volume_per_replica() -> N
     assert instance["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
     (port,) = container["ports"]
-    assert port["containerPort"] == Settings.web_port == 6066
+    web_port = int(_one("ConfigMap", CONFIGMAP)["data"]["PIPELINE_WEB_PORT"])
+    assert port["containerPort"] == web_port == 6066
     probes = {kind: container[kind]["httpGet"] for kind in ("readinessProbe", "livenessProbe")}
     assert probes["readinessProbe"]["path"] == "/readyz"
     assert probes["livenessProbe"]["path"] == "/healthz"
@@ -217,9 +219,7 @@ def test_env_comes_only_from_the_pipeline_configmap_and_secret() -> None:
             if "secretKeyRef" in value_from:
                 assert value_from["secretKeyRef"]["name"] == SECRET, where
             assert set(value_from) <= {"configMapKeyRef", "secretKeyRef", "fieldRef"}, where
-    assert {m["metadata"]["name"] for _, m in MANIFESTS if m["kind"] == "ConfigMap"} == {
-        CONFIGMAP
-    }
+    assert {m["metadata"]["name"] for _, m in MANIFESTS if m["kind"] == "ConfigMap"} == {CONFIGMAP}
     assert {m["metadata"]["name"] for _, m in MANIFESTS if m["kind"] == "Secret"} == {SECRET}
 
 
