@@ -11,9 +11,10 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 import typer
@@ -25,6 +26,10 @@ from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import load_layout
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.eventstore import NewEvent, emit_sync
+from replication.lsn import LSN
+
+if TYPE_CHECKING:
+    from pipeline.replay import ReplaySummary
 
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -55,6 +60,9 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        # aiokafka narrates every group join and metadata refresh at INFO.
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 @dev_app.command("up")
@@ -154,6 +162,103 @@ def worker() -> None:
     except PipelineError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from exc
     asyncio.run(run_worker(settings))
+
+
+class _Progress:
+    """A one-line progress bar on stderr (records done / total, rate)."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.done, self.of = label, 0, 0
+        self.started = self.shown = time.monotonic()
+
+    def total(self, n: int) -> None:
+        self.of = n
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.shown >= 0.2:
+            self.shown = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        pct = 100.0 * self.done / self.of if self.of else 100.0
+        rate = self.done / max(now - self.started, 1e-6)
+        width = 30
+        filled = int(width * pct / 100)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done}/{self.of} ({pct:5.1f}%) {rate:,.0f}/s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.of:
+            self._draw(time.monotonic())
+            sys.stderr.write("\n")
+
+
+def _lsn(value: str | None) -> LSN | None:
+    if value is None:
+        return None
+    try:
+        return LSN.parse(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an LSN like 16/B374D848") from exc
+
+
+@app.command()
+def replay(
+    from_lsn: Annotated[str, typer.Option("--from-lsn", help="First commit LSN to re-drive, X/X.")],
+    to_lsn: Annotated[
+        str | None, typer.Option("--to-lsn", help="Last commit LSN to re-drive (default: all).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be re-driven.")
+    ] = False,
+) -> None:
+    """Re-drive the agents over the retained topic from --from-lsn (the slot is never rewound).
+
+    Idempotent: over a fully processed range it changes nothing; it repairs missing
+    projection rows, queue events and workflow starts. Exit code 2 when --from-lsn is
+    older than the oldest retained record (the message names that record's LSN).
+    """
+    from pipeline.replay import ReplayRangeError
+    from pipeline.replay import replay as run_replay
+
+    start, end = _lsn(from_lsn), _lsn(to_lsn)
+    assert start is not None
+    settings = _settings()
+
+    bar = _Progress("replaying")
+
+    async def go() -> ReplaySummary:
+        try:
+            return await run_replay(
+                settings, start, end, dry_run=dry_run, on_total=bar.total, progress=bar.advance
+            )
+        finally:
+            bar.close()
+
+    try:
+        summary = asyncio.run(go())
+    except ReplayRangeError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from exc
+    except PipelineError as exc:
+        raise _fail(str(exc)) from exc
+    word = "would re-drive" if summary.dry_run else "re-drove"
+    typer.echo(
+        f"scanned {summary.records_scanned} record(s); {word} {summary.events_redriven} "
+        f"event(s) with commit_lsn >= {start}" + (f" and <= {end}" if end else "")
+    )
+    for event_type, count in summary.by_event_type.most_common():
+        typer.echo(f"  {count:>8}  {event_type}")
+    if not summary.dry_run:
+        typer.echo(
+            f"repaired: {summary.events_emitted} event(s) emitted, "
+            f"{summary.projection_rows_repaired} projection update(s), "
+            f"{summary.workflows_started} workflow(s) started ({summary.seconds:.1f}s)"
+        )
 
 
 @app.command()
