@@ -196,5 +196,6 @@ def reader_config(settings: Settings) -> ReaderConfig:
         replication_factor=settings.topic_replication_factor,
         slot=settings.slot_name,
         publication=settings.publication,
+        dead_letter_topic=settings.dead_letter_topic,
         initial_snapshot=settings.initial_snapshot,
     )

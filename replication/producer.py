@@ -95,10 +95,19 @@ class EventProducer:
     async def flush(self) -> None:
         await self._producer.flush()
 
-    async def send(self, position: Position, key: bytes, value: bytes, headers: Headers) -> None:
+    async def send(
+        self,
+        position: Position,
+        key: bytes,
+        value: bytes,
+        headers: Headers,
+        topic: str | None = None,
+    ) -> None:
         """Queue one event; returns once it is in the producer's buffer (backpressure)."""
         try:
-            fut = await self._producer.send(self.topic, value=value, key=key, headers=headers)
+            fut = await self._producer.send(
+                topic or self.topic, value=value, key=key, headers=headers
+            )
         except (KafkaError, ValueError) as exc:
             self._on_ack(position, exc)
             return

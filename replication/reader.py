@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 import psycopg
 
 from replication import killpoint
 from replication.decoder import decode_pgoutput, encode_standby_status, parse_copy_data
-from replication.errors import DeliveryError, ReaderSetupError, SlotInUse
+from replication.errors import DecodeError, DeliveryError, ReaderSetupError, SlotInUse
 from replication.lsn import LSN, Position
 from replication.messages import Begin, Commit, Insert, PrimaryKeepalive, Relation, XLogData
 from replication.producer import EventProducer, TopicSpec, ensure_topic, is_too_large
@@ -54,6 +55,7 @@ class ReaderConfig:
     replication_factor: int = 1
     slot: str = "pipeline"
     publication: str = "pipeline_domain_events"
+    dead_letter_topic: str = "domain-events-dlq"
     initial_snapshot: bool = True
     status_interval: float = 1.0
     max_in_flight: int = 50_000
@@ -68,6 +70,7 @@ class ReaderStats:
     active: bool = False
     events_read: int = 0
     events_acked: int = 0
+    dead_lettered: int = 0
     snapshot_rows: int = 0
     transactions: int = 0
     confirmed_lsn: LSN = field(default_factory=lambda: LSN.ZERO)
@@ -173,7 +176,12 @@ class _Session:
             )
 
     async def _send(
-        self, pos: Position, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+        self,
+        pos: Position,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        topic: str | None = None,
     ) -> None:
         if self.failure is not None:
             raise self.failure
@@ -181,8 +189,51 @@ class _Session:
             self.drained.clear()
             await self.drained.wait()
         self.in_flight += 1
-        await self.producer.send(pos, key, value, headers)
+        await self.producer.send(pos, key, value, headers, topic)
         self.stats.events_read += 1
+
+    async def _dead_letter(self, begin: Begin, idx: int, insert: Insert, exc: DecodeError) -> None:
+        """A row that cannot be converted goes to the dead-letter topic, with its reason and
+        position; once Kafka holds it there, it counts as delivered and the stream goes on."""
+        try:
+            relation = self.relations.get(insert.relation_id)
+            columns: dict[str, str | None] = {
+                col.name: insert.new.text(i) for i, col in enumerate(relation.columns)
+            }
+            table = f"{relation.namespace}.{relation.name}"
+        except (DecodeError, IndexError, UnicodeDecodeError):
+            columns, table = {}, f"relation {insert.relation_id}"
+        value = orjson.dumps(
+            {
+                "reason": str(exc),
+                "table": table,
+                "commit_lsn": str(begin.final_lsn),
+                "idx": idx,
+                "xid": begin.xid,
+                "columns": columns,
+            }
+        )
+        log.error(
+            "cannot convert the row at lsn=%s idx=%d (%s): dead-lettered to %s",
+            begin.final_lsn,
+            idx,
+            exc,
+            self.cfg.dead_letter_topic,
+        )
+        self.stats.dead_lettered += 1
+        await self._send(
+            Position(begin.final_lsn, idx),
+            (columns.get("stream_id") or "").encode(),
+            value,
+            [
+                ("reason", str(exc).encode()),
+                ("source", b"reader"),
+                ("commit_lsn", str(begin.final_lsn).encode()),
+                ("idx", str(idx).encode()),
+                ("xid", str(begin.xid).encode()),
+            ],
+            self.cfg.dead_letter_topic,
+        )
 
     # -- the stream -----------------------------------------------------------------------
 
@@ -265,7 +316,12 @@ class _Session:
                     pg = decode_pgoutput(msg.payload)
                     if isinstance(pg, Insert):
                         assert begin is not None
-                        row = relations.domain_event(pg)
+                        try:
+                            row = relations.domain_event(pg)
+                        except DecodeError as exc:
+                            await self._dead_letter(begin, idx, pg, exc)
+                            idx += 1
+                            continue
                         await self._send(
                             Position(begin.final_lsn, idx),
                             str(row.stream_id).encode(),

@@ -47,7 +47,9 @@ async def running(reader: Reader) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait_for(task, 60)
 
 
-async def _wait_for(predicate: Callable[[], bool], timeout: float = 60, about: object = None) -> None:
+async def _wait_for(
+    predicate: Callable[[], bool], timeout: float = 60, about: object = None
+) -> None:
     try:
         async with asyncio.timeout(timeout):
             while not predicate():
@@ -117,7 +119,11 @@ async def test_transactions_arrive_once_in_commit_order_with_positions(
                         (copied, "organization", v, "copied.happened", '{"copied": true}')
                     )
         expected = 50 + 10000 + 500
-        await _wait_for(lambda: reader.stats.events_acked >= expected or reader.stats.sessions > 1, 120, reader.stats)
+        await _wait_for(
+            lambda: reader.stats.events_acked >= expected or reader.stats.sessions > 1,
+            120,
+            reader.stats,
+        )
         assert reader.stats.sessions == 1, reader.stats
         records = await read_topic(kafka_bootstrap, cfg.topic, expected)
     rows_by_id = {r.row["id"]: r for r in records}
@@ -241,3 +247,36 @@ async def test_role_without_replication_gets_a_clear_error(
     finally:
         with psycopg.connect(fresh_db, autocommit=True) as conn:
             conn.execute(f"DROP ROLE {role}")
+
+
+async def test_a_row_that_cannot_be_converted_is_dead_lettered_and_the_stream_goes_on(
+    fresh_db: str, kafka_bootstrap: str
+) -> None:
+    cfg = _config(
+        fresh_db,
+        kafka_bootstrap,
+        initial_snapshot=False,
+        dead_letter_topic=f"dlq-{uuid.uuid4().hex[:8]}",
+    )
+    reader = Reader(cfg)
+    poison, good = uuid.uuid4(), uuid.uuid4()
+    async with running(reader):
+        await _wait_for(lambda: reader.stats.active)
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            # 'infinity' is a valid timestamptz but no RFC 3339 instant: the row cannot be
+            # represented in the Kafka value.
+            conn.execute(
+                "INSERT INTO domain_events (stream_id, stream_type, stream_version, event_type, created_at) "
+                "VALUES (%s, 'organization', 1, 'test.poison', 'infinity')",
+                (poison,),
+            )
+            conn.execute(EMIT, (good, '{"after": "poison"}'))
+        records = await read_topic(kafka_bootstrap, cfg.topic, 1)
+        dead = await read_topic(kafka_bootstrap, cfg.dead_letter_topic, 1)
+        await _wait_for(lambda: reader.stats.events_acked >= 2, about=reader.stats)
+        last = records[0].position.commit_lsn
+        await _wait_for(lambda: _confirmed(fresh_db, cfg.slot) > last)
+    assert [r.key for r in records] == [str(good).encode()]
+    assert reader.stats.dead_lettered == 1
+    assert dead[0].row["columns"]["stream_id"] == str(poison)  # type: ignore[index]
+    assert "created_at" in str(dead[0].row["reason"])
