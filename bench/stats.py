@@ -101,3 +101,22 @@ def span_rate(times: Sequence[float]) -> float:
 def ratio(ours: float, reference: float) -> float | None:
     """ours / reference, None when the reference is zero."""
     return ours / reference if reference else None
+
+
+def summarize_censored(values: Iterable[float], missing: int) -> Summary | None:
+    """Like :func:`summarize`, counting ``missing`` effects (never seen within the
+    measurement window) as infinitely late, so that every percentile is a true lower
+    bound: a percentile that falls among the missing is ``inf``. The mean is over the
+    seen values only."""
+    seen = sorted(values)
+    if not seen and missing == 0:
+        return None
+    ordered = seen + [math.inf] * missing
+    return Summary(
+        n=len(ordered),
+        p50=percentile(ordered, 50),
+        p95=percentile(ordered, 95),
+        p99=percentile(ordered, 99),
+        max=ordered[-1],
+        mean=sum(seen) / len(seen) if seen else math.inf,
+    )

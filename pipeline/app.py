@@ -31,6 +31,8 @@ from pipeline.agents.errors import TopicLayoutError
 from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings, load_settings
 from pipeline.contract import default_contract
+from pipeline.health import not_ready_reasons
+from replication.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +77,27 @@ async def ensure_topics(settings: Settings) -> None:
 
     Faust creates only its internal topics, and a consumer subscribed to a missing topic
     is not assigned it until its metadata refreshes, so the topics exist before the
-    worker starts. Replication factor: 3, or the number of brokers when fewer.
+    worker starts. Both are created as the reader creates its topic: unlimited retention
+    (the topic is the log ``pipeline replay`` re-reads; dead letters are kept until
+    handled) and room for large events; replication factor from the settings.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=_servers(settings))
     await admin.start()
     try:
-        brokers = len((await admin.describe_cluster())["brokers"])
         names = [settings.topic, settings.dead_letter_topic]
         for name in names:
             response = await admin.create_topics(
-                [NewTopic(name, settings.topic_partitions, min(3, max(brokers, 1)))]
+                [
+                    NewTopic(
+                        name,
+                        settings.topic_partitions,
+                        settings.topic_replication_factor,
+                        topic_configs={
+                            "retention.ms": "-1",
+                            "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                        },
+                    )
+                ]
             )
             for topic, code, message in response.topic_errors:
                 if code == 0:
@@ -208,6 +221,20 @@ def create_app(
         return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     app.page("/metrics")(metrics_page)
+
+    async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return view.json({"status": "ok"})
+
+    async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        reasons = not_ready_reasons()
+        if app.rebalancing:
+            reasons.append("consumer group is rebalancing")
+        if reasons:
+            return view.json({"status": "not ready", "reasons": reasons}, status=503)
+        return view.json({"status": "ready"})
+
+    app.page("/healthz")(healthz)
+    app.page("/readyz")(readyz)
     for task in extra_tasks:
         app.task(task)
 

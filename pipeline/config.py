@@ -58,6 +58,7 @@ class Settings:
     consumer_group: str = "pipeline"
     initial_snapshot: bool = True
     web_port: int = 6066
+    ready_max_lag_bytes: int = 64 * 1024 * 1024
 
 
 def _where(name: str) -> str:
@@ -149,6 +150,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     partitions = _int_setting(env, "PIPELINE_TOPIC_PARTITIONS", 8, problems)
     replication_factor = _int_setting(env, "PIPELINE_TOPIC_REPLICATION_FACTOR", 1, problems)
     web_port = _int_setting(env, "PIPELINE_WEB_PORT", 6066, problems)
+    ready_lag = _int_setting(env, "PIPELINE_READY_MAX_LAG_BYTES", 64 * 1024 * 1024, problems)
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
@@ -167,6 +169,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consumer_group=values["PIPELINE_CONSUMER_GROUP"],
         initial_snapshot=snapshot,
         web_port=web_port,
+        ready_max_lag_bytes=ready_lag,
     )
 
 

@@ -15,6 +15,7 @@ import os
 
 from prometheus_client import Counter, Gauge
 
+from pipeline import health
 from pipeline.app import BackgroundTask, run_app
 from pipeline.config import Settings, reader_config
 from replication.errors import ReaderSetupError
@@ -55,6 +56,14 @@ def reader_task(settings: Settings) -> tuple[Reader, BackgroundTask]:
     """The reader and the coroutine the app runs it in."""
     reader = Reader(reader_config(settings))
     export_reader_stats(reader.stats)
+    stats = reader.stats
+    health.register(
+        health.reader_lag_check(
+            lambda: stats.active,
+            lambda: max(0, int(stats.server_wal_end) - int(stats.confirmed_lsn)),
+            settings.ready_max_lag_bytes,
+        )
+    )
 
     async def run_reader() -> None:
         try:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -60,9 +61,11 @@ class Postgres:
 
     name = "postgres"
 
-    def __init__(self, layout: DevLayout) -> None:
+    def __init__(self, layout: DevLayout, settings: Mapping[str, str] | None = None) -> None:
+        """``settings`` override SERVER_SETTINGS (a test's throwaway cluster, e.g. wal_level)."""
         self.layout = layout
         self.port = layout.pg_port
+        self.settings = {**SERVER_SETTINGS, **(settings or {})}
         self.root = self._root_dir()
         self.data_dir = self.root / "data"
         self.log_file = self.root / "postgres.log"
@@ -131,9 +134,7 @@ class Postgres:
         bindir = find_bindir()
         if not (self.data_dir / "PG_VERSION").exists():
             self._init(bindir)
-        options = " ".join(
-            f"-c {k}={v!s}" if v else f"-c {k}=''" for k, v in SERVER_SETTINGS.items()
-        )
+        options = " ".join(f"-c {k}={v!s}" if v else f"-c {k}=''" for k, v in self.settings.items())
         result = self._run(
             [
                 str(bindir / "pg_ctl"),

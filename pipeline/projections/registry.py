@@ -14,6 +14,8 @@ from typing import Final
 import psycopg
 from psycopg.rows import TupleRow
 
+from pipeline.projections.invitations import apply_invitation_events
+from pipeline.projections.organizations import apply_organization_events
 from pipeline.projections.queue import apply_queue_events
 
 ProjectionApplier = Callable[
@@ -21,7 +23,11 @@ ProjectionApplier = Callable[
 ]
 
 # Run in this order; each function's __name__ labels the applied-events metric and logs.
-PROJECTIONS: Final[list[ProjectionApplier]] = [apply_queue_events]
+PROJECTIONS: Final[list[ProjectionApplier]] = [
+    apply_queue_events,
+    apply_organization_events,
+    apply_invitation_events,
+]
 
 
 def applier_name(applier: ProjectionApplier) -> str:

@@ -3,12 +3,15 @@ under the same name; in a module of its own so Temporal's sandbox imports nothin
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 
 @workflow.defn(name="OrganizationBootstrapWorkflow")
 class StandInBootstrapWorkflow:
+    # Any, not object: Temporal's converter cannot decode into `object`.
     @workflow.run
-    async def run(self, payload: dict[str, object]) -> str:
+    async def run(self, payload: dict[str, Any]) -> str:
         # Echo the job id: the test reads it back to check the input the starter sent.
         return str(payload.get("job_id"))

@@ -112,7 +112,7 @@ class App:
 
 @contextlib.contextmanager
 def running_app(env: dict[str, str], tmp: Path) -> Iterator[App]:
-    log = tmp / f"{env['PIPELINE_CONSUMER_GROUP']}.log"
+    log = tmp / f"{env['PIPELINE_CONSUMER_GROUP']}-{uuid.uuid4().hex[:6]}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.app"], env=env, cwd=REPO, stdout=out, stderr=out
@@ -264,7 +264,9 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
             runs = await executions(temporal_client, workflow_id)
             assert runs == [started["run_id"]]
             handle = temporal_client.get_workflow_handle(workflow_id)
-            assert await handle.result() == str(job_id)  # the starter passed input + job_id
+            assert await asyncio.wait_for(handle.result(), WAIT_SECONDS) == str(
+                job_id
+            )  # the starter passed input + job_id
 
             row = queue_row(settings.database_url, job_id)
             assert row is not None
@@ -376,3 +378,50 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_flow
     # flowed on to the workflow start above.
     assert sorted(int(dict(r.headers)["original_offset"]) for r in got) == [0, 1]
     assert len({dict(r.headers)["original_partition"] for r in got}) == 1
+
+
+async def test_a_job_is_not_dropped_while_temporal_is_unreachable(
+    setup: Setup,
+    temporal_client: Client,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    dev_layout: DevLayout,
+) -> None:
+    settings = setup.settings
+    org = uuid.uuid4()
+    workflow_id = ev.workflow_id_for(str(org))
+    with socket.socket() as closed:  # a port nobody listens on: Temporal "down"
+        closed.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{closed.getsockname()[1]}"
+    async with services(setup, temporal_client, kafka_bootstrap) as feeder:
+        env = _env(settings, down, settings.consumer_group, tmp_path)
+        with running_app(env, tmp_path) as app:
+            job_id = emit_initiated(settings.database_url, org, f"down-{org.hex[:8]}")
+
+            async def retrying() -> bool:
+                return app.metric("pipeline_workflow_starts_total", outcome="failed") >= 2
+
+            await eventually(retrying, "start attempts against an unreachable Temporal", app)
+            types = [e[0] for e in stream_events(settings.database_url, org)]
+            assert types == [ev.BOOTSTRAP_INITIATED, ev.QUEUE_PENDING, ev.QUEUE_CLAIMED]
+            assert await executions(temporal_client, workflow_id) == []
+        # The same process restarted (same group, instance id and web port, as a pod keeps
+        # them; Faust's assignor asserts that a static member's web URL did not change),
+        # now with Temporal reachable: the unacked pending job comes back.
+        env = {**env, "PIPELINE_TEMPORAL_ADDRESS": dev_layout.temporal_address}
+        with running_app(env, tmp_path) as again:
+
+            async def started() -> bool:
+                row = queue_row(settings.database_url, job_id)
+                return row is not None and row[3] is not None
+
+            await eventually(started, "the start after Temporal came back", again)
+    types = [e[0] for e in stream_events(settings.database_url, org)]
+    assert types == [
+        ev.BOOTSTRAP_INITIATED,
+        ev.QUEUE_PENDING,
+        ev.QUEUE_CLAIMED,
+        ev.BOOTSTRAP_WORKFLOW_STARTED,
+    ]
+    assert len(await executions(temporal_client, workflow_id)) == 1
+    assert len(feeder.produced) == 4

@@ -28,7 +28,7 @@ import threading
 import uuid
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -142,6 +142,7 @@ class Collector:
     topic: str
     copies: list[Copy] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
+    first_commit: LSN | None = None  # the lowest commit LSN seen so far
     next_offset: dict[int, int] = field(default_factory=dict)
 
     async def run(self) -> None:
@@ -174,6 +175,11 @@ class Collector:
                         )
                         self.copies.append(copy)
                         self.ids.add(copy.event_id)
+                        if (
+                            self.first_commit is None
+                            or copy.position.commit_lsn < self.first_commit
+                        ):
+                            self.first_commit = copy.position.commit_lsn
                         self.next_offset[tp.partition] = m.offset + 1
         finally:
             await consumer.stop()
@@ -194,8 +200,9 @@ class Watch:
     """Samples confirmed_flush_lsn and then the topic's high watermarks, over and over."""
 
     def __init__(self, dsn: str, bootstrap: str, topic: str, slot: str) -> None:
-        self.dsn, self.bootstrap, self.topic, self.slot = dsn, bootstrap, topic, slot
+        self.dsn, self.bootstrap, self.topic, self.slot_name = dsn, bootstrap, topic, slot
         self.samples: list[Sample] = []
+        self._lock = asyncio.Lock()  # the sampler task and the test share the connections
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -214,26 +221,24 @@ class Watch:
     async def slot(self) -> tuple[bool, LSN] | None:
         """(active, confirmed_flush_lsn) of the slot, None while it does not exist."""
         assert self._conn is not None
-        cur = await self._conn.execute(
-            "SELECT active, confirmed_flush_lsn::text FROM pg_replication_slots "
-            "WHERE slot_name = %s",
-            (self.slot_name,),
-        )
-        row = await cur.fetchone()
+        async with self._lock:
+            cur = await self._conn.execute(
+                "SELECT active, confirmed_flush_lsn::text FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (self.slot_name,),
+            )
+            row = await cur.fetchone()
         if row is None or row[1] is None:
             return None
         active, confirmed = row
         assert isinstance(active, bool) and isinstance(confirmed, str)
         return active, LSN.parse(confirmed)
 
-    @property
-    def slot_name(self) -> str:
-        return self.slot
-
     async def watermarks(self) -> dict[int, int]:
         assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
-        offsets = await self._consumer.end_offsets(tps)
+        async with self._lock:
+            offsets = await self._consumer.end_offsets(tps)
         return {tp.partition: offset for tp, offset in offsets.items()}
 
     async def sample(self) -> Sample:
@@ -269,7 +274,9 @@ def _reader_env(dsn: str, bootstrap: str, topic: str, slot: str) -> dict[str, st
 
 
 @contextlib.contextmanager
-def _reader(env: dict[str, str], log: Path, kill_at: str | None = None):  # type: ignore[no-untyped-def]
+def _reader(
+    env: dict[str, str], log: Path, kill_at: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(env)
     if kill_at is not None:
         env["PIPELINE_KILL_AT"] = kill_at
@@ -362,8 +369,15 @@ async def _crash_and_restart(
                 if kill_when_kafka_holds is not None:
 
                     async def enough() -> bool:
+                        # Mid-stream: Kafka holds enough and the slot confirmed some of it.
                         assert proc.poll() is None, _log_tail(log)
-                        return sum((await watch.watermarks()).values()) >= kill_when_kafka_holds
+                        sample = await watch.sample()
+                        first = collector.first_commit
+                        return (
+                            sum(sample.watermarks.values()) >= kill_when_kafka_holds
+                            and first is not None
+                            and sample.confirmed > first
+                        )
 
                     await _until(enough, lambda: watch.samples[-1:], CATCH_UP_TIMEOUT)
                     proc.send_signal(signal.SIGKILL)
@@ -383,7 +397,9 @@ async def _crash_and_restart(
                     await asyncio.to_thread(writer.join, CATCH_UP_TIMEOUT)
                     assert not writer.is_alive() and writer.error is None, writer.error
                     with psycopg.connect(dsn) as conn:
-                        row = conn.execute("SELECT array_agg(id::text) FROM domain_events").fetchone()
+                        row = conn.execute(
+                            "SELECT array_agg(id::text) FROM domain_events"
+                        ).fetchone()
                     assert row is not None
                     all_ids = set(row[0])
                     assert len(all_ids) == EVENTS
@@ -519,9 +535,7 @@ async def test_sigkill_after_ack_before_flush_loses_nothing(
     assert outcome.exit_code == -signal.SIGKILL  # the process killed itself at the point
     _check(fresh_db, outcome)
     # Kafka had acked events the slot had not confirmed: the restart sent them again.
-    above = [
-        c for c in outcome.copies if c.position.commit_lsn >= outcome.confirmed_at_kill
-    ]
+    above = [c for c in outcome.copies if c.position.commit_lsn >= outcome.confirmed_at_kill]
     assert len(above) > len({c.event_id for c in above}), "expected repeats after the kill"
 
 
@@ -538,9 +552,7 @@ def _free_port() -> int:
 async def test_wal_level_not_logical_is_a_clear_error(
     dev_layout: DevLayout, tmp_path: Path
 ) -> None:
-    layout = replace(
-        dev_layout, state_dir=tmp_path / "replica-cluster", pg_port=_free_port()
-    )
+    layout = replace(dev_layout, state_dir=tmp_path / "replica-cluster", pg_port=_free_port())
     server = Postgres(
         layout,
         settings={"wal_level": "replica", "shared_buffers": "32MB", "max_connections": "20"},

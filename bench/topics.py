@@ -1,0 +1,109 @@
+"""Kafka side of the benchmark: the source topic with broker-side timestamps, reading it
+back, and cleaning up.
+
+The topic is created before ``pipeline run`` starts (the pipeline keeps an existing topic)
+with ``message.timestamp.type=LogAppendTime``, so each record's timestamp is the moment
+the broker appended it, not the producer's clock at send time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """One record of the source topic: the event, its WAL commit time, its append time."""
+
+    event_id: str
+    event_type: str
+    committed: float
+    appended: float
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=1,
+                    topic_configs={"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"},
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix`` (ours, its DLQ, Faust's)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def partition_count(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([topic])
+        return len(meta["partitions"])
+    finally:
+        await admin.close()
+
+
+async def end_offsets_total(consumer: AIOKafkaConsumer, topic: str) -> int:
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    ends = await consumer.end_offsets(parts)
+    return int(sum(ends.values()))
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Appended]:
+    """Every record of ``topic`` from the beginning to the current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: list[Appended] = []
+    try:
+        parts = [TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        remaining = {tp for tp in parts if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10000)
+            for tp, records in batch.items():
+                for rec in records:
+                    headers = dict(rec.headers)
+                    value = orjson.loads(rec.value) if rec.value else {}
+                    out.append(
+                        Appended(
+                            event_id=str(value.get("id")),
+                            event_type=str(value.get("event_type")),
+                            committed=datetime.fromisoformat(
+                                headers["commit_ts"].decode()
+                            ).timestamp(),
+                            appended=rec.timestamp / 1000.0,
+                        )
+                    )
+                    if rec.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return out

@@ -1,0 +1,149 @@
+"""Running the real pipeline for a test: `pipeline run` (reader + agents) as a process, on
+its own database, slot, topics and consumer group, with the real bootstrap worker
+in-process on its own task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from temporalio.client import Client
+
+from pipeline.bootstrap.settings import from_env
+from pipeline.bootstrap.worker import build_worker
+from pipeline.config import Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pipeline_env(dsn: str, kafka: str, temporal: str, tmp: Path) -> dict[str, str]:
+    """Environment for one isolated pipeline: unique slot, topics, group and task queue."""
+    suffix = uuid.uuid4().hex[:10]
+    return {
+        **os.environ,
+        "PIPELINE_DATABASE_URL": dsn,
+        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "PIPELINE_TEMPORAL_ADDRESS": temporal,
+        "PIPELINE_TOPIC": f"events-{suffix}",
+        "PIPELINE_DEAD_LETTER_TOPIC": f"dlq-{suffix}",
+        "PIPELINE_TOPIC_PARTITIONS": "4",
+        "PIPELINE_SLOT_NAME": f"slot_{suffix}",
+        "PIPELINE_CONSUMER_GROUP": f"group-{suffix}",
+        "PIPELINE_TEMPORAL_TASK_QUEUE": f"queue-{suffix}",
+        "PIPELINE_WEB_PORT": str(free_port()),
+        "PIPELINE_DATA_DIR": str(tmp / f"faust-{suffix}"),
+        "PIPELINE_EMAIL_PROVIDER": "local",
+        "PIPELINE_EMAIL_OUTBOX_DIR": str(tmp / "outbox"),
+        "PIPELINE_DNS_PROVIDER": "local",
+        "PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS": "100",
+    }
+
+
+def pipeline_cli() -> str:
+    return str(Path(sys.executable).parent / "pipeline")
+
+
+@dataclass
+class RunningPipeline:
+    env: dict[str, str]
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def start_pipeline(env: dict[str, str], tmp: Path, name: str = "run") -> RunningPipeline:
+    log = tmp / f"pipeline-{name}-{uuid.uuid4().hex[:6]}.log"
+    proc = subprocess.Popen(
+        [pipeline_cli(), "run"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return RunningPipeline(env, load_settings(env), proc, log)
+
+
+def stop_pipeline(p: RunningPipeline, sig: signal.Signals = signal.SIGTERM) -> None:
+    if p.proc.poll() is None:
+        os.killpg(p.proc.pid, sig)
+        try:
+            p.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.proc.pid, signal.SIGKILL)
+            p.proc.wait()
+
+
+@asynccontextmanager
+async def pipeline_and_worker(
+    dsn: str, kafka: str, client: Client, tmp: Path
+) -> AsyncIterator[RunningPipeline]:
+    """`pipeline run` plus the real bootstrap worker, stopped afterwards."""
+    env = pipeline_env(dsn, kafka, client.service_client.config.target_host, tmp)
+    worker = build_worker(client, from_env(env))
+    running = start_pipeline(env, tmp)
+    try:
+        async with worker:
+            yield running
+    finally:
+        stop_pipeline(running)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool],
+    what: str,
+    running: RunningPipeline,
+    timeout: float = 120,
+) -> None:
+    """Poll check until true; on timeout fail with the pipeline's log."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if not running.alive():
+            raise AssertionError(
+                f"pipeline exited ({running.proc.returncode}) while waiting for {what}:\n{running.log_tail()}"
+            )
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{running.log_tail()}")
+
+
+def event_types(dsn: str, org: uuid.UUID) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT event_type FROM domain_events WHERE stream_id = %s ORDER BY stream_version",
+                (org,),
+            ).fetchall()
+        ]
+
+
+def slot_active(dsn: str, slot: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
+    return bool(row and row[0])
