@@ -39,6 +39,7 @@ from pipeline.agents.starter import Decision, claimed_event, decide, plan_start,
 from pipeline.contract import validate_event
 from pipeline.projections.event_row import ProjectionError
 from pipeline.projections.registry import PROJECTIONS, ProjectionApplier, applier_name
+from replication import killpoint
 from replication.lsn import Position
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class AgentRuntime:
             f"emit claim of workflow_id={workflow_id}",
             lambda: effects.emit_event(self._starter_db, claimed),
         )
+        killpoint.reached("starter.after_claim")
 
         async def start_once() -> tuple[str, bool]:
             try:
@@ -178,6 +180,7 @@ class AgentRuntime:
         run_id, fresh = await effects.with_retries(
             "starter", f"start workflow_id={workflow_id}", start_once
         )
+        killpoint.reached("starter.after_start")
         metrics.WORKFLOW_STARTS.labels("started" if fresh else "already_started").inc()
         metrics.COMMIT_TO_START_SECONDS.observe(max(0.0, time.time() - event.commit_ts.timestamp()))
         started = started_event(plan, run_id, claimed_id)
@@ -232,6 +235,7 @@ class AgentRuntime:
             f"apply a batch of {len(records)} ending at {records[-1].where}",
             lambda: self._apply(good, checkpoints),
         )
+        killpoint.reached("agents.after_projection_commit")
         for name, count in applied.items():
             metrics.EVENTS_APPLIED.labels(name).inc(count)
         if checkpoints:
