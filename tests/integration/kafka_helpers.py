@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
 
 from replication.lsn import LSN, Position
 
@@ -19,12 +20,30 @@ class Record:
     key: bytes
     row: dict[str, object]
     position: Position
+    headers: dict[str, bytes]
+
+
+def _record(m: ConsumerRecord[bytes, bytes]) -> Record:
+    headers = {k: bytes(v) for k, v in m.headers}
+    try:
+        row = orjson.loads(m.value or b"{}")
+    except orjson.JSONDecodeError:
+        row = {"_raw": (m.value or b"").decode(errors="replace")}
+    return Record(
+        m.partition,
+        m.offset,
+        m.key or b"",
+        row,
+        Position(LSN.parse(headers["commit_lsn"].decode()), int(headers["idx"])),
+        headers,
+    )
 
 
 async def read_topic(
     bootstrap: str, topic: str, expected: int, timeout: float = 120
 ) -> list[Record]:
-    """Read until `expected` records arrived (or timeout), from the beginning."""
+    """Read until `expected` records arrived (or timeout), from the beginning; records
+    already there beyond `expected` (duplicates) are returned too."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -40,34 +59,9 @@ async def read_topic(
         async with asyncio.timeout(timeout):
             while len(records) < expected:
                 batch = await consumer.getmany(timeout_ms=500)
-                for tp, msgs in batch.items():
-                    for m in msgs:
-                        headers = dict(m.headers)
-                        records.append(
-                            Record(
-                                tp.partition,
-                                m.offset,
-                                m.key or b"",
-                                orjson.loads(m.value or b"{}"),
-                                Position(
-                                    LSN.parse(headers["commit_lsn"].decode()), int(headers["idx"])
-                                ),
-                            )
-                        )
-        # Anything beyond `expected` that is already there counts too (duplicates).
+                records.extend(_record(m) for msgs in batch.values() for m in msgs)
         extra = await consumer.getmany(timeout_ms=1000)
-        for tp, msgs in extra.items():
-            for m in msgs:
-                headers = dict(m.headers)
-                records.append(
-                    Record(
-                        tp.partition,
-                        m.offset,
-                        m.key or b"",
-                        orjson.loads(m.value or b"{}"),
-                        Position(LSN.parse(headers["commit_lsn"].decode()), int(headers["idx"])),
-                    )
-                )
+        records.extend(_record(m) for msgs in extra.values() for m in msgs)
     finally:
         await consumer.stop()
     return records

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from pipeline import events
 from pipeline.replay import ReplayRangeError, replay
 from replication.lsn import LSN
+from tests.integration.kafka_helpers import read_topic
 from tests.integration.pipeline_process import (
     RunningPipeline,
     event_types,
@@ -243,3 +244,43 @@ async def test_replay_refuses_an_lsn_older_than_the_retained_log(
     # From the oldest retained LSN on, replay works and changes nothing.
     summary = await replay(settings, oldest)
     assert summary.events_emitted == 0
+
+
+async def test_invalid_bootstrap_events_are_dead_lettered_with_the_schema_path(
+    fresh_db: str, kafka_bootstrap: str, temporal_client: Client, tmp_path: Path
+) -> None:
+    """Through the real path (emit_domain_event -> WAL -> Kafka -> agents): invalid
+    initiated events go to the dead-letter topic with the schema path of the failure, and
+    the next valid one is processed."""
+    async with pipeline_and_worker(fresh_db, kafka_bootstrap, temporal_client, tmp_path) as running:
+        settings = running.settings
+        await eventually(lambda: slot_active(fresh_db, settings.slot_name), "the reader", running)
+        bad_label, no_email, good = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            for org, data in (
+                (
+                    bad_label,
+                    {
+                        "name": "Bad",
+                        "subdomain": "Not_A_Label!",
+                        "admins": [{"email": "a@x.test", "role": "admin"}],
+                    },
+                ),
+                (
+                    no_email,
+                    {"name": "NoMail", "subdomain": "nomail", "admins": [{"role": "admin"}]},
+                ),
+            ):
+                conn.execute(
+                    "SELECT api.emit_domain_event(p_stream_id => %s, p_stream_type => 'organization', "
+                    "p_event_type => %s, p_event_data => %s)",
+                    (org, events.BOOTSTRAP_INITIATED, Jsonb(data)),
+                )
+        emit_bootstrap(fresh_db, good, "stream")
+        await wait_completed(fresh_db, good, running)
+        dead = await read_topic(kafka_bootstrap, settings.dead_letter_topic, 2)
+    assert event_types(fresh_db, bad_label) == [events.BOOTSTRAP_INITIATED]
+    assert event_types(fresh_db, no_email) == [events.BOOTSTRAP_INITIATED]
+    reasons = {r.key: r.headers["reason"].decode() for r in dead}
+    assert "event_data.subdomain" in reasons[str(bad_label).encode()]
+    assert "event_data.admins[0].email" in reasons[str(no_email).encode()]
