@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -147,3 +148,38 @@ def slot_active(dsn: str, slot: str) -> bool:
             "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
         ).fetchone()
     return bool(row and row[0])
+
+
+async def wait_exit(running: RunningPipeline, what: str, timeout: float = 300) -> int:
+    """Wait until the process exits by itself; its return code (-9 after a SIGKILL).
+
+    The timeout only bounds a hang (the process never reached what it should die at).
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while running.proc.poll() is None:
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(
+                f"the pipeline is still running, waiting for {what}:\n{running.log_tail()}"
+            )
+        await asyncio.sleep(0.1)
+    return running.proc.returncode
+
+
+def _http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+async def scrape_metrics(running: RunningPipeline) -> dict[str, float]:
+    """The process's /metrics: each sample's value summed over its labels, by metric name."""
+    page = await asyncio.to_thread(
+        _http_get, f"http://127.0.0.1:{running.settings.web_port}/metrics"
+    )
+    totals: dict[str, float] = {}
+    for line in page.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        name = sample.partition("{")[0]
+        totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
