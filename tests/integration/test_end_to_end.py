@@ -154,6 +154,19 @@ async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
             ).fetchone()
         assert org_row is not None and org_row[0] == "active"
         assert org_row[1] == f"e2e-{org.hex[:8]}"
+        # The emails were delivered (local provider: one message file per admin), each
+        # with its invitation's token.
+        with psycopg.connect(fresh_db) as conn:
+            tokens = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT token FROM invitations_projection WHERE organization_id = %s", (org,)
+                ).fetchall()
+            ]
+        outbox = Path(running.env["PIPELINE_EMAIL_OUTBOX_DIR"])
+        messages = [p.read_text() for p in outbox.glob("*.eml")]
+        assert len(tokens) == 2
+        assert all(sum(token in m for m in messages) == 1 for token in tokens)
 
         # Metrics moved on the web port of `pipeline run`.
         page = await asyncio.to_thread(http_get, f"http://127.0.0.1:{settings.web_port}/metrics")
