@@ -25,6 +25,10 @@ the other takes the slot over and the chain keeps flowing.
 from __future__ import annotations
 
 import signal
+import time
+T0 = [0.0]
+def tick(what: str) -> None:
+    print(f"TIMING {time.monotonic() - T0[0]:7.1f}s {what}", flush=True)
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -181,14 +185,18 @@ async def assert_exactly_once(
     await eventually(
         lambda: started_count(dsn) == len(orgs), "every workflow_started", running, HANG
     )
+    tick("all started")
     await eventually(lambda: consumed_everything(running), "every record committed", running, HANG)
+    tick("consumed")
     await eventually(lambda: not queue_mismatches(dsn, orgs), "the queue projection", running, HANG)
+    tick("projection")
     queue = running.settings.temporal_task_queue
 
     async def visible() -> bool:  # Temporal's visibility store is eventually consistent
         return await execution_count(client, queue) >= len(orgs)
 
     await eventually(visible, "every execution visible in Temporal", running, HANG)
+    tick("temporal")
 
     counts = chain_counts(dsn)
     assert set(counts) == set(orgs)
@@ -232,6 +240,7 @@ async def test_sigkill_at_a_kill_point_then_restart_is_exactly_once(
         **FAST_GROUP_ENV,
     }
     orgs = [uuid.uuid4() for _ in range(ORGS)]
+    T0[0] = time.monotonic()
     async with standin_worker(temporal_client, env):
         doomed = start_pipeline(
             {**env, "PIPELINE_KILL_AT": f"{point}:{KILL_POINTS[point]}"}, tmp_path, "doomed"
@@ -240,7 +249,9 @@ async def test_sigkill_at_a_kill_point_then_restart_is_exactly_once(
             await eventually(
                 lambda: slot_active(fresh_db, doomed.settings.slot_name), "the reader", doomed
             )
+            tick("slot active")
             emit_bootstraps(fresh_db, orgs)
+            tick("emitted")
             code = await wait_exit(doomed, f"the kill point {point}", HANG)
         finally:
             stop_pipeline(doomed, signal.SIGKILL)
@@ -249,8 +260,10 @@ async def test_sigkill_at_a_kill_point_then_restart_is_exactly_once(
         print(f"killed at {point}: {started_before} of {ORGS} workflows recorded as started")
         assert started_before < ORGS, f"the kill at {point} came after the run had finished"
 
+        tick("killed")
         restarted = start_pipeline(env, tmp_path, "restarted")
         try:
             await assert_exactly_once(fresh_db, temporal_client, restarted, orgs)
+            tick("asserted")
         finally:
             stop_pipeline(restarted)

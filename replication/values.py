@@ -1,0 +1,258 @@
+"""Kafka values built straight from pgoutput's text columns, without typed rows in between.
+
+:class:`~replication.rows.DomainEventRow` parses every column (uuids, jsonb, the
+timestamp) only for ``to_json_bytes`` to print them again. Most of PostgreSQL's text
+output is already what the JSON value needs: a uuid prints as the canonical string,
+an integer as a JSON number, and jsonb's output is JSON. So the value is assembled from
+the column bytes, validated where it must be:
+
+- jsonb is embedded as PostgreSQL printed it. Its output is valid JSON (strings
+  escaped, no NaN, numbers in plain notation), so a consumer's parser reads the same
+  object ``to_json_bytes`` would have printed; the two failures orjson has on valid JSON
+  (a number beyond a double, more than 1024 levels of nesting) need more than 308
+  bytes, so longer documents are parsed once as a check (not dumped again).
+  ``json`` columns (kept verbatim by PostgreSQL, duplicate keys and all) take the
+  careful path of ``rows``.
+- text is JSON-escaped by orjson; uuids and integers are checked for their canonical
+  form and copied.
+- timestamptz is rewritten to RFC 3339 (``T`` separator, 6 fraction digits, ``+HH:MM``
+  offset: exactly what orjson prints for the datetime). What the fast pattern does not
+  cover (BC, infinity, offsets with seconds, years past 9999) goes through
+  :func:`~replication.rows.parse_timestamptz`, which converts or raises
+  :class:`~replication.errors.DecodeError` as before (the row is dead-lettered).
+
+The result is equal, once parsed, to ``DomainEventRow.to_json_bytes()`` of the same
+tuple (tests/unit/test_values.py checks that over generated rows), and the key is the
+bytes of ``str(stream_id)``, so every key maps to the partition it always did.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import NamedTuple
+from uuid import UUID
+
+import orjson
+
+from replication.errors import DecodeError
+from replication.messages import Relation, TupleData
+from replication.rows import (
+    OID_INT4,
+    OID_INT8,
+    OID_JSON,
+    OID_JSONB,
+    OID_TEXT,
+    OID_TIMESTAMPTZ,
+    OID_UUID,
+    OID_VARCHAR,
+    RelationCache,
+    parse_timestamptz,
+)
+
+_ROW_KIND = "domain_events row"
+
+# The longest JSON text orjson is certain to read: a number past a double's range
+# needs 309 digits, nesting deeper than 1024 levels needs 1025 brackets.
+_JSON_TRUSTED_LENGTH = 308
+
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# PostgreSQL's ISO DateStyle output of a timestamptz with a whole-minute offset.
+_TIMESTAMPTZ = re.compile(rb"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d{1,6})?([+-]\d\d)(:\d\d)?")
+
+
+def uuid_json(raw: bytes) -> bytes:
+    """A uuid column as the inside of a JSON string (canonical lowercase form)."""
+    if _UUID.fullmatch(raw) is not None:
+        return raw
+    return str(UUID(raw.decode())).encode()  # not what PostgreSQL prints; normalise or raise
+
+
+def int_json(raw: bytes) -> bytes:
+    """An int4/int8 column as a JSON number."""
+    digits = raw[1:] if raw[:1] == b"-" else raw
+    if digits.isdigit() and (digits[:1] != b"0" or len(digits) == 1):
+        return raw
+    return b"%d" % int(raw)  # raises ValueError on anything that is no integer
+
+
+def text_json(raw: bytes) -> bytes:
+    """A text/varchar column as a JSON string."""
+    return orjson.dumps(raw.decode())
+
+
+def jsonb_json(raw: bytes) -> bytes:
+    """A jsonb column, embedded as printed (see the module docstring for why that is safe)."""
+    if not raw.isascii():
+        raw.decode()  # invalid UTF-8 raises UnicodeDecodeError, as orjson.loads would
+    if len(raw) > _JSON_TRUSTED_LENGTH:
+        orjson.loads(raw)
+    return raw
+
+
+def json_json(raw: bytes) -> bytes:
+    """A json column: parsed and printed again (its text is the client's, verbatim)."""
+    return orjson.dumps(orjson.loads(raw))
+
+
+def timestamptz_json(raw: bytes) -> bytes:
+    """A timestamptz column as a JSON string in RFC 3339, as orjson prints a datetime."""
+    m = _TIMESTAMPTZ.fullmatch(raw)
+    if m is None:
+        return orjson.dumps(parse_timestamptz(raw.decode()))
+    date, time, fraction, hours, minutes = m.groups()
+    return b'"%sT%s%s%s%s"' % (
+        date,
+        time,
+        fraction.ljust(7, b"0") if fraction else b"",
+        hours,
+        minutes or b":00",
+    )
+
+
+_ENCODERS: dict[int, Callable[[bytes], bytes]] = {
+    OID_UUID: uuid_json,
+    OID_INT4: int_json,
+    OID_INT8: int_json,
+    OID_TEXT: text_json,
+    OID_VARCHAR: text_json,
+    OID_JSONB: jsonb_json,
+    OID_JSON: json_json,
+    OID_TIMESTAMPTZ: timestamptz_json,
+}
+
+# Row field -> (type OIDs accepted for it, nullable), in the order of DomainEventRow
+# and of the keys of its value.
+_FIELDS: tuple[tuple[str, frozenset[int], bool], ...] = (
+    ("id", frozenset({OID_UUID}), False),
+    ("stream_id", frozenset({OID_UUID}), False),
+    ("stream_type", frozenset({OID_TEXT, OID_VARCHAR}), False),
+    ("stream_version", frozenset({OID_INT4, OID_INT8}), False),
+    ("event_type", frozenset({OID_TEXT, OID_VARCHAR}), False),
+    ("event_data", frozenset({OID_JSONB, OID_JSON}), False),
+    ("event_metadata", frozenset({OID_JSONB, OID_JSON}), False),
+    ("idempotency_key", frozenset({OID_TEXT, OID_VARCHAR}), True),
+    ("created_at", frozenset({OID_TIMESTAMPTZ}), False),
+)
+
+
+class _Step(NamedTuple):
+    field: str
+    column: int
+    encode: Callable[[bytes], bytes]
+    type_oid: int
+    nullable: bool
+
+
+def _plan(rel: Relation) -> tuple[_Step, ...]:
+    """Match the relation's columns to the value's fields once; extra columns are ignored."""
+    by_name = {col.name: (i, col.type_oid) for i, col in enumerate(rel.columns)}
+    steps = []
+    for field, oids, nullable in _FIELDS:
+        found = by_name.get(field)
+        if found is None:
+            raise DecodeError(
+                f"relation {rel.namespace}.{rel.name} has no column {field!r}", kind=_ROW_KIND
+            )
+        index, oid = found
+        if oid not in oids:
+            raise DecodeError(
+                f"column {field!r} has type OID {oid}",
+                kind=_ROW_KIND,
+                expected=f"one of {sorted(oids)}",
+            )
+        steps.append(_Step(field, index, _ENCODERS[oid], oid, nullable))
+    return tuple(steps)
+
+
+def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
+    kinds = tup.kinds
+    raws = tup.values
+    ncols = len(kinds)
+    parts: list[bytes] = []
+    for field, column, encode, type_oid, nullable in steps:
+        if column >= ncols:
+            raise DecodeError(f"missing required column {field!r}", kind=_ROW_KIND)
+        raw = raws[column]
+        kind = kinds[column]
+        if kind == "t" and raw is not None:
+            try:
+                parts.append(encode(raw))
+            except DecodeError as exc:
+                raise DecodeError(f"column {field!r}: {exc.reason}", kind=_ROW_KIND) from exc
+            except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+                raise DecodeError(
+                    f"column {field!r}: invalid value for type OID {type_oid}: {exc}",
+                    kind=_ROW_KIND,
+                ) from exc
+        elif kind == "n" and nullable:
+            parts.append(b"null")
+        elif kind == "n":
+            raise DecodeError(f"required column {field!r} is NULL", kind=_ROW_KIND)
+        else:
+            # 'u' cannot occur in an Insert; 'b' only if binary mode was requested.
+            raise DecodeError(
+                f"column {field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t' or 'n'"
+            )
+    (
+        event_id,
+        stream_id,
+        stream_type,
+        version,
+        event_type,
+        data,
+        meta,
+        key,
+        created,
+    ) = parts
+    value = b"".join(
+        (
+            b'{"id":"',
+            event_id,
+            b'","stream_id":"',
+            stream_id,
+            b'","stream_type":',
+            stream_type,
+            b',"stream_version":',
+            version,
+            b',"event_type":',
+            event_type,
+            b',"event_data":',
+            data,
+            b',"event_metadata":',
+            meta,
+            b',"idempotency_key":',
+            key,
+            b',"created_at":',
+            created,
+            b"}",
+        )
+    )
+    return stream_id, value
+
+
+class ValueEncoder:
+    """Kafka key and value of an Insert into ``domain_events``, with a plan per relation.
+
+    Reads relations from a :class:`~replication.rows.RelationCache`; a plan is rebuilt
+    when the cache holds a new Relation message for the id (the table changed).
+    """
+
+    __slots__ = ("_plans", "_relations")
+
+    def __init__(self, relations: RelationCache) -> None:
+        self._relations = relations
+        self._plans: dict[int, tuple[Relation, tuple[_Step, ...]]] = {}
+
+    def encode(self, relation_id: int, tup: TupleData) -> tuple[bytes, bytes]:
+        """``(key, value)``: the stream_id's text and the row as JSON.
+
+        Raises :class:`~replication.errors.DecodeError` for a row that cannot be
+        represented (the caller dead-letters it), with the same reasons as
+        :meth:`~replication.rows.RelationCache.domain_event`.
+        """
+        rel = self._relations.get(relation_id)
+        entry = self._plans.get(relation_id)
+        if entry is None or entry[0] is not rel:
+            entry = self._plans[relation_id] = (rel, _plan(rel))
+        return _encode(entry[1], tup)

@@ -1,0 +1,315 @@
+"""Kafka values built from text columns (values.py) against the typed-row path (rows.py).
+
+The contract: for every tuple, ``orjson.loads`` of the fast value equals ``orjson.loads``
+of ``DomainEventRow.to_json_bytes()``, the key is ``str(stream_id)``, and a tuple the
+row path rejects is rejected too (the reader dead-letters it).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from replication.decoder import Insert, Relation, decode_pgoutput, parse_copy_data
+from replication.errors import DecodeError
+from replication.messages import XLogData
+from replication.rows import RelationCache
+from replication.values import ValueEncoder, int_json, jsonb_json, timestamptz_json, uuid_json
+from tests.unit import pgoutput_builder as b
+
+COLS = b.DOMAIN_EVENTS_COLUMNS
+RELID = 16384
+
+
+def _cache(columns: list[tuple[int, str, int, int]] = COLS) -> RelationCache:
+    msg = decode_pgoutput(b.relation(RELID, "public", "domain_events", columns))
+    assert isinstance(msg, Relation)
+    cache = RelationCache()
+    cache.add(msg)
+    return cache
+
+
+def _insert(tup: bytes) -> Insert:
+    msg = decode_pgoutput(b.insert(RELID, tup))
+    assert isinstance(msg, Insert)
+    return msg
+
+
+def both(cache: RelationCache, msg: Insert) -> tuple[tuple[bytes, bytes] | str, bytes | str]:
+    """(key, value) of the fast path and the row path's value, or the DecodeError text."""
+    try:
+        row = cache.domain_event(msg)
+        slow: bytes | str = row.to_json_bytes()
+    except DecodeError as exc:
+        slow = str(exc)
+    try:
+        fast: tuple[bytes, bytes] | str = ValueEncoder(cache).encode(msg.relation_id, msg.new)
+    except DecodeError as exc:
+        fast = str(exc)
+    return fast, slow
+
+
+def assert_same(cache: RelationCache, msg: Insert) -> None:
+    fast, slow = both(cache, msg)
+    if isinstance(slow, str):
+        # Rejected, naming the same column (the detail may come from another parser).
+        assert isinstance(fast, str), (fast, slow)
+        assert fast.split(":")[:2] == slow.split(":")[:2]
+        return
+    assert not isinstance(fast, str), fast
+    key, value = fast
+    expected = orjson.loads(slow)
+    assert orjson.loads(value) == expected
+    assert list(orjson.loads(value)) == list(expected)  # same keys, same order
+    assert key == str(expected["stream_id"]).encode()
+
+
+def pg_timestamptz(value: datetime) -> str:
+    """PostgreSQL's ISO output: space separator, trimmed fraction, +HH or +HH:MM."""
+    text = value.strftime("%Y-%m-%d %H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    offset = value.utcoffset()
+    assert offset is not None
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    hh, mm = divmod(abs(minutes), 60)
+    return f"{text}{sign}{hh:02d}" + (f":{mm:02d}" if mm else "")
+
+
+def pg_jsonb(value: object) -> str:
+    """A JSON text in jsonb's output style (", " and ": " separators, UTF-8 as is)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- single columns -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-26 03:00:32.258123+00", "2026-11-26T03:00:32.258123+00:00"),
+        ("2026-11-26 03:00:32+00", "2026-11-26T03:00:32+00:00"),
+        ("2026-11-26 08:30:32.25+05:30", "2026-11-26T08:30:32.250000+05:30"),
+        ("2026-11-25 19:00:32-03", "2026-11-25T19:00:32-03:00"),
+        ("0099-01-01 00:00:00+00", "0099-01-01T00:00:00+00:00"),
+        # An offset with seconds (local mean time) becomes UTC, as in rows.py.
+        ("1850-01-01 00:00:00+00:53:28", "1849-12-31T23:06:32+00:00"),
+    ],
+)
+def test_timestamptz_json(text: str, expected: str) -> None:
+    assert orjson.loads(timestamptz_json(text.encode())) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["infinity", "-infinity", "2026-11-26 03:00:32+00 BC", "10000-01-01 00:00:00+00"]
+)
+def test_timestamptz_json_rejects_what_rfc3339_cannot_say(text: str) -> None:
+    with pytest.raises((DecodeError, ValueError)):
+        timestamptz_json(text.encode())
+
+
+def test_uuid_json_normalises_non_canonical_text() -> None:
+    canonical = b"0b9a0d8e-6f7b-4c39-9d0e-1c4a2b3c4d5e"
+    assert uuid_json(canonical) is canonical
+    assert uuid_json(canonical.upper()) == canonical
+    with pytest.raises(ValueError):
+        uuid_json(b"not-a-uuid")
+
+
+@pytest.mark.parametrize(("raw", "out"), [(b"0", b"0"), (b"-12", b"-12"), (b"007", b"7")])
+def test_int_json(raw: bytes, out: bytes) -> None:
+    assert int_json(raw) == out
+
+
+def test_int_json_rejects_non_integers() -> None:
+    with pytest.raises(ValueError):
+        int_json(b"1.5")
+
+
+def test_jsonb_json_checks_long_documents_only() -> None:
+    short = b'{"a": [1, 2, {"b": null}]}'
+    assert jsonb_json(short) is short
+    deep = b"[" * 1100 + b"]" * 1100
+    with pytest.raises(orjson.JSONDecodeError):
+        jsonb_json(deep)
+    huge = b"1" + b"0" * 400
+    with pytest.raises(orjson.JSONDecodeError):
+        jsonb_json(huge)
+    with pytest.raises(UnicodeDecodeError):
+        jsonb_json(b'"\xff"')
+
+
+# --- whole rows ----------------------------------------------------------------------------
+
+
+def test_sample_row_matches() -> None:
+    cache = _cache()
+    msg = _insert(b.domain_event_tuple())
+    assert_same(cache, msg)
+    key, value = ValueEncoder(cache).encode(RELID, msg.new)
+    assert key == b"1c9a0d8e-6f7b-4c39-9d0e-1c4a2b3c4d5f"
+    assert value.startswith(b'{"id":"0b9a0d8e-6f7b-4c39-9d0e-1c4a2b3c4d5e","stream_id":')
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"idempotency_key": None},
+        {"created_at": "infinity"},
+        {"created_at": "2026-11-26 03:00:32+00 BC"},
+        {"stream_version": "x"},
+        {"event_data": None},
+        {"stream_id": "nope"},
+        {"event_type": b"\xff\xfe"},
+        {"event_data": '{"a": "\ud800"}'.encode("utf-8", "surrogatepass")},
+        {"event_data": b'{"a": "b"}\xff'},
+        {"event_data": b.UNCHANGED},
+        {"event_data": ("b", b"\x00")},
+    ],
+)
+def test_edge_rows_match_or_fail_alike(overrides: dict[str, object]) -> None:
+    assert_same(_cache(), _insert(b.domain_event_tuple(**overrides)))
+
+
+def test_short_jsonb_is_trusted_as_postgresql_printed_it() -> None:
+    # jsonb output is JSON by construction; only the row path would notice text a server
+    # cannot send. Long documents are checked (what orjson could not read back).
+    encoder = ValueEncoder(_cache())
+    _, value = encoder.encode(RELID, _insert(b.domain_event_tuple(event_data="[1, 2]")).new)
+    assert orjson.loads(value)["event_data"] == [1, 2]
+    bad = "[" + "1, " * 200 + "x]"
+    with pytest.raises(DecodeError, match="event_data"):
+        encoder.encode(RELID, _insert(b.domain_event_tuple(event_data=bad)).new)
+
+
+def test_missing_and_mistyped_columns_fail_alike() -> None:
+    shorter = _cache()
+    assert_same(shorter, _insert(b.tuple_data("0b9a0d8e-6f7b-4c39-9d0e-1c4a2b3c4d5e")))
+    no_key = [c for c in COLS if c[1] != "created_at"]
+    assert_same(_cache(no_key), _insert(b.domain_event_tuple(no_key)))
+    wrong = [(f, n, 25 if n == "stream_version" else t, m) for f, n, t, m in COLS]
+    assert_same(_cache(wrong), _insert(b.domain_event_tuple(wrong)))
+
+
+def test_json_columns_take_the_careful_path() -> None:
+    cols = [(f, n, 114 if t == 3802 else t, m) for f, n, t, m in COLS]
+    data = '{"a": 1, "a": 2, "big": 123456789012345678901234567890}'
+    assert_same(_cache(cols), _insert(b.domain_event_tuple(cols, event_data=data)))
+
+
+def test_a_new_relation_message_replaces_the_plan() -> None:
+    cache = _cache()
+    encoder = ValueEncoder(cache)
+    msg = _insert(b.domain_event_tuple())
+    encoder.encode(RELID, msg.new)
+    shifted = [(0, "extra", 25, -1), *COLS]
+    new_rel = decode_pgoutput(b.relation(RELID, "public", "domain_events", shifted))
+    assert isinstance(new_rel, Relation)
+    cache.add(new_rel)
+    _, value = encoder.encode(RELID, _insert(b.domain_event_tuple(shifted)).new)
+    assert orjson.loads(value)["stream_type"] == "organization"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=40,
+)
+offsets = st.integers(min_value=-15 * 60, max_value=15 * 60).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    event_id=st.uuids(),
+    stream_id=st.uuids(),
+    stream_type=st.text(),
+    version=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    event_type=st.text(),
+    data=json_values,
+    meta=st.dictionaries(st.text(), json_values, max_size=3),
+    key=st.none() | st.text(),
+    created=st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
+    ),
+)
+def test_generated_rows_match_the_row_path(
+    event_id: UUID,
+    stream_id: UUID,
+    stream_type: str,
+    version: int,
+    event_type: str,
+    data: object,
+    meta: dict[str, object],
+    key: str | None,
+    created: datetime,
+) -> None:
+    tup = b.domain_event_tuple(
+        id=str(event_id),
+        stream_id=str(stream_id),
+        stream_type=stream_type.encode("utf-8", "surrogatepass"),
+        stream_version=str(version),
+        event_type=event_type.encode("utf-8", "surrogatepass"),
+        event_data=pg_jsonb(data).encode("utf-8", "surrogatepass"),
+        event_metadata=pg_jsonb(meta).encode("utf-8", "surrogatepass"),
+        idempotency_key=None if key is None else key.encode("utf-8", "surrogatepass"),
+        created_at=pg_timestamptz(created),
+    )
+    assert_same(_cache(), _insert(tup))
+
+
+def test_big_jsonb_and_unicode() -> None:
+    data = {"blob": "x" * 2_000_000, "name": "東京 🚀", "nested": [[[{"k": None}]]]}
+    assert_same(_cache(), _insert(b.domain_event_tuple(event_data=pg_jsonb(data).encode())))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "copy.bin",
+        "large_jsonb.bin.gz",
+        "multi_row_insert.bin",
+        "null_idempotency_key.bin",
+        "other_table_then_event.bin",
+        "timezone_offset.bin",
+        "unicode.bin",
+    ],
+)
+def test_golden_captures_match(name: str) -> None:
+    """Real PostgreSQL 15 output (jsonb text, offsets, unicode) through both paths."""
+    cache = RelationCache()
+    seen = 0
+    for raw in b.read_frames(name):
+        frame = parse_copy_data(raw)
+        if not isinstance(frame, XLogData):
+            continue
+        msg = decode_pgoutput(frame.payload)
+        if isinstance(msg, Relation):
+            cache.add(msg)
+        elif isinstance(msg, Insert) and cache.get(msg.relation_id).name == "domain_events":
+            assert_same(cache, msg)
+            seen += 1
+    assert seen > 0
+
+
+def test_utc_instant_is_kept_with_its_offset() -> None:
+    _, value = ValueEncoder(_cache()).encode(
+        RELID, _insert(b.domain_event_tuple(created_at="2026-11-26 08:30:32.25+05:30")).new
+    )
+    created = orjson.loads(value)["created_at"]
+    assert created == "2026-11-26T08:30:32.250000+05:30"
+    assert datetime.fromisoformat(created).astimezone(UTC) == datetime(
+        2026, 11, 26, 3, 0, 32, 250000, tzinfo=UTC
+    )
