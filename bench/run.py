@@ -277,9 +277,6 @@ def build_body(data: dict[str, object], args: argparse.Namespace) -> str:
         parts += ["", "### Where the time goes (py-spy on `pipeline run`)", ""]
         for name, summary in profiles.items():
             parts += [f"{name}:", "", profile_text(summary), ""]
-    analysis = REPO / "bench" / "analysis.md"
-    if analysis.exists():
-        parts += ["", analysis.read_text().strip()]
     parts += ["", "### Machine", "", machine_table(machine)]
     return "\n".join(parts)
 

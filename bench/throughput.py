@@ -104,7 +104,7 @@ async def event_drain(svc: Services, n: int, opts: Options, limit_s: float) -> D
                         (consumer_name, names.topic),
                     ).fetchone()
                     done = int(row[0]) if row else 0
-                    in_kafka = await topics.end_offsets_total(consumer, names.topic)
+                    in_kafka = await topics.end_offsets_total(consumer, names.topic, 8)
                     now = time.monotonic()
                     result.progress.append((now - t0, in_kafka, done))
                     if first_output is None and in_kafka > 0:

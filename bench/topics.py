@@ -67,8 +67,10 @@ async def partition_count(bootstrap: str, topic: str) -> int:
         await admin.close()
 
 
-async def end_offsets_total(consumer: AIOKafkaConsumer, topic: str) -> int:
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+async def end_offsets_total(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> int:
+    # The consumer is not subscribed, so its metadata does not list the topic: name the
+    # partitions instead of asking partitions_for_topic (which would answer None).
+    parts = [TopicPartition(topic, p) for p in range(partitions)]
     ends = await consumer.end_offsets(parts)
     return int(sum(ends.values()))
 

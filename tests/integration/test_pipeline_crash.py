@@ -40,7 +40,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from pipeline import events
 from tests.integration.bootstrap_standin import StandInBootstrapWorkflow
@@ -225,6 +225,9 @@ async def standin_worker(client: Client, env: dict[str, str]) -> AsyncIterator[N
         client,
         task_queue=env["PIPELINE_TEMPORAL_TASK_QUEUE"],
         workflows=[StandInBootstrapWorkflow],
+        # The sandbox re-imports the workflow's module for every run: costly for 1,000
+        # runs on a small machine, and the stand-in needs no protection from itself.
+        workflow_runner=UnsandboxedWorkflowRunner(),
     ):
         yield
 
