@@ -33,6 +33,8 @@ SERVER_SETTINGS = {
     "shared_buffers": "256MB",
     "max_wal_size": "4GB",
     "wal_sender_timeout": "60s",
+    # Commit times from the database itself (pg_xact_commit_timestamp), for the benchmarks.
+    "track_commit_timestamp": "on",
 }
 
 
