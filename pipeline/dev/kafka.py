@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import KAFKA_VERSION, REPO_ROOT, DevLayout
-from pipeline.dev.process import log_tail, port_open, read_pid, spawn, stop_pid
+from pipeline.dev.process import SpawnedService, port_open, spawn
 
 LOG4J2 = """\
 status = warn
@@ -38,10 +38,11 @@ def _require(tool: str, hint: str) -> str:
     return path
 
 
-class Kafka:
+class Kafka(SpawnedService):
     """A single-node KRaft cluster whose internal topics have replication factor 1."""
 
     name = "kafka"
+    stop_timeout = 30.0
 
     def __init__(self, layout: DevLayout) -> None:
         self.layout = layout
@@ -147,19 +148,15 @@ class Kafka:
         if result.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
-    def pid(self) -> int | None:
-        return read_pid(self.pid_file)
-
     def start(self) -> bool:
         """Fetch, configure, format (once) and start the broker. False when it already ran."""
         if self.pid() is not None:
             return False
-        for port in (self.port, self.layout.kafka_controller_port):
-            if port_open(self.layout.host, port):
-                raise ServiceError(
-                    f"port {port} is taken by another process: stop it or choose another port "
-                    "with PIPELINE_DEV_KAFKA_PORT / PIPELINE_DEV_KAFKA_CONTROLLER_PORT"
-                )
+        self.ports_free(
+            self.layout.host,
+            (self.port, self.layout.kafka_controller_port),
+            "PIPELINE_DEV_KAFKA_PORT / PIPELINE_DEV_KAFKA_CONTROLLER_PORT",
+        )
         java = self._java()
         config = self._write_config()
         self._format(config)
@@ -202,14 +199,3 @@ class Kafka:
             return False
         finally:
             await admin.close()
-
-    def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        stop_pid(pid, timeout=30)
-        self.pid_file.unlink(missing_ok=True)
-        return True
-
-    def log_tail(self) -> str:
-        return log_tail(self.log_file)

@@ -115,3 +115,40 @@ def log_tail(log_file: Path | None, lines: int = 25) -> str:
         return ""
     tail = log_file.read_text(errors="replace").splitlines()[-lines:]
     return f"\n--- last lines of {log_file} ---\n" + "\n".join(tail)
+
+
+class SpawnedService:
+    """A service this project spawned itself and tracks by a pid file.
+
+    Subclasses set ``name``, ``port``, ``log_file`` and ``pid_file`` and implement
+    ``start`` and ``healthy``; ``pid`` and ``stop`` only ever touch the process recorded
+    in the pid file, so `down` stops exactly what `up` started.
+    """
+
+    name: str
+    port: int
+    log_file: Path
+    pid_file: Path
+    stop_timeout: float = 20.0
+
+    def pid(self) -> int | None:
+        """The pid of our process, if it still runs."""
+        return read_pid(self.pid_file)
+
+    def stop(self) -> bool:
+        """Stop our process if it runs; False when it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        stop_pid(pid, timeout=self.stop_timeout)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def ports_free(self, host: str, ports: tuple[int, ...], hint: str) -> None:
+        """Fail with a clear message when one of ports is taken by another process."""
+        for port in ports:
+            if port_open(host, port):
+                raise ServiceError(
+                    f"port {port} is taken by another process: stop it or choose another "
+                    f"port with {hint}"
+                )

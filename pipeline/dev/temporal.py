@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import DevLayout
-from pipeline.dev.process import log_tail, port_open, read_pid, spawn, stop_pid
+from pipeline.dev.process import SpawnedService, port_open, spawn
 
 
 def find_temporal_cli() -> Path:
@@ -30,7 +30,7 @@ def find_temporal_cli() -> Path:
     return Path(found)
 
 
-class Temporal:
+class Temporal(SpawnedService):
     """A Temporal dev server with a SQLite file, so workflows survive its restarts."""
 
     name = "temporal"
@@ -42,19 +42,14 @@ class Temporal:
         self.log_file = layout.log_dir / "temporal.log"
         self.pid_file = layout.run_dir / "temporal.pid"
 
-    def pid(self) -> int | None:
-        return read_pid(self.pid_file)
-
     def start(self) -> bool:
         if self.pid() is not None:
             return False
-        ports = (self.port, self.layout.temporal_ui_port, self.port + 10, self.port + 11)
-        for port in ports:
-            if port_open(self.layout.host, port):
-                raise ServiceError(
-                    f"port {port} is taken by another process: stop it or choose other ports "
-                    "with PIPELINE_DEV_TEMPORAL_PORT / PIPELINE_DEV_TEMPORAL_UI_PORT"
-                )
+        self.ports_free(
+            self.layout.host,
+            (self.port, self.layout.temporal_ui_port, self.port + 10, self.port + 11),
+            "PIPELINE_DEV_TEMPORAL_PORT / PIPELINE_DEV_TEMPORAL_UI_PORT",
+        )
         self.root.mkdir(parents=True, exist_ok=True)
         spawn(
             [
@@ -102,14 +97,3 @@ class Temporal:
             return True
         except (RPCError, RuntimeError, OSError, TimeoutError):
             return False
-
-    def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
-        stop_pid(pid)
-        self.pid_file.unlink(missing_ok=True)
-        return True
-
-    def log_tail(self) -> str:
-        return log_tail(self.log_file)
