@@ -436,7 +436,7 @@ Where the reader's time goes (py-spy, `--profile`, inclusive share of samples):
         text = text.rstrip("\n") + "\n\n" + section
     else:
         nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[nxt + 1 :] if nxt != -1 else "")
+        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
     DOC.write_text(text.rstrip("\n") + "\n")
 
 

@@ -3,24 +3,24 @@
 ``AIOKafkaProducer.send`` costs tens of microseconds per event in Python (partitioner,
 accumulator, a future per event and its callback), more than decoding the event. Here
 the reader appends each event to the open record batch of its partition (one C call)
-and a task per partition hands closed batches to ``send_batch``: one future per batch,
+and a task hands closed batches to ``send_batch``: one future per batch,
 whose outcome is fanned out to every position in it.
 
 What does not change:
 
 - Partitioning is Kafka's default (``replication.partitioner``): same key, same
   partition (DESIGN invariant 4).
-- Order: one task per partition hands its batches over in the order they were filled,
-  and aiokafka's accumulator keeps them in that order; idempotence (sequence numbers
+- Order: a partition's batches are handed over one at a time in the order they were
+  filled, each after Kafka answered for the previous one; idempotence (sequence numbers
   per batch, set when the sender drains it) applies to ``send_batch`` exactly as to
   ``send``, so retries never duplicate or reorder.
 - Acks: a position is reported acked only when Kafka acknowledged the batch holding it
   (acks=all); a failed batch reports every position in it failed (DESIGN invariant 2).
 
-Batches are as large as the traffic makes them: a partition's task takes whatever
-its open batch holds as soon as the previous batch has been handed over (aiokafka
-keeps at most one batch per partition queued behind the one in flight), so a busy
-stream gets big batches and a quiet one is not delayed by a linger.
+Batches are as large as the traffic makes them: a partition's open batch is handed
+over as soon as Kafka answered for its previous one, so under load a batch holds
+everything that arrived during one round trip, and a quiet stream is not delayed by a
+linger.
 """
 
 from __future__ import annotations
@@ -65,18 +65,21 @@ class BatchProducer(Protocol):
 
 
 class _Lane:
-    """One partition: the open batch, batches already full, and the task handing them over."""
+    """One partition: its open batch, batches already full, and the one handed over."""
 
-    __slots__ = ("batch", "full", "idle", "positions", "task", "wake")
+    __slots__ = ("batch", "failed", "full", "outstanding", "positions")
 
     def __init__(self) -> None:
         self.batch: RecordBatch | None = None
         self.positions: list[Position] = []
         self.full: deque[tuple[RecordBatch, list[Position]]] = deque()
-        self.wake = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.task: asyncio.Task[None] | None = None
+        # The batch handed to the producer and not answered yet: at most one, so the
+        # next batch grows while Kafka works on this one.
+        self.outstanding: asyncio.Future[object] | None = None
+        self.failed: BaseException | None = None
+
+    def waiting(self) -> bool:
+        return self.batch is not None or bool(self.full)
 
     def take(self) -> tuple[RecordBatch, list[Position]] | None:
         if self.full:
@@ -95,6 +98,12 @@ class PartitionBatcher:
 
     ``add`` never waits (the caller bounds what is in flight); :meth:`flush` hands over
     every open batch and waits until Kafka has answered for all of them.
+
+    One task hands batches over. A partition has at most one batch handed over and
+    unanswered; its next batch is handed over when the answer comes, together with
+    whatever other partitions have ready, so one produce request carries them all.
+    After a batch of a partition failed, later batches of that partition are not sent
+    (they are reported failed too): nothing lands behind a gap in a stream's order.
     """
 
     def __init__(
@@ -115,24 +124,22 @@ class PartitionBatcher:
         self._max_message_bytes = max_message_bytes
         # Below this, key + value + our few small headers cannot reach the limit.
         self._check_size_from = max_message_bytes // 2
-        self._outstanding: set[asyncio.Future[object]] = set()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start one task per partition (call inside the event loop)."""
-        for p, lane in enumerate(self._lanes):
-            if lane.task is None:
-                lane.task = asyncio.create_task(self._run(p, lane), name=f"batcher-{p}")
+        """Start the hand-over task (call inside the event loop)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"batcher-{self.topic}")
 
     async def close(self) -> None:
-        """Stop the tasks; events not handed over yet are never reported (flush first)."""
-        tasks = [lane.task for lane in self._lanes if lane.task is not None]
-        for task in tasks:
+        """Stop the task; events not handed over yet are never reported (flush first)."""
+        task, self._task = self._task, None
+        if task is not None:
             task.cancel()
-        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for lane in self._lanes:
-            lane.task = None
 
     def add(self, position: Position, key: bytes, value: bytes, headers: Headers) -> None:
         """Append one event to its partition's open batch."""
@@ -151,8 +158,8 @@ class PartitionBatcher:
         batch = lane.batch
         if batch is None:
             batch = lane.batch = self._producer.create_batch()
-            lane.idle.clear()
-            lane.wake.set()
+            if lane.outstanding is None:
+                self._wake.set()
         if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
             # Full: queue it and start another (a batch always takes its first record).
             lane.full.append((batch, lane.positions))
@@ -168,26 +175,27 @@ class PartitionBatcher:
 
     async def flush(self) -> None:
         """Hand over every batch and wait until Kafka has answered for each of them."""
-        for lane in self._lanes:
-            if not lane.idle.is_set():
-                lane.wake.set()
-        for lane in self._lanes:
-            await lane.idle.wait()
-        if self._outstanding:
-            await asyncio.wait(list(self._outstanding))
+        while any(lane.waiting() or lane.outstanding is not None for lane in self._lanes):
+            self._progress.clear()
+            self._wake.set()
+            await self._progress.wait()
 
-    async def _run(self, partition: int, lane: _Lane) -> None:
+    async def _run(self) -> None:
         while True:
-            await lane.wake.wait()
-            lane.wake.clear()
-            while (taken := lane.take()) is not None:
-                await self._hand_over(partition, *taken)
-            lane.idle.set()
+            await self._wake.wait()
+            self._wake.clear()
+            for partition, lane in enumerate(self._lanes):
+                if lane.outstanding is None and (taken := lane.take()) is not None:
+                    await self._hand_over(partition, lane, *taken)
+                    self._progress.set()
 
     async def _hand_over(
-        self, partition: int, batch: RecordBatch, positions: list[Position]
+        self, partition: int, lane: _Lane, batch: RecordBatch, positions: list[Position]
     ) -> None:
         batch.close()
+        if lane.failed is not None:
+            self._on_acks(positions, lane.failed)
+            return
         try:
             fut = await self._producer.send_batch(batch, self.topic, partition=partition)
         except asyncio.CancelledError:
@@ -200,14 +208,21 @@ class PartitionBatcher:
                 partition,
                 exc,
             )
+            lane.failed = exc
             self._on_acks(positions, exc)
             return
-        self._outstanding.add(fut)
-        fut.add_done_callback(lambda f: self._done(f, positions))
+        lane.outstanding = fut
+        fut.add_done_callback(lambda f: self._done(f, lane, positions))
 
-    def _done(self, fut: asyncio.Future[object], positions: list[Position]) -> None:
-        self._outstanding.discard(fut)
+    def _done(self, fut: asyncio.Future[object], lane: _Lane, positions: list[Position]) -> None:
+        lane.outstanding = None
         if fut.cancelled():
-            self._on_acks(positions, asyncio.CancelledError())
-            return
-        self._on_acks(positions, fut.exception())
+            error: BaseException | None = asyncio.CancelledError()
+        else:
+            error = fut.exception()
+        if error is not None and lane.failed is None:
+            lane.failed = error
+        self._on_acks(positions, error)
+        if lane.waiting():
+            self._wake.set()
+        self._progress.set()

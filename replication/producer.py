@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from replication.batcher import PartitionBatcher
 from replication.lsn import Position
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,20 @@ async def ensure_topic(bootstrap: str, spec: TopicSpec) -> int:
 
 
 Headers = list[tuple[str, bytes]]
-AckCallback = Callable[[Position, BaseException | None], None]
+AcksCallback = Callable[[list[Position], BaseException | None], None]
 
 
 class EventProducer:
-    """Pipelined sends; each delivery report calls ``on_ack(position, error)``."""
+    """Idempotent, acks=all producer; every delivery report calls ``on_acks(positions, error)``.
 
-    def __init__(self, bootstrap: str, topic: str, on_ack: AckCallback) -> None:
+    Events for the main topic are batched per partition (:class:`PartitionBatcher`:
+    ``add`` never waits, one future per record batch); events for other topics (the
+    dead-letter topic) go through ``send``, one by one.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, on_acks: AcksCallback) -> None:
         self.topic = topic
-        self._on_ack = on_ack
+        self._on_acks = on_acks
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             enable_idempotence=True,  # retries never duplicate or reorder within a partition
@@ -85,15 +91,36 @@ class EventProducer:
             max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=30000,
         )
+        self._batcher: PartitionBatcher | None = None
 
     async def start(self) -> None:
+        """Connect, and learn the topic's partition count (fixed for this producer's life)."""
         await self._producer.start()
+        partitions = len(await self._producer.partitions_for(self.topic))
+        self._batcher = PartitionBatcher(
+            self._producer,
+            self.topic,
+            partitions,
+            self._on_acks,
+            max_message_bytes=MAX_MESSAGE_BYTES,
+        )
+        self._batcher.start()
 
     async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
         await self._producer.stop()
 
     async def flush(self) -> None:
+        """Wait until Kafka has answered for every event added or sent so far."""
+        if self._batcher is not None:
+            await self._batcher.flush()
         await self._producer.flush()
+
+    def add(self, position: Position, key: bytes, value: bytes, headers: Headers) -> None:
+        """Queue one event for the main topic (its partition's open record batch)."""
+        assert self._batcher is not None, "start() first"
+        self._batcher.add(position, key, value, headers)
 
     async def send(
         self,
@@ -101,23 +128,21 @@ class EventProducer:
         key: bytes,
         value: bytes,
         headers: Headers,
-        topic: str | None = None,
+        topic: str,
     ) -> None:
-        """Queue one event; returns once it is in the producer's buffer (backpressure)."""
+        """Queue one event for ``topic``; returns once it is in the producer's buffer."""
         try:
-            fut = await self._producer.send(
-                topic or self.topic, value=value, key=key, headers=headers
-            )
+            fut = await self._producer.send(topic, value=value, key=key, headers=headers)
         except (KafkaError, ValueError) as exc:
-            self._on_ack(position, exc)
+            self._on_acks([position], exc)
             return
         fut.add_done_callback(lambda f: self._report(position, f))
 
     def _report(self, position: Position, fut: asyncio.Future[object]) -> None:
         if fut.cancelled():
-            self._on_ack(position, asyncio.CancelledError())
+            self._on_acks([position], asyncio.CancelledError())
             return
-        self._on_ack(position, fut.exception())
+        self._on_acks([position], fut.exception())
 
 
 def is_too_large(error: BaseException) -> bool:

@@ -3,15 +3,18 @@ sessions going across connection loss, a busy slot and broker failures.
 
 Order of duties per transaction: Begin announces its commit LSN (the position of all its
 events is known up front, so sends are pipelined), each Insert into ``domain_events`` is
-sent with key = stream_id, the Commit registers the event count with the tracker, and
-Kafka's acks let the tracker advance. Status updates report ``tracker.flushable()``: the
-slot never confirms WAL whose events Kafka does not hold (DESIGN invariant 2).
+added to its partition's record batch with key = stream_id (``replication.batcher``),
+the Commit registers the event count with the tracker, and Kafka's acks (one per record
+batch, fanned out to each position in it) let the tracker advance. Status updates report
+``tracker.flushable()``: the slot never confirms WAL whose events Kafka does not hold
+(DESIGN invariant 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -24,8 +27,20 @@ import psycopg
 from replication import killpoint
 from replication.decoder import decode_pgoutput, encode_standby_status, parse_copy_data
 from replication.errors import DecodeError, DeliveryError, ReaderSetupError, SlotInUse
-from replication.lsn import LSN, Position
-from replication.messages import Begin, Commit, Insert, PrimaryKeepalive, Relation, XLogData
+from replication.hotpath import (
+    BEGIN,
+    COMMIT,
+    INSERT,
+    CommitTimeText,
+    lsn_text,
+    payload_tag,
+    wal_end,
+)
+from replication.hotpath import begin as hot_begin
+from replication.hotpath import commit as hot_commit
+from replication.hotpath import insert as hot_insert
+from replication.lsn import LSN, Position, lsn_from_uint64
+from replication.messages import PrimaryKeepalive, Relation, TupleData
 from replication.producer import EventProducer, TopicSpec, ensure_topic, is_too_large
 from replication.rows import RelationCache
 from replication.slot import (
@@ -37,6 +52,7 @@ from replication.slot import (
 )
 from replication.snapshot import copy_snapshot
 from replication.tracker import FlushTracker
+from replication.values import ValueEncoder
 from replication.wire import ReplicationWire, ServerError, StreamClosed
 
 log = logging.getLogger(__name__)
@@ -80,6 +96,8 @@ class ReaderStats:
 
 
 AckHook = Callable[[Position, BaseException | None, Callable[[], None]], None]
+
+_NO_HEADER = ("", b"")
 
 
 class Reader:
@@ -144,35 +162,39 @@ class _Session:
         self.state = state
         self.tracker = FlushTracker(state.confirmed_flush or LSN.ZERO)
         self.relations = RelationCache()
+        self.encoder = ValueEncoder(self.relations)
         self.failure: BaseException | None = None
         self.in_flight = 0
         self.drained = asyncio.Event()
-        self.producer = EventProducer(self.cfg.kafka_bootstrap, self.cfg.topic, self._on_ack)
-        self.received = LSN.ZERO
+        self.producer = EventProducer(self.cfg.kafka_bootstrap, self.cfg.topic, self._on_acks)
+        self.received = 0  # the highest wal_end of the XLogData frames read
         self.sent_flush = LSN.ZERO
 
     # -- Kafka acks ---------------------------------------------------------------------
 
-    def _on_ack(self, pos: Position, error: BaseException | None) -> None:
+    def _on_acks(self, positions: list[Position], error: BaseException | None) -> None:
         hook = self.reader._ack_hook
-        if hook is not None:
-            hook(pos, error, lambda: self._apply_ack(pos, error))
-        else:
-            self._apply_ack(pos, error)
+        if hook is None:
+            self._apply_acks(positions, error)
+            return
+        for pos in positions:
+            hook(pos, error, functools.partial(self._apply_acks, [pos], error))
 
-    def _apply_ack(self, pos: Position, error: BaseException | None) -> None:
-        self.in_flight -= 1
+    def _apply_acks(self, positions: list[Position], error: BaseException | None) -> None:
+        self.in_flight -= len(positions)
         if self.in_flight < self.cfg.max_in_flight:
             self.drained.set()
         if error is None:
-            if pos.commit_lsn != LSN.ZERO:  # snapshot rows are not in the slot's stream
-                self.tracker.ack(pos)
-            self.stats.events_acked += 1
+            ack = self.tracker.ack
+            for pos in positions:
+                if pos.commit_lsn != LSN.ZERO:  # snapshot rows are not in the slot's stream
+                    ack(pos)
+            self.stats.events_acked += len(positions)
             return
         if self.failure is None:
             hint = " (larger than the topic accepts)" if is_too_large(error) else ""
             self.failure = DeliveryError(
-                f"Kafka did not accept the event at {pos}{hint}: {error!r}"
+                f"Kafka did not accept the event at {positions[0]}{hint}: {error!r}"
             )
 
     async def _send(
@@ -185,52 +207,62 @@ class _Session:
     ) -> None:
         if self.failure is not None:
             raise self.failure
+        await self._room()
+        self.in_flight += 1
+        if topic is None:
+            self.producer.add(pos, key, value, headers)
+        else:
+            await self.producer.send(pos, key, value, headers, topic)
+        self.stats.events_read += 1
+
+    async def _room(self) -> None:
+        """Backpressure: wait while ``max_in_flight`` events are unacknowledged."""
         while self.in_flight >= self.cfg.max_in_flight:
             self.drained.clear()
             await self.drained.wait()
-        self.in_flight += 1
-        await self.producer.send(pos, key, value, headers, topic)
-        self.stats.events_read += 1
 
-    async def _dead_letter(self, begin: Begin, idx: int, insert: Insert, exc: DecodeError) -> None:
+    async def _dead_letter(
+        self, pos: Position, xid: int, relation_id: int, tup: TupleData, exc: DecodeError
+    ) -> None:
         """A row that cannot be converted goes to the dead-letter topic, with its reason and
         position; once Kafka holds it there, it counts as delivered and the stream goes on."""
         try:
-            relation = self.relations.get(insert.relation_id)
+            relation = self.relations.get(relation_id)
             columns: dict[str, str | None] = {
-                col.name: insert.new.text(i) for i, col in enumerate(relation.columns)
+                col.name: tup.text(i) for i, col in enumerate(relation.columns)
             }
             table = f"{relation.namespace}.{relation.name}"
         except (DecodeError, IndexError, UnicodeDecodeError):
-            columns, table = {}, f"relation {insert.relation_id}"
+            columns, table = {}, f"relation {relation_id}"
+        commit_lsn, idx = pos.commit_lsn, pos.idx
         value = orjson.dumps(
             {
                 "reason": str(exc),
                 "table": table,
-                "commit_lsn": str(begin.final_lsn),
+                "commit_lsn": str(commit_lsn),
                 "idx": idx,
-                "xid": begin.xid,
+                "xid": xid,
                 "columns": columns,
             }
         )
         log.error(
             "cannot convert the row at lsn=%s idx=%d (%s): dead-lettered to %s",
-            begin.final_lsn,
+            commit_lsn,
             idx,
             exc,
             self.cfg.dead_letter_topic,
         )
         self.stats.dead_lettered += 1
         await self._send(
-            Position(begin.final_lsn, idx),
+            pos,
             (columns.get("stream_id") or "").encode(),
             value,
             [
                 ("reason", str(exc).encode()),
                 ("source", b"reader"),
-                ("commit_lsn", str(begin.final_lsn).encode()),
+                ("commit_lsn", str(commit_lsn).encode()),
                 ("idx", str(idx).encode()),
-                ("xid", str(begin.xid).encode()),
+                ("xid", str(xid).encode()),
             ],
             self.cfg.dead_letter_topic,
         )
@@ -299,56 +331,78 @@ class _Session:
         self.tracker = FlushTracker(consistent)
 
     async def _stream(self, wire: ReplicationWire, stop: asyncio.Event) -> None:
+        """Frames -> events until stop. Begin, Insert and Commit (nearly all the traffic)
+        are read by ``replication.hotpath`` into ints; the rest by the decoder."""
         interval = self.cfg.status_interval
+        max_in_flight = self.cfg.max_in_flight
         next_status = time.monotonic() + interval
-        relations = self.relations
         tracker = self.tracker
-        begin: Begin | None = None
-        idx = 0
+        encode = self.encoder.encode
+        add = self.producer.add
+        stats = self.stats
+        commit_time_text = CommitTimeText()
+        in_txn = False
+        commit_lsn = LSN.ZERO
+        xid = idx = 0
+        # The headers every event of the transaction shares, built once at its Begin.
+        commit_lsn_h = xid_h = commit_ts_h = _NO_HEADER
         while not stop.is_set():
             if self.failure is not None:
                 raise self.failure
-            frame = await wire.read(timeout=max(0.0, next_status - time.monotonic()))
-            if frame is not None:
-                msg = parse_copy_data(frame)
-                if isinstance(msg, XLogData):
-                    self.received = max(self.received, msg.wal_end)
-                    pg = decode_pgoutput(msg.payload)
-                    if isinstance(pg, Insert):
-                        assert begin is not None
-                        try:
-                            row = relations.domain_event(pg)
-                        except DecodeError as exc:
-                            await self._dead_letter(begin, idx, pg, exc)
-                            idx += 1
-                            continue
-                        await self._send(
-                            Position(begin.final_lsn, idx),
-                            str(row.stream_id).encode(),
-                            row.to_json_bytes(),
-                            [
-                                ("commit_lsn", str(begin.final_lsn).encode()),
-                                ("idx", str(idx).encode()),
-                                ("xid", str(begin.xid).encode()),
-                                ("commit_ts", begin.commit_time.isoformat().encode()),
-                            ],
+            frames = await wire.read_batch(timeout=max(0.0, next_status - time.monotonic()))
+            for frame in frames:
+                if self.failure is not None:
+                    raise self.failure
+                tag = payload_tag(frame)
+                if tag == INSERT:
+                    if not in_txn:
+                        raise DecodeError("Insert outside a transaction", kind="Insert")
+                    relation_id, tup = hot_insert(frame)
+                    try:
+                        key, value = encode(relation_id, tup)
+                    except DecodeError as exc:
+                        await self._dead_letter(
+                            Position(commit_lsn, idx), xid, relation_id, tup, exc
                         )
-                        idx += 1
-                    elif isinstance(pg, Begin):
-                        begin, idx = pg, 0
-                        tracker.begin(pg.final_lsn)
-                    elif isinstance(pg, Commit):
-                        tracker.register(pg.commit_lsn, pg.end_lsn, idx)
-                        self.stats.transactions += 1
-                        begin = None
-                    elif isinstance(pg, Relation):
-                        relations.add(pg)
-                elif isinstance(msg, PrimaryKeepalive):
-                    self.stats.server_wal_end = msg.wal_end
-                    if begin is None:
-                        tracker.note_keepalive(msg.wal_end)
-                    if msg.reply_requested:
-                        await self._status(wire)
+                    else:
+                        if self.in_flight >= max_in_flight:
+                            await self._room()
+                        self.in_flight += 1
+                        add(
+                            Position(commit_lsn, idx),
+                            key,
+                            value,
+                            [commit_lsn_h, ("idx", b"%d" % idx), xid_h, commit_ts_h],
+                        )
+                        stats.events_read += 1
+                    idx += 1
+                elif tag == BEGIN:
+                    final_lsn, commit_us, xid = hot_begin(frame)
+                    commit_lsn = lsn_from_uint64(final_lsn)
+                    in_txn, idx = True, 0
+                    tracker.begin(commit_lsn)
+                    commit_lsn_h = ("commit_lsn", lsn_text(final_lsn))
+                    xid_h = ("xid", b"%d" % xid)
+                    commit_ts_h = ("commit_ts", commit_time_text(commit_us))
+                elif tag == COMMIT:
+                    _, commit_value, end_value, _ = hot_commit(frame)
+                    tracker.register(lsn_from_uint64(commit_value), lsn_from_uint64(end_value), idx)
+                    stats.transactions += 1
+                    in_txn = False
+                else:
+                    msg = parse_copy_data(frame)
+                    if isinstance(msg, PrimaryKeepalive):
+                        stats.server_wal_end = msg.wal_end
+                        if not in_txn:
+                            tracker.note_keepalive(msg.wal_end)
+                        if msg.reply_requested:
+                            await self._status(wire)
+                        continue
+                    pg = decode_pgoutput(msg.payload)
+                    if isinstance(pg, Relation):
+                        self.relations.add(pg)
+                end = wal_end(frame)
+                self.received = max(self.received, end)
             if time.monotonic() >= next_status:
                 await self._status(wire)
                 next_status = time.monotonic() + interval
@@ -359,7 +413,7 @@ class _Session:
         flush = self.tracker.flushable()
         if flush > self.sent_flush:
             killpoint.reached("reader.after_ack_before_flush")
-        write = max(self.received, flush)
+        write = max(lsn_from_uint64(self.received), flush)
         await wire.write(encode_standby_status(write, flush, flush))
         self.sent_flush = flush
         self.stats.confirmed_lsn = flush

@@ -57,7 +57,8 @@ class FlushTracker:
     def __init__(self, start: LSN = LSN.ZERO) -> None:
         """``start`` is the slot's confirmed_flush_lsn: nothing below it is reported."""
         self._pending: deque[_Txn] = deque()
-        self._by_lsn: dict[LSN, _Txn] = {}
+        # Keyed by the LSN's int: hashing an int is much cheaper than the dataclass.
+        self._by_lsn: dict[int, _Txn] = {}
         self._failures: dict[Position, str] = {}
         self._flushed = start
         self._last_commit: LSN | None = None
@@ -94,16 +95,18 @@ class FlushTracker:
         """
         if n_events < 0:
             raise TrackerError(f"negative event count {n_events} for commit_lsn={commit_lsn}")
-        if end_lsn <= commit_lsn:
+        if end_lsn.value <= commit_lsn.value:
             raise TrackerError(f"end_lsn={end_lsn} is not after commit_lsn={commit_lsn}")
-        txn = self._by_lsn.get(commit_lsn)
+        txn = self._by_lsn.get(commit_lsn.value)
         if txn is None:
             txn = self._append(commit_lsn)
         elif txn.expected is not None:
             raise TrackerError(f"transaction commit_lsn={commit_lsn} registered twice")
         elif txn is not self._pending[-1]:
             raise TrackerError(f"commit_lsn={commit_lsn} registered after a later Begin")
-        reported = txn.acked | {p.idx for p in self._failures if p.commit_lsn == commit_lsn}
+        reported = txn.acked
+        if self._failures:
+            reported = reported | {p.idx for p in self._failures if p.commit_lsn == commit_lsn}
         if reported and max(reported) >= n_events:
             raise TrackerError(
                 f"commit_lsn={commit_lsn} has {n_events} event(s) but idx {max(reported)} "
@@ -118,7 +121,7 @@ class FlushTracker:
         Also clears an earlier :meth:`nack` of ``pos`` (a retry succeeded).
         """
         txn = self._txn(pos)
-        if pos in self._failures:
+        if self._failures and pos in self._failures:
             del self._failures[pos]
             txn.failed -= 1
         elif pos.idx in txn.acked:
@@ -169,19 +172,20 @@ class FlushTracker:
         return self._flushed
 
     def _append(self, commit_lsn: LSN) -> _Txn:
-        if self._last_commit is not None and commit_lsn <= self._last_commit:
+        last = self._last_commit
+        if last is not None and commit_lsn.value <= last.value:
             raise TrackerError(
                 f"commit_lsn={commit_lsn} is not after the previous commit_lsn="
                 f"{self._last_commit}: transactions must arrive in commit order"
             )
         txn = _Txn(commit_lsn)
         self._pending.append(txn)
-        self._by_lsn[commit_lsn] = txn
+        self._by_lsn[commit_lsn.value] = txn
         self._last_commit = commit_lsn
         return txn
 
     def _txn(self, pos: Position) -> _Txn:
-        txn = self._by_lsn.get(pos.commit_lsn)
+        txn = self._by_lsn.get(pos.commit_lsn.value)
         if txn is None:
             raise TrackerError(
                 f"position {pos} belongs to no pending transaction "
@@ -195,6 +199,7 @@ class FlushTracker:
         pending = self._pending
         while pending and pending[0].complete():
             txn = pending.popleft()
-            del self._by_lsn[txn.commit_lsn]
+            del self._by_lsn[txn.commit_lsn.value]
             assert txn.end_lsn is not None  # complete() implies registered
-            self._flushed = max(self._flushed, txn.end_lsn)
+            if txn.end_lsn.value > self._flushed.value:
+                self._flushed = txn.end_lsn

@@ -70,6 +70,7 @@ class ReplicationWire:
         self.conn = conn
         self.pgconn = conn.pgconn
         self.pgconn.nonblocking = 1
+        self._pending_error: StreamClosed | None = None
 
     async def _flush(self) -> None:
         while self.pgconn.flush() == 1:
@@ -135,6 +136,44 @@ class ReplicationWire:
                     raise StreamClosed(str(_error(pgconn, result)))
                 raise StreamClosed("the server ended the replication stream")
             raise StreamClosed(str(_error(pgconn)))
+
+    async def read_batch(self, timeout: float, limit: int = 512) -> list[bytes]:  # noqa: ASYNC109
+        """The CopyData payloads already received, up to ``limit``; waits up to ``timeout``
+        for the first one (empty list: nothing arrived).
+
+        One call per socket read instead of one per frame: a backlog arrives many frames
+        per read. An end of stream or error after some frames is raised on the next call,
+        so the frames before it are handled first.
+        """
+        if self._pending_error is not None:
+            error, self._pending_error = self._pending_error, None
+            raise error
+        pgconn = self.pgconn
+        get = pgconn.get_copy_data
+        frames: list[bytes] = []
+        while len(frames) < limit:
+            nbytes, data = get(1)
+            if nbytes > 0:
+                frames.append(bytes(data))
+                continue
+            if nbytes == 0:
+                if frames or not await _wait(pgconn.socket, timeout=timeout):
+                    break
+                pgconn.consume_input()
+                continue
+            if nbytes == -1:
+                result = pgconn.get_result()
+                if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
+                    error = StreamClosed(str(_error(pgconn, result)))
+                else:
+                    error = StreamClosed("the server ended the replication stream")
+            else:
+                error = StreamClosed(str(_error(pgconn)))
+            if not frames:
+                raise error
+            self._pending_error = error
+            break
+        return frames
 
     async def write(self, payload: bytes) -> None:
         """Send one CopyData message (e.g. a standby status update)."""

@@ -163,7 +163,11 @@ async def test_flush_waits_for_kafka_acks(fresh_db: str, kafka_bootstrap: str) -
         assert len(records) == 20  # Kafka holds them...
         await _wait_for(lambda: len(held) == 20)
         await asyncio.sleep(1.0)  # several status intervals
-        assert _confirmed(fresh_db, cfg.slot) == before  # ...but nothing was confirmed
+        # ...but none of them was confirmed. (Keepalives received while nothing of ours
+        # was pending may still confirm WAL written meanwhile by other databases of the
+        # shared cluster, so `before` itself may move, never past the first held commit.)
+        first = min(r.position.commit_lsn for r in records)
+        assert before <= _confirmed(fresh_db, cfg.slot) <= first
         gate["open"] = True
         for apply in held:
             apply()

@@ -42,14 +42,8 @@ class FakeBatch:
 @dataclass
 class FakeProducer:
     capacity: int = 3
-    # Each send_batch waits for this gate (lets a test hold the hand-over, as aiokafka
-    # does while a previous batch of the partition is still queued).
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
     fail_hand_over: BaseException | None = None
     sent: list[tuple[int, FakeBatch, asyncio.Future[object]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.gate.set()
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch(self.capacity)
@@ -58,7 +52,6 @@ class FakeProducer:
         self, batch: RecordBatch, topic: str, *, partition: int
     ) -> asyncio.Future[object]:
         assert isinstance(batch, FakeBatch) and batch.closed
-        await self.gate.wait()
         if self.fail_hand_over is not None:
             raise self.fail_hand_over
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -107,12 +100,11 @@ async def test_each_key_keeps_its_partition_and_its_order() -> None:
         key = KEYS[i % len(KEYS)]
         batcher.add(pos(i), key, b"%d" % i, [("idx", b"0")])
     flushing = asyncio.create_task(batcher.flush())
-    while len({fut for _, _, fut in producer.sent}) < 1 or batcher.buffered:
-        await asyncio.sleep(0)
     await asyncio.sleep(0)
-    assert not flushing.done()  # flush waits for Kafka's answer
-    producer.ack_all()
-    await asyncio.wait_for(flushing, 5)
+    assert not flushing.done()  # flush waits for Kafka's answers
+    while not flushing.done():
+        producer.ack_all()
+        await asyncio.sleep(0)
     await batcher.close()
 
     seen: dict[bytes, list[int]] = {}
@@ -144,24 +136,62 @@ async def test_acks_wait_for_the_batch_and_a_failed_batch_fails_all_its_events()
     await batcher.close()
 
 
-async def test_events_keep_arriving_while_a_hand_over_waits() -> None:
+async def test_the_next_batch_grows_while_kafka_answers_for_the_previous_one() -> None:
     producer, acks = FakeProducer(capacity=1000), Acks()
-    producer.gate.clear()  # the partition's previous batch is still queued in aiokafka
     batcher = await _run(producer, acks)
     key = KEYS[1]
     batcher.add(pos(0), key, b"0", [])
-    await asyncio.sleep(0)  # the task took the first batch and waits at the gate
+    while not producer.sent:
+        await asyncio.sleep(0)
     for i in range(1, 50):
         batcher.add(pos(i), key, b"%d" % i, [])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(producer.sent) == 1  # one batch per partition awaits Kafka's answer
     assert batcher.buffered == 49
-    producer.gate.set()
     flushing = asyncio.create_task(batcher.flush())
+    producer.ack_all()
     while len(producer.sent) < 2:
         await asyncio.sleep(0)
     assert [len(b.records) for _, b, _ in producer.sent] == [1, 49]
     producer.ack_all()
     await asyncio.wait_for(flushing, 5)
     assert sorted(acks.acked()) == [pos(i) for i in range(50)]
+    await batcher.close()
+
+
+async def test_one_round_hands_over_every_partition() -> None:
+    producer, acks = FakeProducer(capacity=1000), Acks()
+    batcher = await _run(producer, acks)
+    for i, key in enumerate(KEYS):
+        batcher.add(pos(i), key, b"v", [])
+    await asyncio.sleep(0)
+    partitions = {partition_for(k, PARTITIONS) for k in KEYS}
+    assert sorted(p for p, _, _ in producer.sent) == sorted(partitions)
+    producer.ack_all()
+    await asyncio.wait_for(batcher.flush(), 5)
+    await batcher.close()
+
+
+async def test_after_a_failed_batch_the_partition_sends_nothing_more() -> None:
+    producer, acks = FakeProducer(capacity=1000), Acks()
+    batcher = await _run(producer, acks)
+    key = KEYS[2]
+    batcher.add(pos(0), key, b"0", [])
+    while not producer.sent:
+        await asyncio.sleep(0)
+    batcher.add(pos(1), key, b"1", [])
+    other = next(k for k in KEYS if partition_for(k, PARTITIONS) != partition_for(key, PARTITIONS))
+    batcher.add(pos(2), other, b"2", [])
+    producer.sent[0][2].set_exception(KafkaTimeoutError())
+    flushing = asyncio.create_task(batcher.flush())
+    while len(producer.sent) < 2:
+        await asyncio.sleep(0)
+    producer.ack_all()
+    await asyncio.wait_for(flushing, 5)
+    assert sorted(acks.failed()) == [pos(0), pos(1)]  # pos(1) was never sent
+    assert acks.acked() == [pos(2)]  # other partitions go on
+    assert [len(b.records) for _, b, _ in producer.sent] == [1, 1]
     await batcher.close()
 
 
