@@ -102,16 +102,20 @@ class Database:
         self._dsn = dsn
         self._name = name
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
+        # Up to the dispatcher's cap of handlers ask for the connection at once: one of them
+        # reconnects, the others wait for it instead of each opening a connection.
+        self._lock = asyncio.Lock()
 
     async def connection(self) -> psycopg.AsyncConnection[TupleRow]:
         """The live connection (autocommit; callers open transactions explicitly)."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                await self._conn.close()
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._dsn, autocommit=True, application_name=f"pipeline-{self._name}"
-            )
-        return self._conn
+        async with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                if self._conn is not None:
+                    await self._conn.close()
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, application_name=f"pipeline-{self._name}"
+                )
+            return self._conn
 
     async def close(self) -> None:
         """Close the connection if open."""
