@@ -45,6 +45,7 @@ from replication.producer import EventProducer, TopicSpec, ensure_topic, is_too_
 from replication.rows import RelationCache
 from replication.slot import (
     SlotState,
+    claim_reader_lock,
     drop_inactive_slot,
     preflight,
     record_snapshot,
@@ -140,6 +141,20 @@ class Reader:
     async def session(self, stop: asyncio.Event) -> None:
         """One replication session: preflight, (snapshot), stream until stop or failure."""
         cfg = self.config
+        state = await preflight(cfg.dsn, cfg.slot, cfg.publication)
+        if state.active_pid is not None:
+            raise SlotInUse(cfg.slot, state.active_pid)
+        lock, holder = await claim_reader_lock(cfg.dsn, cfg.slot)
+        if lock is None:
+            raise SlotInUse(cfg.slot, holder)
+        try:
+            await self._locked_session(stop)
+        finally:
+            await lock.close()
+
+    async def _locked_session(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        # Only the lock holder may judge a slot unfinished: nobody else is creating it.
         state = await preflight(cfg.dsn, cfg.slot, cfg.publication)
         if state.active_pid is not None:
             raise SlotInUse(cfg.slot, state.active_pid)

@@ -170,3 +170,41 @@ async def record_snapshot(dsn: str, slot: str, consistent_point: LSN, rows: int)
             "completed_at = now()",
             (slot, str(consistent_point), rows),
         )
+
+
+async def claim_reader_lock(
+    dsn: str, slot: str
+) -> tuple[psycopg.AsyncConnection[tuple[object, ...]] | None, int | None]:
+    """Take the session advisory lock that makes one process this slot's reader.
+
+    The slot alone does not exclude a second reader at every moment: PostgreSQL releases
+    a slot right after CREATE_REPLICATION_SLOT, so while the creator copies the initial
+    snapshot the slot looks inactive and unfinished, and a second reader would drop it.
+    The lock is held for the whole session on its own connection (released by the server
+    if the process dies). Returns (connection, None) when taken, (None, holder pid) when
+    another process holds it.
+    """
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    try:
+        row = await (
+            await conn.execute(
+                "SELECT hashtextextended(%s, 0), pg_try_advisory_lock(hashtextextended(%s, 0))",
+                (f"pipeline.reader:{slot}", f"pipeline.reader:{slot}"),
+            )
+        ).fetchone()
+        assert row is not None
+        key, taken = row
+        if taken:
+            return conn, None
+        holder = await (
+            await conn.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = %s",
+                (key,),
+            )
+        ).fetchone()
+    except BaseException:
+        await conn.close()
+        raise
+    await conn.close()
+    return None, int(holder[0]) if holder and isinstance(holder[0], int) else None

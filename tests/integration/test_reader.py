@@ -284,3 +284,31 @@ async def test_a_row_that_cannot_be_converted_is_dead_lettered_and_the_stream_go
     assert reader.stats.dead_lettered == 1
     assert dead[0].row["columns"]["stream_id"] == str(poison)  # type: ignore[index]
     assert "created_at" in str(dead[0].row["reason"])
+
+
+async def test_a_slot_being_created_elsewhere_is_not_dropped(
+    fresh_db: str, kafka_bootstrap: str
+) -> None:
+    """While another reader copies its initial snapshot its new slot looks inactive and
+    unfinished; a second reader must wait for it, not drop it."""
+    cfg = _config(fresh_db, kafka_bootstrap)
+    key = f"pipeline.reader:{cfg.slot}"
+    other = psycopg.connect(fresh_db, autocommit=True)  # plays the first reader
+    try:
+        other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        other.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (cfg.slot,))
+        other_pid = other.info.backend_pid
+        reader = Reader(cfg)
+        async with running(reader):
+            await _wait_for(lambda: reader.stats.waiting_for_slot_pid == other_pid)
+            await asyncio.sleep(1.0)
+            assert not reader.stats.active
+            with psycopg.connect(fresh_db) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (cfg.slot,)
+                ).fetchone()
+            assert row == (1,)  # still the other reader's slot
+            other.close()  # the first reader dies mid-snapshot
+            await _wait_for(lambda: reader.stats.active)  # recreated, snapshot and all
+    finally:
+        other.close()
