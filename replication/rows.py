@@ -166,10 +166,14 @@ class _Step(NamedTuple):
     nullable: bool
 
 
-def _plan(rel: Relation) -> tuple[_Step, ...]:
-    """Match the relation's columns to row fields once; extra columns are ignored."""
+def match_columns(rel: Relation) -> list[tuple[str, int, int, bool]]:
+    """(field, column index, type OID, nullable) of each row field, matched by name once.
+
+    Extra columns are ignored; a missing column or one of an unexpected type is a
+    DecodeError naming it.
+    """
     by_name = {col.name: (i, col.type_oid) for i, col in enumerate(rel.columns)}
-    steps = []
+    matched = []
     for field, oids, nullable in _FIELDS:
         found = by_name.get(field)
         if found is None:
@@ -183,8 +187,16 @@ def _plan(rel: Relation) -> tuple[_Step, ...]:
                 kind=_ROW_KIND,
                 expected=f"one of {sorted(oids)}",
             )
-        steps.append(_Step(field, index, _CONVERTERS[oid], oid, nullable))
-    return tuple(steps)
+        matched.append((field, index, oid, nullable))
+    return matched
+
+
+def _plan(rel: Relation) -> tuple[_Step, ...]:
+    """Match the relation's columns to row fields once; extra columns are ignored."""
+    return tuple(
+        _Step(field, index, _CONVERTERS[oid], oid, nullable)
+        for field, index, oid, nullable in match_columns(rel)
+    )
 
 
 def _row(steps: tuple[_Step, ...], tup: TupleData) -> DomainEventRow:

@@ -47,6 +47,7 @@ from replication.rows import (
     OID_UUID,
     OID_VARCHAR,
     RelationCache,
+    match_columns,
     parse_timestamptz,
 )
 
@@ -121,20 +122,6 @@ _ENCODERS: dict[int, Callable[[bytes], bytes]] = {
     OID_TIMESTAMPTZ: timestamptz_json,
 }
 
-# Row field -> (type OIDs accepted for it, nullable), in the order of DomainEventRow
-# and of the keys of its value.
-_FIELDS: tuple[tuple[str, frozenset[int], bool], ...] = (
-    ("id", frozenset({OID_UUID}), False),
-    ("stream_id", frozenset({OID_UUID}), False),
-    ("stream_type", frozenset({OID_TEXT, OID_VARCHAR}), False),
-    ("stream_version", frozenset({OID_INT4, OID_INT8}), False),
-    ("event_type", frozenset({OID_TEXT, OID_VARCHAR}), False),
-    ("event_data", frozenset({OID_JSONB, OID_JSON}), False),
-    ("event_metadata", frozenset({OID_JSONB, OID_JSON}), False),
-    ("idempotency_key", frozenset({OID_TEXT, OID_VARCHAR}), True),
-    ("created_at", frozenset({OID_TIMESTAMPTZ}), False),
-)
-
 
 class _Step(NamedTuple):
     field: str
@@ -146,23 +133,10 @@ class _Step(NamedTuple):
 
 def _plan(rel: Relation) -> tuple[_Step, ...]:
     """Match the relation's columns to the value's fields once; extra columns are ignored."""
-    by_name = {col.name: (i, col.type_oid) for i, col in enumerate(rel.columns)}
-    steps = []
-    for field, oids, nullable in _FIELDS:
-        found = by_name.get(field)
-        if found is None:
-            raise DecodeError(
-                f"relation {rel.namespace}.{rel.name} has no column {field!r}", kind=_ROW_KIND
-            )
-        index, oid = found
-        if oid not in oids:
-            raise DecodeError(
-                f"column {field!r} has type OID {oid}",
-                kind=_ROW_KIND,
-                expected=f"one of {sorted(oids)}",
-            )
-        steps.append(_Step(field, index, _ENCODERS[oid], oid, nullable))
-    return tuple(steps)
+    return tuple(
+        _Step(field, index, _ENCODERS[oid], oid, nullable)
+        for field, index, oid, nullable in match_columns(rel)
+    )
 
 
 def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
