@@ -59,9 +59,7 @@ def reader_task(settings: Settings) -> tuple[Reader, BackgroundTask]:
     stats = reader.stats
     health.register(
         health.reader_lag_check(
-            lambda: stats.active,
-            lambda: max(0, int(stats.server_wal_end) - int(stats.confirmed_lsn)),
-            settings.ready_max_lag_bytes,
+            lambda: stats.active, lambda: stats.backlog_bytes, settings.ready_max_lag_bytes
         )
     )
 

@@ -94,6 +94,20 @@ class ReaderStats:
     server_wal_end: LSN = field(default_factory=lambda: LSN.ZERO)
     sessions: int = 0
     waiting_for_slot_pid: int | None = None
+    # Transactions received whose events Kafka has not all acked, as of the last status
+    # update: 0 means the reader has handed on everything the server sent so far.
+    pending_transactions: int = 0
+
+    @property
+    def backlog_bytes(self) -> int:
+        """How far behind the server's WAL end this reader is, for readiness.
+
+        With nothing pending the reader has processed all the server sent (the rest of
+        the WAL belongs to other tables or databases), so it is not behind at all.
+        """
+        if self.pending_transactions == 0:
+            return 0
+        return max(0, int(self.server_wal_end) - int(self.confirmed_lsn))
 
 
 AckHook = Callable[[Position, BaseException | None, Callable[[], None]], None]
@@ -432,3 +446,4 @@ class _Session:
         await wire.write(encode_standby_status(write, flush, flush))
         self.sent_flush = flush
         self.stats.confirmed_lsn = flush
+        self.stats.pending_transactions = self.tracker.pending_transactions

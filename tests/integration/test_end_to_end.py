@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -146,7 +147,11 @@ async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
             }
         assert chain.count(events.USER_INVITED) == 2
         workflow_id = events.workflow_id_for(str(org))
-        assert await executions(temporal_client, workflow_id) == 1
+
+        async def one_execution() -> bool:  # visibility is eventually consistent
+            return await executions(temporal_client, workflow_id) == 1
+
+        await eventually(one_execution, "Temporal's visibility of the execution", running)
         with psycopg.connect(fresh_db) as conn:
             org_row = conn.execute(
                 "SELECT status, subdomain, subdomain_metadata->>'fqdn' FROM organizations_projection WHERE id = %s",
@@ -173,9 +178,18 @@ async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
         assert '"status":"ok"' in await asyncio.to_thread(
             http_get, f"http://127.0.0.1:{settings.web_port}/healthz"
         )
-        assert '"status":"ready"' in await asyncio.to_thread(
-            http_get, f"http://127.0.0.1:{settings.web_port}/readyz"
-        )
+
+        async def ready() -> bool:
+            # 503 while the consumer group rebalances, e.g. on a busy machine.
+            try:
+                body = await asyncio.to_thread(
+                    http_get, f"http://127.0.0.1:{settings.web_port}/readyz"
+                )
+            except urllib.error.HTTPError:
+                return False
+            return '"status":"ready"' in body
+
+        await eventually(ready, "/readyz", running)
         assert 'pipeline_workflow_starts_total{outcome="started"} 1.0' in page
         assert "pipeline_reader_active 1.0" in page
         assert "pipeline_events_consumed_total" in page
