@@ -4,9 +4,9 @@ Faust stays at this edge: the handlers in :mod:`pipeline.agents.runtime` see pla
 :class:`~pipeline.agents.runtime.Record` values. Each agent has concurrency 1 (faust
 issue #606: concurrency > 1 breaks per-partition order and offset commits), so one
 agent sees a partition's events in commit order (DESIGN.md invariant 4). Each agent
-takes its records in batches, and Faust acks a batch only after the loop body returned,
-that is after every handler of the batch returned, so an effect that failed is retried,
-never lost. Within a batch the enqueue and starter agents handle different streams
+takes its records in batches as they arrive (:mod:`pipeline.batching`), and a batch is
+acked only after every handler of the batch returned, so an effect that failed is
+retried, never lost. Within a batch the enqueue and starter agents handle different streams
 concurrently and the records of one stream in order (:mod:`pipeline.agents.dispatch`).
 
 Run it with ``run_app(settings)`` (``pipeline run``) or ``python -m pipeline.app``.
@@ -18,9 +18,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,6 +33,7 @@ from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
 from pipeline.agents.errors import TopicLayoutError
 from pipeline.agents.runtime import AgentRuntime, Record
+from pipeline.batching import take_ready
 from pipeline.config import Settings, load_settings
 from pipeline.contract import default_contract
 from pipeline.health import not_ready_reasons
@@ -44,19 +45,12 @@ BackgroundTask = Callable[[], Awaitable[None]]
 
 INSTANCE_ID_ENV: Final = "PIPELINE_INSTANCE_ID"
 DATA_DIR_ENV: Final = "PIPELINE_DATA_DIR"
-BATCH_SIZE: Final = 200
-BATCH_WITHIN_SECONDS: Final = 0.5
-# The enqueue and starter agents' batches. take_events waits up to `within` for the
-# buffer to hold max_ events, then yields whatever it holds (nothing: it waits again), so
-# `within` is the most a record of sparse traffic waits before its handler starts. The
-# batch size adapts by itself: while a batch's handlers run, the next records queue in
-# the stream and fill the next batch at once (draining 300 bootstraps, the starter's
-# batches held 50-140 jobs while each start took seconds); while handlers are quick,
-# batches stay small and cost nothing. A longer window would only gather more streams
-# per batch at moderate load, at the price of that wait on every record; 10 ms is small
-# against a record's round trips (a Temporal start is ~30 ms on an idle dev server).
+# Batches come from take_ready (pipeline.batching): a record is handled as soon as it
+# arrives, and records arriving while a batch is handled form the next batch, up to these
+# sizes. The projection agent writes a batch in one transaction, so its batches may be
+# large; the enqueue and starter agents' batches bound how many streams one batch spans.
+BATCH_SIZE: Final = 1000
 HANDLER_BATCH_SIZE: Final = 200
-HANDLER_BATCH_WITHIN_SECONDS: Final = 0.01
 # Handlers in flight per agent: enough to overlap the start RPCs of many streams, few
 # enough not to flood Temporal with starts or queue long behind the agent's connection.
 HANDLER_MAX_IN_FLIGHT: Final = DEFAULT_MAX_IN_FLIGHT
@@ -138,13 +132,24 @@ def _stream_key(record: Record) -> bytes | None:
     return record.key or None
 
 
-def _batches(
-    stream: faust.StreamT[bytes], max_: int, within: float
-) -> AsyncIterator[Sequence[faust.EventT[bytes]]]:
-    """The stream's events in batches; Faust acks a batch when the loop body returns."""
-    # take_events is on the Stream class only, not on the StreamT interface Faust types
-    # an agent's argument with; the agent is always given a Stream.
-    return cast("faust.Stream[bytes]", stream).take_events(max_, within=within)
+async def _handle_batches(
+    name: str,
+    stream: faust.StreamT[bytes],
+    max_: int,
+    handle: Callable[[list[Record]], Awaitable[None]],
+) -> None:
+    """Feed the stream to handle batch by batch; a batch is acked once handle returned.
+
+    handle retries every outage itself, so an exception reaching here is a bug for one
+    record (the dispatcher has handled every other record of the batch). It is logged and
+    the batch acked, as Faust acks the record that crashed an agent, instead of letting
+    the agent restart on a stream whose unacked batch would hold its offsets back.
+    """
+    async for batch in take_ready(stream, max_):
+        try:
+            await handle([_record(event.message) for event in batch])
+        except Exception:
+            log.exception("%s: a batch of %d records failed; going on", name, len(batch))
 
 
 def _record(message: faust.types.tuples.Message) -> Record:
@@ -239,18 +244,13 @@ def create_app(
     )
 
     async def enqueue(stream: faust.StreamT[bytes]) -> None:
-        batches = _batches(stream, HANDLER_BATCH_SIZE, HANDLER_BATCH_WITHIN_SECONDS)
-        async for batch in batches:
-            await enqueue_streams([_record(event.message) for event in batch])
+        await _handle_batches("enqueue", stream, HANDLER_BATCH_SIZE, enqueue_streams)
 
     async def starter(stream: faust.StreamT[bytes]) -> None:
-        batches = _batches(stream, HANDLER_BATCH_SIZE, HANDLER_BATCH_WITHIN_SECONDS)
-        async for batch in batches:
-            await start_streams([_record(event.message) for event in batch])
+        await _handle_batches("starter", stream, HANDLER_BATCH_SIZE, start_streams)
 
     async def projection(stream: faust.StreamT[bytes]) -> None:
-        async for batch in _batches(stream, BATCH_SIZE, BATCH_WITHIN_SECONDS):
-            await runtime.project([_record(event.message) for event in batch])
+        await _handle_batches("projection", stream, BATCH_SIZE, runtime.project)
 
     for name, fun in (("enqueue", enqueue), ("starter", starter), ("projection", projection)):
         app.agent(source, name=f"pipeline.{name}", concurrency=1)(fun)

@@ -197,4 +197,16 @@ class TemporalStarter:
         run_id = handle.result_run_id
         if run_id is None:
             run_id = (await handle.describe()).run_id
-        return run_id, True
+        return run_id, _started_new_run(handle)
+
+
+def _started_new_run(handle: object) -> bool:
+    """Whether a start made a new run, not USE_EXISTING handing back the open one.
+
+    The server says so in the response's ``started`` field; the SDK keeps the response
+    on the handle without a public accessor, so it is read defensively (an SDK without
+    it counts every successful start as new, as before).
+    """
+    response = getattr(handle, "_start_workflow_response", None)
+    started = getattr(response, "started", None)
+    return started if isinstance(started, bool) else True

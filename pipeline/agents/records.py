@@ -131,6 +131,23 @@ def _check_envelope(row: Mapping[str, object]) -> None:
         raise RecordRejected("bad_envelope", "idempotency_key is neither a string nor null")
 
 
+def event_type_of(value: bytes | None) -> str | None:
+    """The ``event_type`` of a record's value, None when the value has none to give.
+
+    A cheap look before :func:`decode_record` for agents that act on one event type:
+    everything else is skipped without the envelope and contract checks (the projection
+    agent runs those on every record and dead-letters what fails them).
+    """
+    if value is None:
+        return None
+    try:
+        row = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    kind = row.get("event_type") if isinstance(row, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def decode_record(
     key: bytes | None,
     value: bytes | None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import TupleRow
 
+from pipeline import events as ev
 from pipeline import metrics
 from pipeline.agents import effects
 from pipeline.agents.checkpoints import Checkpoint, Consumed, checkpoints_for, write_checkpoints
@@ -32,10 +33,19 @@ from pipeline.agents.records import (
     DomainEvent,
     Validator,
     decode_record,
+    event_type_of,
     header_map,
     parse_position,
 )
-from pipeline.agents.starter import Decision, claimed_event, decide, plan_start, started_event
+from pipeline.agents.starter import (
+    Decision,
+    StartPlan,
+    claimed_event,
+    decide,
+    plan_emitted,
+    plan_start,
+    started_event,
+)
 from pipeline.contract import validate_event
 from pipeline.projections.event_row import ProjectionError
 from pipeline.projections.registry import PROJECTIONS, ProjectionApplier, applier_name
@@ -87,6 +97,7 @@ class AgentRuntime:
         dead_letter: DeadLetterSend,
         projections: Sequence[ProjectionApplier] = PROJECTIONS,
         validate: Validator | None = validate_event,
+        handoff: bool = True,
     ) -> None:
         self.worker_id = worker_id
         self.consumer = consumer
@@ -97,6 +108,9 @@ class AgentRuntime:
         self._dead_letter = dead_letter
         self._projections = list(projections)
         self._validate = validate
+        # Start a job right after enqueueing it (see enqueue); the starter agent remains
+        # the path that guarantees the start, this one only makes it sooner.
+        self._handoff = handoff
 
     async def close(self) -> None:
         """Close the database connections."""
@@ -109,8 +123,16 @@ class AgentRuntime:
     # ---- enqueue ---------------------------------------------------------------------
 
     async def enqueue(self, record: Record) -> None:
-        """Emit the pending job an initiated event asks for (once, whatever redelivers)."""
+        """Emit the pending job an initiated event asks for, then start it (the handoff).
+
+        Both steps happen once whatever redelivers. Starting here saves the pending
+        event's round trip through the WAL, Kafka and the starter agent before the
+        workflow starts; that round trip still happens, and the starter agent then finds
+        the job started and skips it, or starts it if this process died first.
+        """
         metrics.EVENTS_CONSUMED.labels("enqueue").inc()
+        if event_type_of(record.value) != ev.BOOTSTRAP_INITIATED:
+            return
         try:
             event = self._decode(record)
         except RecordRejected:
@@ -130,12 +152,21 @@ class AgentRuntime:
             event.position,
             record.where,
         )
+        if self._handoff:
+            try:
+                plan = plan_emitted(pending, event_id)
+            except RecordRejected as exc:  # pragma: no cover - enqueue builds valid ones
+                log.error("no handoff for job_id=%s: %s", event.id, exc)
+                return
+            await self._start_plan(plan, event, record, "handoff")
 
     # ---- starter ---------------------------------------------------------------------
 
     async def start(self, record: Record) -> None:
         """Claim a pending job, start its workflow, record the start; each step idempotent."""
         metrics.EVENTS_CONSUMED.labels("starter").inc()
+        if event_type_of(record.value) != ev.QUEUE_PENDING:
+            return
         try:
             event = self._decode(record)
             plan = plan_start(event)
@@ -144,6 +175,13 @@ class AgentRuntime:
             return
         if plan is None:
             return
+        await self._start_plan(plan, event, record, "starter")
+
+    async def _start_plan(
+        self, plan: StartPlan, cause: DomainEvent, record: Record, path: str
+    ) -> None:
+        """Start plan's workflow unless its history shows it started; cause is the event
+        consumed (the pending event, or for the handoff the initiated one)."""
         workflow_id = plan.workflow_id
         history = await effects.with_retries(
             "starter",
@@ -152,12 +190,13 @@ class AgentRuntime:
         )
         if decide(history) is Decision.SKIP_ALREADY_STARTED:
             metrics.WORKFLOW_STARTS.labels("skipped").inc()
-            log.info(
+            log.log(
+                logging.DEBUG if path == "starter" else logging.INFO,
                 "not starting workflow_id=%s job_id=%s: already %s lsn=%s %s",
                 workflow_id,
                 plan.job_id,
                 ", ".join(sorted(history)),
-                event.position,
+                cause.position,
                 record.where,
             )
             return
@@ -182,7 +221,7 @@ class AgentRuntime:
         )
         killpoint.reached("starter.after_start")
         metrics.WORKFLOW_STARTS.labels("started" if fresh else "already_started").inc()
-        metrics.COMMIT_TO_START_SECONDS.observe(max(0.0, time.time() - event.commit_ts.timestamp()))
+        metrics.COMMIT_TO_START_SECONDS.observe(max(0.0, time.time() - cause.commit_ts.timestamp()))
         started = started_event(plan, run_id, claimed_id)
         await effects.with_retries(
             "starter",
@@ -190,13 +229,14 @@ class AgentRuntime:
             lambda: effects.emit_event(self._starter_db, started),
         )
         log.info(
-            "%s workflow_id=%s run_id=%s job_id=%s worker_id=%s lsn=%s %s",
+            "%s workflow_id=%s run_id=%s job_id=%s worker_id=%s via=%s lsn=%s %s",
             "started" if fresh else "already running or done:",
             workflow_id,
             run_id,
             plan.job_id,
             self.worker_id,
-            event.position,
+            path,
+            cause.position,
             record.where,
         )
 

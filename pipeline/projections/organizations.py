@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 
 from pipeline import events as ev
 from pipeline.projections import event_row as er
+from pipeline.projections.statements import Statement, run_in_order
 from replication.lsn import Position
 
 BOOTSTRAPPING = "bootstrapping"
@@ -212,9 +213,9 @@ async def apply_organization_events(
     Returns how many events changed a row; events at or before a row's position and
     events of unknown organizations change nothing.
     """
-    changed = 0
+    statements: list[Statement] = []
     for up in organization_upserts(events):
-        params = {
+        params: dict[str, object] = {
             "id": up.org_id,
             "name": up.name,
             "subdomain": up.subdomain,
@@ -225,6 +226,5 @@ async def apply_organization_events(
             "lsn": str(up.position.commit_lsn),
             "idx": up.position.idx,
         }
-        cur = await conn.execute(_UPSERT_SQL if up.creates else _UPDATE_SQL, params)
-        changed += max(cur.rowcount, 0)
-    return changed
+        statements.append((_UPSERT_SQL if up.creates else _UPDATE_SQL, params))
+    return await run_in_order(conn, statements)

@@ -286,6 +286,11 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
             assert checkpoints and checkpoints[0][0] == settings.topic
             assert last_lsn in {c[2] for c in checkpoints}
 
+            # The enqueue agent started the job (the handoff); the starter agent then got
+            # the pending event from Kafka and found the job started.
+            assert app.metric("pipeline_workflow_starts_total", outcome="started") == 1
+            assert app.metric("pipeline_workflow_starts_total", outcome="skipped") == 1
+
             # Redelivery: the same records again, same positions (at-least-once Kafka).
             for record in list(feeder.produced):
                 await feeder.send(*record)
@@ -294,7 +299,10 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
                 return await all_consumed(app, 8)
 
             await eventually(redelivered, "the redelivered records", app)
-            assert app.metric("pipeline_workflow_starts_total", outcome="skipped") == 1
+            # Both paths see the job started: the handoff of the redelivered initiated
+            # event and the starter agent's redelivered pending event.
+            assert app.metric("pipeline_workflow_starts_total", outcome="skipped") == 3
+            assert app.metric("pipeline_workflow_starts_total", outcome="started") == 1
             assert stream_events(settings.database_url, org) == events_before
             assert queue_row(settings.database_url, job_id) == row
             assert checkpoint_positions(settings.database_url, consumer) == checkpoints

@@ -12,16 +12,17 @@ from pipeline import events as ev
 from pipeline.agents.deadletter import dead_letter_headers
 from pipeline.agents.enqueue import pending_event_for
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import DomainEvent, decode_record
+from pipeline.agents.records import DomainEvent, decode_record, event_type_of
 from pipeline.agents.starter import (
     Decision,
     claimed_event,
     decide,
+    plan_emitted,
     plan_start,
     retry_delay,
     started_event,
 )
-from pipeline.eventstore import idempotency_key
+from pipeline.eventstore import NewEvent, idempotency_key
 from replication.lsn import LSN, Position
 
 ORG = uuid.uuid4()
@@ -254,3 +255,45 @@ def test_dead_letter_headers_keep_the_originals_and_say_why_and_where() -> None:
         b"3",
         b"42",
     )
+
+
+def test_the_handoff_plans_exactly_what_the_starter_plans_from_the_delivered_event() -> None:
+    # The enqueue agent starts a job right after appending its pending event; the starter
+    # agent later gets the same event from Kafka (a JSON round trip). Both must plan the
+    # same start, or the claim and start would not dedupe on their idempotency keys.
+    new = pending_event_for(INITIATED)
+    assert new is not None
+    pending_id = uuid.uuid4()
+    delivered = DomainEvent(
+        **{
+            **{f: getattr(INITIATED, f) for f in DomainEvent.__slots__},
+            "id": pending_id,
+            "event_type": ev.QUEUE_PENDING,
+            "event_data": orjson.loads(orjson.dumps(new.event_data)),
+        }
+    )
+    handoff = plan_emitted(new, pending_id)
+    assert handoff == plan_start(delivered)
+    assert claimed_event(handoff, "w") == claimed_event(plan_start(delivered) or handoff, "w")
+
+
+def test_the_handoff_refuses_anything_but_a_pending_event() -> None:
+    with pytest.raises(ValueError, match="not a pending event"):
+        plan_emitted(
+            NewEvent(ORG, "organization", ev.QUEUE_CLAIMED, {}, "k"),
+            uuid.uuid4(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b'{"event_type": "workflow.queue.pending", "x": 1}', "workflow.queue.pending"),
+        (b'{"event_type": 3}', None),
+        (b"[1, 2]", None),
+        (b"not json", None),
+        (None, None),
+    ],
+)
+def test_event_type_of_looks_without_judging(value: bytes | None, expected: str | None) -> None:
+    assert event_type_of(value) == expected
