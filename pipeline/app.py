@@ -4,10 +4,11 @@ Faust stays at this edge: the handlers in :mod:`pipeline.agents.runtime` see pla
 :class:`~pipeline.agents.runtime.Record` values. Each agent has concurrency 1 (faust
 issue #606: concurrency > 1 breaks per-partition order and offset commits), so one
 agent sees a partition's events in commit order (DESIGN.md invariant 4). Each agent
-takes its records in batches as they arrive (:mod:`pipeline.batching`), and a batch is
-acked only after every handler of the batch returned, so an effect that failed is
-retried, never lost. Within a batch the enqueue and starter agents handle different streams
-concurrently and the records of one stream in order (:mod:`pipeline.agents.dispatch`).
+takes its records as they arrive (:mod:`pipeline.batching`) and acks a record only after
+its effects happened, so an effect that failed is retried, never lost. The projection
+agent folds each batch in one transaction and acks it after the commit; the enqueue and
+starter agents handle different streams concurrently, each stream in order, and ack each
+record when its handler returned (:mod:`pipeline.agents.dispatch`).
 
 Run it with ``run_app(settings)`` (``pipeline run``) or ``python -m pipeline.app``.
 """
@@ -15,12 +16,13 @@ Run it with ``run_app(settings)`` (``pipeline run``) or ``python -m pipeline.app
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,11 +31,12 @@ from mode import BaseSignalT
 from prometheus_client import generate_latest
 from temporalio.client import Client
 
+from pipeline import metrics
 from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
 from pipeline.agents.errors import TopicLayoutError
 from pipeline.agents.runtime import AgentRuntime, Record
-from pipeline.batching import take_ready
+from pipeline.batching import InOrderAcks, take_ready
 from pipeline.config import Settings, load_settings
 from pipeline.contract import default_contract
 from pipeline.health import not_ready_reasons
@@ -145,11 +148,53 @@ async def _handle_batches(
     the batch acked, as Faust acks the record that crashed an agent, instead of letting
     the agent restart on a stream whose unacked batch would hold its offsets back.
     """
+    consumed = metrics.EVENTS_CONSUMED.labels(name)
     async for batch in take_ready(stream, max_):
+        consumed.inc(len(batch))
         try:
             await handle([_record(event.message) for event in batch])
         except Exception:
             log.exception("%s: a batch of %d records failed; going on", name, len(batch))
+
+
+async def _handle_streams(
+    name: str, stream: faust.StreamT[bytes], dispatcher: StreamDispatcher[Record]
+) -> None:
+    """Feed the stream to the dispatcher record by record; each is acked once handled.
+
+    Unlike :func:`_handle_batches`, no record waits for another stream's records: a slow
+    workflow start holds back only the later records of its own stream. Acks still go
+    out in each partition's order (:class:`~pipeline.batching.InOrderAcks`: Faust would
+    otherwise commit past an unfinished record). A handler that raises (a bug, see
+    above) is logged and its record acked. On shutdown or rebalance the records in
+    flight are cancelled and stay unacked, to be delivered again.
+    """
+    consumed = metrics.EVENTS_CONSUMED.labels(name)
+    agent_stream = cast("faust.Stream[bytes]", stream)
+
+    acks: InOrderAcks[faust.EventT[bytes]] = InOrderAcks(agent_stream.ack)
+
+    async def handled(
+        event: faust.EventT[bytes], settle: Callable[[], Awaitable[None]], error: Exception | None
+    ) -> None:
+        if error is not None:
+            log.error("%s: handling %s failed; going on", name, _where(event), exc_info=error)
+        await settle()
+
+    try:
+        async for batch in take_ready(stream, HANDLER_BATCH_SIZE, ack=False):
+            consumed.inc(len(batch))
+            for event in batch:
+                settle = acks.track(event.message.tp, event)
+                done = functools.partial(handled, event, settle)
+                await dispatcher.submit(_record(event.message), done)
+    finally:
+        await dispatcher.cancel()
+
+
+def _where(event: faust.EventT[bytes]) -> str:
+    message = event.message
+    return f"{message.topic}[{message.partition}]@{message.offset}"
 
 
 def _record(message: faust.types.tuples.Message) -> Record:
@@ -237,17 +282,25 @@ def create_app(
     # autocommit statements, which psycopg's connection lock runs one after the other,
     # so concurrent handlers never share a transaction; only the Temporal starts overlap.
     enqueue_streams = StreamDispatcher(
-        "enqueue", runtime.enqueue, _stream_key, max_in_flight=HANDLER_MAX_IN_FLIGHT
+        "enqueue",
+        runtime.enqueue,
+        _stream_key,
+        wants=runtime.wants_enqueue,
+        max_in_flight=HANDLER_MAX_IN_FLIGHT,
     )
     start_streams = StreamDispatcher(
-        "starter", runtime.start, _stream_key, max_in_flight=HANDLER_MAX_IN_FLIGHT
+        "starter",
+        runtime.start,
+        _stream_key,
+        wants=runtime.wants_start,
+        max_in_flight=HANDLER_MAX_IN_FLIGHT,
     )
 
     async def enqueue(stream: faust.StreamT[bytes]) -> None:
-        await _handle_batches("enqueue", stream, HANDLER_BATCH_SIZE, enqueue_streams)
+        await _handle_streams("enqueue", stream, enqueue_streams)
 
     async def starter(stream: faust.StreamT[bytes]) -> None:
-        await _handle_batches("starter", stream, HANDLER_BATCH_SIZE, start_streams)
+        await _handle_streams("starter", stream, start_streams)
 
     async def projection(stream: faust.StreamT[bytes]) -> None:
         await _handle_batches("projection", stream, BATCH_SIZE, runtime.project)

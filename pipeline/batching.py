@@ -20,20 +20,24 @@ raises therefore has to deal with the failure itself (see ``pipeline.app``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
-from typing import Any, cast
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar, cast
 
 import faust
 from faust.types import EventT
 
+E = TypeVar("E")
+
 
 async def take_ready(
-    stream: faust.StreamT[Any], max_: int
+    stream: faust.StreamT[Any], max_: int, *, ack: bool = True
 ) -> AsyncGenerator[list[EventT[Any]], None]:
     """The stream's events in batches of 1..max_, each yielded as soon as it is non-empty.
 
-    The stream must be an agent's stream (a ``faust.Stream``); Faust acks each event of a
-    batch when the loop body that received it returns.
+    The stream must be an agent's stream (a ``faust.Stream``). Each event of a batch is
+    acked when the loop body that received it returns; with ``ack=False`` the caller
+    acks each event itself (``stream.ack(event)``), whenever it is done with it.
     """
     if max_ < 1:
         raise ValueError(f"max_ must be >= 1, got {max_}")
@@ -74,6 +78,8 @@ async def take_ready(
             arrived.clear()
             room.set()
             yield batch
+            if not ack:
+                continue
             # Only here, after the loop body returned: a body cancelled mid-batch (shutdown,
             # rebalance) leaves the batch unacked, so its offsets are never committed and
             # the partition's next owner handles it again (every effect is idempotent).
@@ -82,3 +88,38 @@ async def take_ready(
     finally:
         s.enable_acks = saved_acks
         s._processors.remove(add_to_buffer)
+
+
+class InOrderAcks(Generic[E]):
+    """Acks each partition's events in the order they arrived, whatever order they finish in.
+
+    Faust commits a partition's offsets from the acked ones, and it does not see a gap
+    at the head of them: with no offset committed yet, acked offsets ``{2}`` commit 3
+    over unfinished 0 and 1 (``Consumer._new_offset``), and a crash then loses them. So
+    an agent whose records finish out of order (``StreamDispatcher.submit``) acks
+    through this: a finished event is acked once every event before it in its
+    partition is, so the acked offsets are always a prefix. A crash redelivers the
+    finished events behind an unfinished one too, which the idempotent effects absorb.
+    """
+
+    def __init__(self, ack: Callable[[E], Awaitable[object]]) -> None:
+        self._ack = ack
+        self._lanes: dict[Hashable, deque[list[Any]]] = {}
+
+    def track(self, lane: Hashable, event: E) -> Callable[[], Awaitable[None]]:
+        """Register event (in arrival order); returns the callback that says it finished."""
+        entry: list[Any] = [event, False]
+        queue = self._lanes.setdefault(lane, deque())
+        queue.append(entry)
+
+        async def finished() -> None:
+            entry[1] = True
+            while queue and queue[0][1]:
+                head, _ = queue.popleft()
+                await self._ack(head)
+
+        return finished
+
+    def waiting(self) -> int:
+        """Events tracked and not acked yet (finished or not)."""
+        return sum(len(queue) for queue in self._lanes.values())

@@ -16,6 +16,15 @@ the first failure in batch order is raised for Faust to log and restart the agen
 further failures are logged here. (The handlers retry every effect themselves, see
 ``effects.with_retries``, so a failure that reaches this module is a bug, not an outage.)
 Cancellation (shutdown, rebalance) cancels every group and returns once they all stopped.
+
+:meth:`StreamDispatcher.submit` is the same scheduling without the batch boundary, for
+the live agents: a batch waits for its slowest handler (a workflow start), and behind it
+every later record of every other stream waited too, so at twenty bootstraps a second a
+backlog of seconds built up in front of handlers that had nothing to do. ``submit``
+queues a record behind the previous record of its stream only, and calls its ``done``
+callback (the agent acks the record there) once it was handled, so records are acked
+out of order; Faust commits a partition's offsets only up to its first unacked record,
+so nothing is committed before its effects happened.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ R = TypeVar("R")
 DEFAULT_MAX_IN_FLIGHT: Final = 64
 
 Indexed = tuple[int, R]
+Done = Callable[[Exception | None], Awaitable[None]]
 
 
 def group_by_key(items: Sequence[R], key: Callable[[R], Hashable | None]) -> list[list[Indexed[R]]]:
@@ -70,6 +80,7 @@ class StreamDispatcher(Generic[R]):
         handle: Callable[[R], Awaitable[None]],
         key: Callable[[R], Hashable | None],
         *,
+        wants: Callable[[R], bool] | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if max_in_flight < 1:
@@ -78,10 +89,74 @@ class StreamDispatcher(Generic[R]):
         self.max_in_flight = max_in_flight
         self._handle = handle
         self._key = key
+        self._wants = wants
         self._slots = asyncio.Semaphore(max_in_flight)
+        # submit(): the last task of each stream, and every task not finished yet.
+        self._tails: dict[Hashable, asyncio.Task[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: R, done: Done) -> None:
+        """Schedule item after the earlier items of its stream; ``done(error)`` follows it.
+
+        Returns once item is scheduled: at once, or after waiting while ``max_in_flight``
+        items are scheduled and not finished (backpressure on the agent's loop). An item
+        ``wants`` rejects is done at once. A handler that raises is not retried (its
+        handler retries outages itself); ``done`` gets the exception. An item cancelled
+        by :meth:`cancel` is never done, so it is never acked.
+        """
+        if self._wants is not None and not self._wants(item):
+            await done(None)
+            return
+        await self._slots.acquire()
+        key = self._key(item)
+        before = self._tails.get(key) if key is not None else None
+        task = asyncio.create_task(self._after(before, item, done))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        if key is not None:
+            self._tails[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+
+    def _forget(self, key: Hashable, task: asyncio.Task[None]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _after(self, before: asyncio.Task[None] | None, item: R, done: Done) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])
+            error: Exception | None = None
+            try:
+                await self._handle(item)
+            except Exception as exc:  # handed to done, see submit
+                error = exc
+            await done(error)
+        finally:
+            self._slots.release()
+
+    async def cancel(self) -> None:
+        """Cancel every item submitted and not finished; returns once they all stopped."""
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    async def join(self) -> None:
+        """Wait until every item submitted so far is finished."""
+        while self._running:
+            await asyncio.wait(list(self._running))
 
     async def __call__(self, batch: Sequence[R]) -> None:
-        """Handle every record of batch; raise the first failure once all are done."""
+        """Handle every record of batch; raise the first failure once all are done.
+
+        Records ``wants`` rejects are skipped here, without a task each: most of the
+        topic is of no interest to the enqueue and starter agents.
+        """
+        if self._wants is not None:
+            batch = [item for item in batch if self._wants(item)]
+            if not batch:
+                return
         groups = group_by_key(batch, self._key)
         began = time.monotonic()
         async with asyncio.TaskGroup() as tasks:

@@ -122,6 +122,16 @@ class AgentRuntime:
 
     # ---- enqueue ---------------------------------------------------------------------
 
+    @staticmethod
+    def wants_enqueue(record: Record) -> bool:
+        """Whether :meth:`enqueue` acts on record (a cheap look, no validation)."""
+        return event_type_of(record.value) == ev.BOOTSTRAP_INITIATED
+
+    @staticmethod
+    def wants_start(record: Record) -> bool:
+        """Whether :meth:`start` acts on record (a cheap look, no validation)."""
+        return event_type_of(record.value) == ev.QUEUE_PENDING
+
     async def enqueue(self, record: Record) -> None:
         """Emit the pending job an initiated event asks for, then start it (the handoff).
 
@@ -130,8 +140,7 @@ class AgentRuntime:
         workflow starts; that round trip still happens, and the starter agent then finds
         the job started and skips it, or starts it if this process died first.
         """
-        metrics.EVENTS_CONSUMED.labels("enqueue").inc()
-        if event_type_of(record.value) != ev.BOOTSTRAP_INITIATED:
+        if not self.wants_enqueue(record):
             return
         try:
             event = self._decode(record)
@@ -164,8 +173,7 @@ class AgentRuntime:
 
     async def start(self, record: Record) -> None:
         """Claim a pending job, start its workflow, record the start; each step idempotent."""
-        metrics.EVENTS_CONSUMED.labels("starter").inc()
-        if event_type_of(record.value) != ev.QUEUE_PENDING:
+        if not self.wants_start(record):
             return
         try:
             event = self._decode(record)
@@ -260,7 +268,6 @@ class AgentRuntime:
 
     async def project(self, records: Sequence[Record]) -> None:
         """Fold a batch into every projection and checkpoint it, in one transaction."""
-        metrics.EVENTS_CONSUMED.labels("projection").inc(len(records))
         good: list[tuple[Record, dict[str, object]]] = []
         for record in records:
             try:

@@ -191,3 +191,109 @@ async def test_cancelling_a_batch_stops_every_group_before_returning() -> None:
     assert probe.cancelled == 3
     assert batch[1] not in probe.started
     assert probe.finished == []
+
+
+async def test_records_the_agent_does_not_want_are_skipped_and_order_is_kept() -> None:
+    probe = Probe()
+    batch = recs((b"a", 0), (b"b", 1), (b"a", 2), (b"a", 3), (b"b", 4))
+    dispatch = StreamDispatcher("t", probe, key_of, wants=lambda r: r.seq != 2)
+    await dispatch(batch)
+    assert sorted(probe.finished, key=lambda r: r.seq) == [r for r in batch if r.seq != 2]
+    assert [r.seq for r in probe.finished if r.key == b"a"] == [0, 3]
+
+    nothing = Probe()
+    await StreamDispatcher("t", nothing, key_of, wants=lambda r: False)(batch)
+    assert nothing.started == []
+
+
+# ---- submit: the live agents' scheduling, without batch boundaries ----------------------
+
+
+@dataclass
+class Acks:
+    """done() callbacks: which records were done, in what order, with what error."""
+
+    done: list[tuple[Rec, Exception | None]] = field(default_factory=list)
+
+    def for_(self, rec: Rec):  # type: ignore[no-untyped-def]
+        async def done(error: Exception | None) -> None:
+            self.done.append((rec, error))
+
+        return done
+
+
+async def test_submit_keeps_each_stream_in_order_and_does_not_wait_for_other_streams() -> None:
+    gate = asyncio.Event()
+    slow = Rec(b"slow", 0)
+
+    async def handle(rec: Rec) -> None:
+        if rec is slow:
+            await gate.wait()
+        for _ in range(10 - rec.seq % 10):
+            await asyncio.sleep(0)
+
+    acks = Acks()
+    dispatcher = StreamDispatcher("t", handle, key_of)
+    later = recs((b"a", 1), (b"b", 2), (b"a", 3), (b"slow", 4), (b"b", 5))
+    for rec in [slow, *later]:
+        await dispatcher.submit(rec, acks.for_(rec))
+    for _ in range(100):
+        await asyncio.sleep(0)
+    # Every other stream is done while the slow record still waits; the slow stream's
+    # next record waits behind it.
+    assert sorted((r for r, _ in acks.done), key=lambda r: r.seq) == [
+        r for r in later if r.key != b"slow"
+    ]
+    assert [r.seq for r, _ in acks.done if r.key == b"a"] == [1, 3]
+    assert [r.seq for r, _ in acks.done if r.key == b"b"] == [2, 5]
+    gate.set()
+    await dispatcher.join()
+    assert [r for r, _ in acks.done][-2:] == [slow, later[3]]
+
+
+async def test_submit_waits_while_max_in_flight_are_unfinished() -> None:
+    gate = asyncio.Event()
+
+    async def handle(rec: Rec) -> None:
+        await gate.wait()
+
+    acks = Acks()
+    dispatcher = StreamDispatcher("t", handle, key_of, max_in_flight=2)
+    for rec in recs((b"a", 0), (b"b", 1)):
+        await dispatcher.submit(rec, acks.for_(rec))
+    third = asyncio.create_task(dispatcher.submit(Rec(b"c", 2), acks.for_(Rec(b"c", 2))))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not third.done()  # backpressure on the agent's loop
+    gate.set()
+    await third
+    await dispatcher.join()
+    assert len(acks.done) == 3
+
+
+async def test_submit_hands_a_failure_to_done_and_skips_what_is_not_wanted() -> None:
+    batch = recs((b"a", 0), (b"a", 1), (b"b", 2))
+    probe = Probe(fail=frozenset({batch[0]}))
+    acks = Acks()
+    dispatcher = StreamDispatcher("t", probe, key_of, wants=lambda r: r.seq != 2)
+    for rec in batch:
+        await dispatcher.submit(rec, acks.for_(rec))
+    await dispatcher.join()
+    assert (batch[2], None) in acks.done and batch[2] not in probe.started
+    errors = {r.seq: e for r, e in acks.done}
+    assert isinstance(errors[0], Boom) and errors[1] is None
+    assert probe.finished == [batch[1]]  # its stream went on after the failure
+
+
+async def test_cancel_stops_what_is_in_flight_and_never_calls_done_for_it() -> None:
+    gate = asyncio.Event()
+    probe = Probe(gate=gate)
+    acks = Acks()
+    dispatcher = StreamDispatcher("t", probe, key_of)
+    for rec in recs((b"a", 0), (b"a", 1), (b"b", 2)):
+        await dispatcher.submit(rec, acks.for_(rec))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await dispatcher.cancel()
+    assert acks.done == []  # nothing acked: all of it is delivered again
+    assert probe.in_flight == 0
