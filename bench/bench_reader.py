@@ -15,9 +15,15 @@ the identical backlog:
 (a) ``pipeline reader`` as a subprocess (the real process, configured by env), timed
     from its start until Kafka holds all N events *and* the slot's confirmed_flush_lsn
     is past the last commit (everything durable, invariant 2);
-(b) ``pg_recvlogical --start`` with the same plugin and publication into /dev/null,
-    timed from its start until it exits at ``--endpos`` (the WAL position after the
-    backlog), i.e. the floor of receiving and decoding the same WAL, with no Kafka.
+(b) ``pg_recvlogical --start`` with the same plugin, publication and column format into
+    /dev/null, timed from its start until it exits at ``--endpos`` (the WAL position
+    after the backlog), i.e. the floor of receiving and decoding the same WAL, with no
+    Kafka.
+
+Both use pgoutput's binary mode (``binary 'true'``: columns in their types' send
+formats, which costs the walsender less CPU than text output) when the server supports
+it (PostgreSQL 14+), as the reader does by default; ``--text`` compares text mode
+(``PIPELINE_PGOUTPUT_BINARY=false`` for the reader). The mode is in the results.
 
 Peak RSS is the process's VmHWM (ru_maxrss). Results go to bench/results/ as JSON
 (git-ignored) and, as a table, to the "Reader: WAL -> Kafka drain" section of
@@ -60,7 +66,9 @@ if str(REPO) not in sys.path:  # run as a script: make the project importable
 from pipeline.dev.layout import KAFKA_VERSION, DevLayout, load_layout  # noqa: E402
 from pipeline.dev.postgres import find_bindir  # noqa: E402
 from pipeline.migrate import migrate  # noqa: E402
+from replication import native  # noqa: E402
 from replication.lsn import LSN  # noqa: E402
+from replication.session import BINARY_MIN_SERVER_VERSION  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
@@ -234,6 +242,7 @@ def drain_ours(
     events: int,
     inside_last: LSN,
     profile_to: Path | None,
+    binary: bool,
 ) -> tuple[DrainResult, dict[str, float]]:
     """Run ``pipeline reader`` until all events are acked and the slot confirmed them."""
     env = dict(
@@ -245,6 +254,7 @@ def drain_ours(
         PIPELINE_TOPIC_PARTITIONS=str(partitions),
         PIPELINE_SLOT_NAME=slot,
         PIPELINE_INITIAL_SNAPSHOT="false",
+        PIPELINE_PGOUTPUT_BINARY="true" if binary else "false",
     )
     env.pop("PIPELINE_KILL_AT", None)
     bindir = Path(sys.executable).parent
@@ -297,8 +307,14 @@ def _vm_hwm(pid: int) -> float:
     return int(match[1]) / 1024 if match else 0.0
 
 
+def recvlogical_options(binary: bool) -> list[str]:
+    """pgoutput's options for pg_recvlogical: the ones our reader sends."""
+    options = ["-o", "proto_version=1", "-o", f"publication_names={PUBLICATION}"]
+    return [*options, "-o", "binary=true"] if binary else options
+
+
 def drain_pg_recvlogical(
-    layout: DevLayout, dbname: str, slot: str, end: LSN, events: int
+    layout: DevLayout, dbname: str, slot: str, end: LSN, events: int, binary: bool
 ) -> DrainResult:
     """Run pg_recvlogical on its slot until it exits at ``end``."""
     argv = [
@@ -307,10 +323,7 @@ def drain_pg_recvlogical(
         "--slot",
         slot,
         "--plugin=pgoutput",
-        "-o",
-        "proto_version=1",
-        "-o",
-        f"publication_names={PUBLICATION}",
+        *recvlogical_options(binary),
         "--endpos",
         str(end),
         "--fsync-interval=0",  # /dev/null; our reader does not fsync either
@@ -387,15 +400,31 @@ def write_doc(result: dict[str, object]) -> None:
     info = result["machine"]
     assert isinstance(ours, dict) and isinstance(recv, dict) and isinstance(info, dict)
     cpu_us = float(ours["cpu_seconds"]) / int(result["events"]) * 1e6  # type: ignore[call-overload]
+    binary = bool(result.get("binary", False))
+    mode = "binary" if binary else "text"
+    compiled = (
+        "compiled with mypyc (`scripts/build_native.py`)"
+        if result.get("native")
+        else "pure Python (not compiled)"
+    )
+    load = result.get("load_average")
+    load_text = (
+        f" The 1-minute load average was {load[0]:.1f} when the drains started and "  # type: ignore[index]
+        f"{load[1]:.1f} when they ended."  # type: ignore[index]
+        if load
+        else ""
+    )
+    recv_options = " ".join(recvlogical_options(binary))
     section = f"""{SECTION}
 
 Written by `bench/bench_reader.py` (the last run; its JSON is in `bench/results/`, git-ignored).
 A backlog of **{result["events"]:,}** single-row transactions (one `domain_events` row each,
 {result["partitions"]} partitions) is written after two pgoutput slots were created at the same
-point; then each consumer drains the identical backlog. *Ours*: the `pipeline reader`
-process, from start until Kafka (acks=all, idempotent producer) holds every event and the
-slot's confirmed_flush_lsn is past the last commit. *pg_recvlogical*: `pg_recvlogical
---start --plugin=pgoutput -o proto_version=1 -o publication_names={PUBLICATION}
+point; then each consumer drains the identical backlog, both in pgoutput's **{mode}** mode
+(columns in {"their types' binary send formats, `binary 'true'`" if binary else "text output"}).
+*Ours*: the `pipeline reader` process, from start until Kafka (acks=all, idempotent
+producer) holds every event and the slot's confirmed_flush_lsn is past the last commit.
+*pg_recvlogical*: `pg_recvlogical --start --plugin=pgoutput {recv_options}
 --endpos=<end of backlog> -F 0 -f /dev/null`, i.e. receiving the same decoded WAL and
 throwing it away: the most any consumer of this slot can reach on this machine (the
 walsender's decoding is the limit there).
@@ -415,7 +444,8 @@ Machine: {info["nproc"]} CPUs ({info["cpu"]}), {info["memory_gib"]} GiB RAM; Pos
 Kafka {info["kafka"]} (KRaft, one broker), Python {info["python"]}, Linux {info["kernel"]}.
 PostgreSQL, Kafka, the reader and pg_recvlogical share the machine, as in the tests, so
 wall-clock figures move with whatever else runs; the reader's CPU seconds per event are
-the steadier measure ({cpu_us:.0f} µs here).
+the steadier measure ({cpu_us:.0f} µs here).{load_text} The reader's hot modules were
+{compiled}.
 """
     if result.get("profile"):
         lines = "\n".join(f"| `{name}` | {share:.0f}% |" for name, share in result["profile"])  # type: ignore[attr-defined]
@@ -464,6 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="events per transaction of the backlog (default 1: the worst case)",
     )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="pgoutput text mode for both consumers (default: binary where the server has it)",
+    )
     parser.add_argument("--profile", action="store_true", help="sample the reader with py-spy")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument(
@@ -485,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     topic = f"bench-reader-{run_id}"
     with psycopg.connect(_admin_dsn(layout), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
+        binary = not args.text and conn.info.server_version >= BINARY_MIN_SERVER_VERSION
+    print(f"pgoutput {'binary' if binary else 'text'} mode for both consumers", flush=True)
     try:
         migrate(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -497,11 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"backlog written in {fill_seconds:.1f}s, ends at lsn={end}", flush=True)
 
         profile_to = RESULTS / f"reader-profile-{run_id}.txt" if args.profile else None
+        load_start = os.getloadavg()[0]
         ours, marks = drain_ours(
-            layout, dsn, ours_slot, topic, args.partitions, events, inside_last, profile_to
+            layout, dsn, ours_slot, topic, args.partitions, events, inside_last, profile_to, binary
         )
         print(f"ours: {ours}", flush=True)
-        recv = drain_pg_recvlogical(layout, dbname, recv_slot, end, events)
+        recv = drain_pg_recvlogical(layout, dbname, recv_slot, end, events, binary)
         print(f"pg_recvlogical: {recv}", flush=True)
         if _confirmed(dsn, recv_slot) <= inside_last:
             raise SystemExit("pg_recvlogical stopped before the end of the backlog")
@@ -512,6 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "events": events,
             "partitions": args.partitions,
             "rows_per_transaction": args.rows_per_transaction,
+            "binary": binary,
+            "native": bool(native.built()) and not native.stale(),
+            "load_average": [load_start, os.getloadavg()[0]],
             "fill_seconds": fill_seconds,
             "ours": asdict(ours),
             "ours_acked_seconds": marks["acked"],
@@ -527,9 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = RESULTS / f"reader-{time.strftime('%Y%m%dT%H%M%S')}-{events}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(
+            f"pgoutput {'binary' if binary else 'text'} mode: "
             f"ours {ours.events_per_second:,.0f} events/s, pg_recvlogical "
             f"{recv.events_per_second:,.0f} events/s, ratio {result['ratio']:.2f}x, "
-            f"reader peak RSS {ours.peak_rss_mib:.0f} MiB -> {out}"
+            f"reader peak RSS {ours.peak_rss_mib:.0f} MiB, "
+            f"reader CPU {ours.cpu_seconds / events * 1e6:.1f} µs/event -> {out}"
         )
         if args.no_doc or args.rows_per_transaction != 1:
             print("docs/benchmarks.md not updated (it documents the single-row default)")

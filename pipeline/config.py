@@ -57,6 +57,7 @@ class Settings:
     publication: str = "pipeline_domain_events"
     consumer_group: str = "pipeline"
     initial_snapshot: bool = True
+    pgoutput_binary: bool = True
     web_port: int = 6066
     ready_max_lag_bytes: int = 64 * 1024 * 1024
 
@@ -152,6 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     web_port = _int_setting(env, "PIPELINE_WEB_PORT", 6066, problems)
     ready_lag = _int_setting(env, "PIPELINE_READY_MAX_LAG_BYTES", 64 * 1024 * 1024, problems)
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
+    binary = _bool_setting(env, "PIPELINE_PGOUTPUT_BINARY", True, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -168,6 +170,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         publication=values["PIPELINE_PUBLICATION"],
         consumer_group=values["PIPELINE_CONSUMER_GROUP"],
         initial_snapshot=snapshot,
+        pgoutput_binary=binary,
         web_port=web_port,
         ready_max_lag_bytes=ready_lag,
     )
@@ -201,4 +204,5 @@ def reader_config(settings: Settings) -> ReaderConfig:
         publication=settings.publication,
         dead_letter_topic=settings.dead_letter_topic,
         initial_snapshot=settings.initial_snapshot,
+        binary=settings.pgoutput_binary,
     )

@@ -9,18 +9,23 @@ frame that does not have the exact layout is handed to the decoder, which raises
 precise :class:`~replication.errors.DecodeError` (kind, offset, what was expected).
 Every other frame (keepalives, Relation, Origin, Type, ...) goes through the decoder.
 
-Also the text forms the Kafka headers carry, built from the ints without the objects.
+Also the text forms the Kafka headers carry, built from the ints without the objects,
+and :class:`FrameLoop`, the reader's loop over those three messages without awaiting
+(this module is compiled with mypyc when built, see :mod:`replication.native`).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from datetime import timedelta
 from typing import NoReturn
 
 from replication.decoder import _tuple_data, decode_pgoutput
 from replication.errors import DecodeError
+from replication.lsn import LSN, Position, position_unchecked
 from replication.messages import PG_EPOCH, TupleData
+from replication.tracker import FlushTracker
 
 PAYLOAD = 25  # where the pgoutput message starts in an XLogData ('w') frame
 BEGIN = 0x42  # 'B'
@@ -113,3 +118,95 @@ class CommitTimeText:
         if micro:
             return b"%s.%06d+00:00" % (self._prefix, micro)
         return self._prefix + b"+00:00"
+
+
+Headers = list[tuple[str, bytes]]
+Encode = Callable[[int, TupleData], tuple[bytes, bytes]]
+Add = Callable[[Position, bytes, bytes, Headers], None]
+
+_NO_HEADER = ("", b"")
+_new = object.__new__
+_set = object.__setattr__
+
+
+class FrameLoop:
+    """The reader's handling of Begin, Insert and Commit frames, in order, without awaiting.
+
+    :meth:`run` goes through a batch of frames until one needs the session's attention
+    and returns its index: any other frame (keepalive, Relation, ...), an Insert whose
+    row cannot be converted (the session dead-letters it, then sets ``idx += 1``), an
+    Insert outside a transaction, or an Insert while ``max_in_flight`` events are
+    unacknowledged (the session waits, then calls :meth:`run` again from there).
+    Each Insert is handed to ``add`` with its position and headers; Begin and Commit go
+    to the tracker. ``in_flight`` is lowered by the session as Kafka acknowledges.
+    """
+
+    def __init__(self, encode: Encode, add: Add, tracker: FlushTracker, max_in_flight: int) -> None:
+        self.encode = encode
+        self.add = add
+        self.tracker = tracker
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.in_txn = False
+        self.commit_lsn = LSN.ZERO
+        self.xid = 0
+        self.idx = 0
+        self.received = 0  # the highest wal_end of the frames handled
+        self.events = 0  # events handed to ``add``
+        self.transactions = 0
+        self._commit_time_text = CommitTimeText()
+        # The headers every event of the transaction shares, built once at its Begin.
+        self._commit_lsn_h = _NO_HEADER
+        self._xid_h = _NO_HEADER
+        self._commit_ts_h = _NO_HEADER
+
+    def run(self, frames: list[bytes], start: int) -> int:
+        """Handle ``frames[start:]`` up to the first the session must handle; its index
+        (``len(frames)`` when all were handled)."""
+        encode = self.encode
+        add = self.add
+        i = start
+        n = len(frames)
+        while i < n:
+            frame = frames[i]
+            tag = payload_tag(frame)
+            if tag == INSERT:
+                if not self.in_txn or self.in_flight >= self.max_in_flight:
+                    return i
+                relation_id, tup = insert(frame)
+                try:
+                    key, value = encode(relation_id, tup)
+                except DecodeError:
+                    return i
+                idx = self.idx
+                self.in_flight += 1
+                add(
+                    position_unchecked(self.commit_lsn, idx),
+                    key,
+                    value,
+                    [self._commit_lsn_h, ("idx", b"%d" % idx), self._xid_h, self._commit_ts_h],
+                )
+                self.events += 1
+                self.idx = idx + 1
+            elif tag == BEGIN:
+                final_lsn, commit_us, xid = begin(frame)
+                self.tracker.begin_at(final_lsn)
+                lsn: LSN = _new(LSN)  # lsn_from_uint64, inlined
+                _set(lsn, "value", final_lsn)
+                self.commit_lsn = lsn
+                self.in_txn = True
+                self.idx = 0
+                self.xid = xid
+                self._commit_lsn_h = ("commit_lsn", lsn_text(final_lsn))
+                self._xid_h = ("xid", b"%d" % xid)
+                self._commit_ts_h = ("commit_ts", self._commit_time_text(commit_us))
+            elif tag == COMMIT:
+                _, commit_lsn, end_lsn, _ = commit(frame)
+                self.tracker.register_at(commit_lsn, end_lsn, self.idx)
+                self.transactions += 1
+                self.in_txn = False
+            else:
+                return i
+            self.received = max(self.received, wal_end(frame))
+            i += 1
+        return n

@@ -122,6 +122,12 @@ class EventProducer:
         assert self._batcher is not None, "start() first"
         self._batcher.add(position, key, value, headers)
 
+    @property
+    def direct_add(self) -> Callable[[Position, bytes, bytes, Headers], None]:
+        """:meth:`add` without this wrapper's call (the batcher's own), once started."""
+        assert self._batcher is not None, "start() first"
+        return self._batcher.add
+
     async def send(
         self,
         position: Position,

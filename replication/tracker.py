@@ -29,11 +29,12 @@ from replication.lsn import LSN, Position
 
 
 class _Txn:
-    __slots__ = ("acked", "commit_lsn", "end_lsn", "expected", "failed")
+    # LSNs as ints: the tracker handles one of these per transaction of the stream.
+    __slots__ = ("acked", "commit", "end", "expected", "failed")
 
-    def __init__(self, commit_lsn: LSN) -> None:
-        self.commit_lsn = commit_lsn
-        self.end_lsn: LSN | None = None  # None while the transaction is still arriving
+    def __init__(self, commit: int) -> None:
+        self.commit = commit
+        self.end = 0  # set by register; 0 while the transaction is still arriving
         self.expected: int | None = None
         self.acked: set[int] = set()
         self.failed = 0
@@ -61,7 +62,7 @@ class FlushTracker:
         self._by_lsn: dict[int, _Txn] = {}
         self._failures: dict[Position, str] = {}
         self._flushed = start
-        self._last_commit: LSN | None = None
+        self._last_commit = -1  # the last commit LSN begun or registered, as an int
 
     @property
     def flushed(self) -> LSN:
@@ -84,6 +85,10 @@ class FlushTracker:
 
         Until it is registered, keepalives do not advance the flush position.
         """
+        self._append(commit_lsn.value)
+
+    def begin_at(self, commit_lsn: int) -> None:
+        """:meth:`begin` with the LSN as an int (the reader's hot path)."""
         self._append(commit_lsn)
 
     def register(self, commit_lsn: LSN, end_lsn: LSN, n_events: int) -> None:
@@ -93,26 +98,30 @@ class FlushTracker:
         with no ``domain_events`` row): it becomes flushable as soon as every earlier
         one is.
         """
+        self.register_at(commit_lsn.value, end_lsn.value, n_events)
+
+    def register_at(self, commit: int, end: int, n_events: int) -> None:
+        """:meth:`register` with the LSNs as ints (the reader's hot path)."""
         if n_events < 0:
-            raise TrackerError(f"negative event count {n_events} for commit_lsn={commit_lsn}")
-        if end_lsn.value <= commit_lsn.value:
-            raise TrackerError(f"end_lsn={end_lsn} is not after commit_lsn={commit_lsn}")
-        txn = self._by_lsn.get(commit_lsn.value)
+            raise TrackerError(f"negative event count {n_events} for commit_lsn={LSN(commit)}")
+        if end <= commit:
+            raise TrackerError(f"end_lsn={LSN(end)} is not after commit_lsn={LSN(commit)}")
+        txn = self._by_lsn.get(commit)
         if txn is None:
-            txn = self._append(commit_lsn)
+            txn = self._append(commit)
         elif txn.expected is not None:
-            raise TrackerError(f"transaction commit_lsn={commit_lsn} registered twice")
+            raise TrackerError(f"transaction commit_lsn={LSN(commit)} registered twice")
         elif txn is not self._pending[-1]:
-            raise TrackerError(f"commit_lsn={commit_lsn} registered after a later Begin")
+            raise TrackerError(f"commit_lsn={LSN(commit)} registered after a later Begin")
         reported = txn.acked
         if self._failures:
-            reported = reported | {p.idx for p in self._failures if p.commit_lsn == commit_lsn}
+            reported = reported | {p.idx for p in self._failures if p.commit_lsn.value == commit}
         if reported and max(reported) >= n_events:
             raise TrackerError(
-                f"commit_lsn={commit_lsn} has {n_events} event(s) but idx {max(reported)} "
+                f"commit_lsn={LSN(commit)} has {n_events} event(s) but idx {max(reported)} "
                 "was already reported"
             )
-        txn.end_lsn = end_lsn
+        txn.end = end
         txn.expected = n_events
 
     def ack(self, pos: Position) -> None:
@@ -127,6 +136,14 @@ class FlushTracker:
         elif pos.idx in txn.acked:
             raise TrackerError(f"duplicate ack for position {pos}")
         txn.acked.add(pos.idx)
+
+    def ack_streamed(self, positions: list[Position]) -> None:
+        """:meth:`ack` for each position of the slot's stream; snapshot rows (commit LSN
+        0/0, not in the stream) are skipped. One call per Kafka batch."""
+        ack = self.ack
+        for pos in positions:
+            if pos.commit_lsn.value != 0:
+                ack(pos)
 
     def nack(self, pos: Position, reason: str) -> None:
         """Record that the event at ``pos`` failed permanently.
@@ -171,17 +188,16 @@ class FlushTracker:
             raise EventDeliveryFailed(self._failures)
         return self._flushed
 
-    def _append(self, commit_lsn: LSN) -> _Txn:
-        last = self._last_commit
-        if last is not None and commit_lsn.value <= last.value:
+    def _append(self, commit: int) -> _Txn:
+        if commit <= self._last_commit:
             raise TrackerError(
-                f"commit_lsn={commit_lsn} is not after the previous commit_lsn="
-                f"{self._last_commit}: transactions must arrive in commit order"
+                f"commit_lsn={LSN(commit)} is not after the previous commit_lsn="
+                f"{LSN(self._last_commit)}: transactions must arrive in commit order"
             )
-        txn = _Txn(commit_lsn)
+        txn = _Txn(commit)
         self._pending.append(txn)
-        self._by_lsn[commit_lsn.value] = txn
-        self._last_commit = commit_lsn
+        self._by_lsn[commit] = txn
+        self._last_commit = commit
         return txn
 
     def _txn(self, pos: Position) -> _Txn:
@@ -197,9 +213,10 @@ class FlushTracker:
 
     def _advance(self) -> None:
         pending = self._pending
+        end = self._flushed.value
         while pending and pending[0].complete():
             txn = pending.popleft()
-            del self._by_lsn[txn.commit_lsn.value]
-            assert txn.end_lsn is not None  # complete() implies registered
-            if txn.end_lsn.value > self._flushed.value:
-                self._flushed = txn.end_lsn
+            del self._by_lsn[txn.commit]
+            end = max(end, txn.end)
+        if end > self._flushed.value:
+            self._flushed = LSN(end)

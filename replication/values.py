@@ -21,6 +21,14 @@ the column bytes, validated where it must be:
   :func:`~replication.rows.parse_timestamptz`, which converts or raises
   :class:`~replication.errors.DecodeError` as before (the row is dead-lettered).
 
+In binary mode (pgoutput ``binary 'true'``, kind ``'b'`` columns) each type's send
+format is converted instead: a uuid's 16 bytes are printed in the canonical form,
+integers are unpacked, text is the same UTF-8, jsonb is the same text after its version
+byte, and a timestamptz (int64 microseconds since 2000-01-01 UTC) is printed in UTC with
+``+00:00``, as orjson prints the UTC datetime. Every type the plan accepts has both
+converters (a unit test checks that), so an unknown type is refused when the plan is
+built, never encoded by guess.
+
 The result is equal, once parsed, to ``DomainEventRow.to_json_bytes()`` of the same
 tuple (tests/unit/test_values.py checks that over generated rows), and the key is the
 bytes of ``str(stream_id)``, so every key maps to the partition it always did.
@@ -29,6 +37,8 @@ bytes of ``str(stream_id)``, so every key maps to the partition it always did.
 from __future__ import annotations
 
 import re
+import struct
+from binascii import hexlify
 from collections.abc import Callable
 from typing import NamedTuple
 from uuid import UUID
@@ -36,6 +46,7 @@ from uuid import UUID
 import orjson
 
 from replication.errors import DecodeError
+from replication.hotpath import CommitTimeText
 from replication.messages import Relation, TupleData
 from replication.rows import (
     OID_INT4,
@@ -47,6 +58,8 @@ from replication.rows import (
     OID_UUID,
     OID_VARCHAR,
     RelationCache,
+    binary_jsonb_text,
+    binary_timestamptz_us,
     match_columns,
     parse_timestamptz,
 )
@@ -111,6 +124,59 @@ def timestamptz_json(raw: bytes) -> bytes:
     )
 
 
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+
+def binary_uuid_json(raw: bytes) -> bytes:
+    """uuid_send's 16 bytes as the inside of a JSON string (canonical lowercase form)."""
+    if len(raw) != 16:
+        raise ValueError(f"uuid needs 16 bytes, got {len(raw)}")
+    # Hex in groups of 4 digits (xxxx-xxxx-...-xxxx), then 8-4-4-4-12 by dropping 3 dashes.
+    h = hexlify(raw, b"-", 2)
+    return h[:4] + h[5:29] + h[30:34] + h[35:]
+
+
+def binary_int4_json(raw: bytes) -> bytes:
+    """int4send (4 bytes, big-endian) as a JSON number."""
+    if len(raw) != 4:
+        raise ValueError(f"int4 needs 4 bytes, got {len(raw)}")
+    return b"%d" % _I32.unpack(raw)[0]
+
+
+def binary_int8_json(raw: bytes) -> bytes:
+    """int8send (8 bytes, big-endian) as a JSON number."""
+    if len(raw) != 8:
+        raise ValueError(f"int8 needs 8 bytes, got {len(raw)}")
+    return b"%d" % _I64.unpack(raw)[0]
+
+
+def binary_jsonb_json(raw: bytes) -> bytes:
+    """jsonb_send: version byte 1, then jsonb's text output (embedded as in text mode)."""
+    return jsonb_json(binary_jsonb_text(raw))
+
+
+class BinaryTimestamptzJson:
+    """timestamptz_send (int64 microseconds since 2000-01-01 UTC) as a JSON string in UTC.
+
+    Remembers the last second's text, as the commit_ts header does: a backlog's rows
+    were created many per second.
+    """
+
+    __slots__ = ("_text",)
+
+    def __init__(self) -> None:
+        self._text = CommitTimeText()
+
+    def __call__(self, raw: bytes) -> bytes:
+        us = binary_timestamptz_us(raw)
+        try:
+            text = self._text(us)
+        except ValueError as exc:  # before year 1 or after 9999
+            raise DecodeError(f"timestamptz {us} us cannot be represented", kind=_ROW_KIND) from exc
+        return b'"%s"' % text
+
+
 _ENCODERS: dict[int, Callable[[bytes], bytes]] = {
     OID_UUID: uuid_json,
     OID_INT4: int_json,
@@ -122,6 +188,17 @@ _ENCODERS: dict[int, Callable[[bytes], bytes]] = {
     OID_TIMESTAMPTZ: timestamptz_json,
 }
 
+_BINARY_ENCODERS: dict[int, Callable[[bytes], bytes]] = {
+    OID_UUID: binary_uuid_json,
+    OID_INT4: binary_int4_json,
+    OID_INT8: binary_int8_json,
+    OID_TEXT: text_json,  # textsend: the UTF-8 text itself
+    OID_VARCHAR: text_json,
+    OID_JSONB: binary_jsonb_json,
+    OID_JSON: json_json,  # json_send: the text as stored
+    OID_TIMESTAMPTZ: BinaryTimestamptzJson(),
+}
+
 
 class _Step(NamedTuple):
     field: str
@@ -129,12 +206,13 @@ class _Step(NamedTuple):
     encode: Callable[[bytes], bytes]
     type_oid: int
     nullable: bool
+    encode_binary: Callable[[bytes], bytes]
 
 
 def _plan(rel: Relation) -> tuple[_Step, ...]:
     """Match the relation's columns to the value's fields once; extra columns are ignored."""
     return tuple(
-        _Step(field, index, _ENCODERS[oid], oid, nullable)
+        _Step(field, index, _ENCODERS[oid], oid, nullable, _BINARY_ENCODERS[oid])
         for field, index, oid, nullable in match_columns(rel)
     )
 
@@ -144,19 +222,20 @@ def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
     raws = tup.values
     ncols = len(kinds)
     parts: list[bytes] = []
-    for field, column, encode, type_oid, nullable in steps:
+    for field, column, encode, type_oid, nullable, encode_binary in steps:
         if column >= ncols:
             raise DecodeError(f"missing required column {field!r}", kind=_ROW_KIND)
         raw = raws[column]
         kind = kinds[column]
-        if kind == "t" and raw is not None:
+        if raw is not None and kind in {"t", "b"}:
             try:
-                parts.append(encode(raw))
+                parts.append(encode(raw) if kind == "t" else encode_binary(raw))
             except DecodeError as exc:
                 raise DecodeError(f"column {field!r}: {exc.reason}", kind=_ROW_KIND) from exc
             except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+                what = "value" if kind == "t" else "binary value"
                 raise DecodeError(
-                    f"column {field!r}: invalid value for type OID {type_oid}: {exc}",
+                    f"column {field!r}: invalid {what} for type OID {type_oid}: {exc}",
                     kind=_ROW_KIND,
                 ) from exc
         elif kind == "n" and nullable:
@@ -164,9 +243,9 @@ def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
         elif kind == "n":
             raise DecodeError(f"required column {field!r} is NULL", kind=_ROW_KIND)
         else:
-            # 'u' cannot occur in an Insert; 'b' only if binary mode was requested.
+            # 'u' (unchanged TOAST) cannot occur in an Insert.
             raise DecodeError(
-                f"column {field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t' or 'n'"
+                f"column {field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t', 'b' or 'n'"
             )
     (
         event_id,

@@ -9,6 +9,10 @@ The cluster is stopped and removed at the end, whatever happens.
 
     .venv/bin/python scripts/capture_golden.py            # writes tests/unit/golden/
     .venv/bin/python scripts/capture_golden.py --out DIR --port 55499
+    .venv/bin/python scripts/capture_golden.py --only unicode.binary copy.binary
+
+Scenarios named ``*.binary`` read the same SQL's changes with pgoutput's
+``binary 'true'`` (columns in their types' send formats, PostgreSQL 14+).
 
 As root, PostgreSQL's binaries are run as the ``postgres`` user (initdb refuses root).
 """
@@ -73,6 +77,7 @@ class Scenario:
     streaming: bool = False
     session_options: dict[str, str] = field(default_factory=dict)
     gzip: bool = False
+    binary: bool = False
 
 
 def _multi_row(conn: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -189,6 +194,27 @@ SCENARIOS = [
         gzip=True,
     ),
 ]
+# The same rows in binary mode: tests/unit/test_values_binary.py checks that they give
+# the Kafka values the text captures give.
+SCENARIOS += [
+    Scenario(
+        f"{sc.name}.binary",
+        sc.run,
+        session_options=sc.session_options,
+        gzip=sc.gzip,
+        binary=True,
+    )
+    for sc in SCENARIOS
+    if sc.name
+    in {
+        "multi_row_insert",
+        "unicode",
+        "large_jsonb",
+        "null_idempotency_key",
+        "copy",
+        "timezone_offset",
+    }
+]
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -203,6 +229,8 @@ def _read_frames(dsn: str, sc: Scenario) -> list[bytes]:
         opts = f"proto_version '{sc.proto_version}', publication_names 'golden_pub'"
         if sc.streaming:
             opts += ", streaming 'on'"
+        if sc.binary:
+            opts += ", binary 'true'"
         pgconn.send_query(f"START_REPLICATION SLOT golden LOGICAL 0/0 ({opts})".encode())
         pgconn.consume_input()
         result = pgconn.get_result()
@@ -230,15 +258,19 @@ def _read_frames(dsn: str, sc: Scenario) -> list[bytes]:
         conn.close()
 
 
-def capture(dsn: str, out: Path) -> None:
-    """Run every scenario against ``dsn`` and write its frames into ``out``."""
+def capture(dsn: str, out: Path, only: set[str] | None = None) -> None:
+    """Run every scenario (or those in ``only``) against ``dsn``; write its frames to ``out``."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP PUBLICATION IF EXISTS golden_pub")
         conn.execute("DROP TABLE IF EXISTS domain_events, other_table")
         conn.execute(SCHEMA)
     out.mkdir(parents=True, exist_ok=True)
     for sc in SCENARIOS:
+        if only is not None and sc.name not in only:
+            continue
         with psycopg.connect(dsn, autocommit=True) as conn:
+            # Scenarios reuse fixed ids: start each from an empty table.
+            conn.execute("TRUNCATE domain_events, other_table")
             conn.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
                 " WHERE slot_name = 'golden'"
@@ -265,7 +297,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "unit" / "golden")
     ap.add_argument("--pg-bin", type=Path, default=Path("/usr/lib/postgresql/15/bin"))
     ap.add_argument("--port", type=int, default=55499)
+    ap.add_argument("--only", nargs="+", metavar="SCENARIO", help="capture only these scenarios")
     args = ap.parse_args()
+    names = {sc.name for sc in SCENARIOS}
+    if args.only and not set(args.only) <= names:
+        ap.error(f"unknown scenario(s) {sorted(set(args.only) - names)}; known: {sorted(names)}")
 
     base = Path(tempfile.mkdtemp(prefix="goldpg-"))
     data = base / "data"
@@ -293,7 +329,11 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         try:
-            capture(f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres", args.out)
+            capture(
+                f"host=127.0.0.1 port={args.port} user=postgres dbname=postgres",
+                args.out,
+                set(args.only) if args.only else None,
+            )
         finally:
             subprocess.run(
                 _as_postgres([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]),

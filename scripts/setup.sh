@@ -36,6 +36,14 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The reader's hot modules, compiled with mypyc next to their sources (git-ignored);
+# rebuilt when a source changed. Without a C compiler the pure-Python modules are used.
+if command -v cc >/dev/null 2>&1; then
+  .venv/bin/python scripts/build_native.py || log "mypyc build failed: the reader runs as pure Python"
+else
+  log "no C compiler: the reader's hot modules stay pure Python"
+fi
+
 log "resolving the Kafka broker's jars (cached)"
 .venv/bin/python -c "from pipeline.dev.kafka import Kafka; from pipeline.dev.layout import load_layout; print(Kafka(load_layout()).fetch())"
 

@@ -14,6 +14,7 @@ from replication.hotpath import (
     INSERT,
     PAYLOAD,
     CommitTimeText,
+    FrameLoop,
     begin,
     commit,
     insert,
@@ -21,8 +22,11 @@ from replication.hotpath import (
     payload_tag,
     wal_end,
 )
-from replication.lsn import LSN
-from replication.messages import Begin, Commit, Insert, XLogData, pg_time_to_datetime
+from replication.lsn import LSN, Position
+from replication.messages import Begin, Commit, Insert, Relation, XLogData, pg_time_to_datetime
+from replication.rows import RelationCache
+from replication.tracker import FlushTracker
+from replication.values import ValueEncoder
 from tests.unit import pgoutput_builder as b
 
 
@@ -119,3 +123,130 @@ def test_commit_time_text_matches_isoformat(values: list[int]) -> None:
 def test_commit_time_text_out_of_range() -> None:
     with pytest.raises(ValueError):
         CommitTimeText()(2**62)
+
+
+# --- FrameLoop: the reader's loop over Begin/Insert/Commit ---------------------------------
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.events: list[tuple[Position, bytes, bytes, list[tuple[str, bytes]]]] = []
+
+    def add(
+        self, pos: Position, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.events.append((pos, key, value, headers))
+
+
+def _loop(max_in_flight: int = 1000) -> tuple[FrameLoop, _Sink, FlushTracker, RelationCache]:
+    relations = RelationCache()
+    sink = _Sink()
+    tracker = FlushTracker()
+    return (
+        FrameLoop(ValueEncoder(relations).encode, sink.add, tracker, max_in_flight),
+        sink,
+        tracker,
+        relations,
+    )
+
+
+def _drive(loop: FrameLoop, relations: RelationCache, frames: list[bytes]) -> list[int]:
+    """Run the loop as the session does; the indexes of the frames it stopped at."""
+    stops = []
+    i = 0
+    while i < len(frames):
+        i = loop.run(frames, i)
+        if i < len(frames):
+            stops.append(i)
+            if payload_tag(frames[i]) == INSERT:  # a row to dead-letter
+                loop.idx += 1
+            else:
+                msg = parse_copy_data(frames[i])
+                if isinstance(msg, XLogData):
+                    rel = decode_pgoutput(msg.payload)
+                    if isinstance(rel, Relation):
+                        relations.add(rel)
+            i += 1
+    return stops
+
+
+@pytest.mark.parametrize("name", ["multi_row_insert.bin", "copy.bin", "unicode.binary.bin"])
+def test_frame_loop_sends_what_the_decoder_reads(name: str) -> None:
+    frames = b.read_frames(name)
+    loop, sink, tracker, relations = _loop()
+    stops = _drive(loop, relations, frames)
+    assert all(payload_tag(frames[i]) not in (BEGIN, COMMIT, INSERT) for i in stops)
+    # What the decoder makes of the same frames.
+    expected = []
+    cache = RelationCache()
+    encoder = ValueEncoder(cache)
+    commit_lsn, xid, idx, commit_ts = LSN.ZERO, 0, 0, b""
+    for raw in frames:
+        frame = parse_copy_data(raw)
+        if not isinstance(frame, XLogData):
+            continue
+        msg = decode_pgoutput(frame.payload)
+        if isinstance(msg, Relation):
+            cache.add(msg)
+        elif isinstance(msg, Begin):
+            commit_lsn, xid, idx = msg.final_lsn, msg.xid, 0
+            commit_ts = pg_time_to_datetime(msg.commit_time_us).isoformat().encode()
+        elif isinstance(msg, Insert):
+            key, value = encoder.encode(msg.relation_id, msg.new)
+            headers = [
+                ("commit_lsn", str(commit_lsn).encode()),
+                ("idx", str(idx).encode()),
+                ("xid", str(xid).encode()),
+                ("commit_ts", commit_ts),
+            ]
+            expected.append((Position(commit_lsn, idx), key, value, headers))
+            idx += 1
+    assert sink.events == expected
+    assert loop.events == loop.in_flight == len(expected) > 0
+    assert loop.transactions == 1
+    assert not loop.in_txn
+    assert loop.received == max(wal_end(f) for f in frames if payload_tag(f))
+    for pos, *_ in sink.events:
+        tracker.ack(pos)
+    assert tracker.flushable() > LSN.ZERO  # the transaction was begun and registered
+
+
+def _transaction(lsn: int, rows: list[bytes]) -> list[bytes]:
+    return [
+        w(b.begin(lsn, 817_000_000_000_000, 7)),
+        *(w(b.insert(16384, row)) for row in rows),
+        w(b.commit(lsn, lsn + 40, 817_000_000_000_000)),
+    ]
+
+
+def test_frame_loop_stops_where_the_session_must_act() -> None:
+    relation = w(b.relation(16384, "public", "domain_events", b.DOMAIN_EVENTS_COLUMNS))
+    good = b.domain_event_tuple()
+    bad = b.domain_event_tuple(stream_version="x")
+    frames = [
+        relation,
+        *_transaction(0x1000, [good, bad, good]),
+        b.keepalive(0x2000, 0, False),
+    ]
+    loop, sink, _, relations = _loop()
+    # The Relation, the row that cannot be converted, the keepalive.
+    assert _drive(loop, relations, frames) == [0, 3, 6]
+    assert [pos.idx for pos, *_ in sink.events] == [0, 2]
+
+
+def test_frame_loop_holds_back_at_max_in_flight() -> None:
+    loop, sink, _, relations = _loop(max_in_flight=2)
+    relations.add(
+        decode_pgoutput(b.relation(16384, "public", "domain_events", b.DOMAIN_EVENTS_COLUMNS))  # type: ignore[arg-type]
+    )
+    frames = _transaction(0x1000, [b.domain_event_tuple()] * 3)
+    assert loop.run(frames, 0) == 3  # the third Insert waits
+    assert loop.run(frames, 3) == 3
+    loop.in_flight -= 1  # an ack
+    assert loop.run(frames, 3) == len(frames)
+    assert [pos.idx for pos, *_ in sink.events] == [0, 1, 2]
+
+
+def test_frame_loop_leaves_an_insert_outside_a_transaction_to_the_session() -> None:
+    loop, _, _, _ = _loop()
+    assert loop.run([w(b.insert(16384, b.domain_event_tuple()))], 0) == 0

@@ -222,3 +222,12 @@ def test_flush_matches_model_under_any_ack_order(
         previous = got
         if held_back is not None:
             assert got < held_back.commit_lsn  # never past an unacked event
+
+
+def test_ack_streamed_skips_snapshot_positions() -> None:
+    t = FlushTracker()
+    t.register(lsn(100), lsn(130), 2)
+    t.ack_streamed([pos(0, 0), pos(100, 0), pos(0, 1), pos(100, 1)])
+    assert t.flushable() == lsn(130)
+    with pytest.raises(TrackerError, match="no pending transaction"):
+        t.ack_streamed([pos(100, 1)])  # flushed already: a duplicate report
