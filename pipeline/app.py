@@ -31,7 +31,7 @@ from mode import BaseSignalT
 from prometheus_client import generate_latest
 from temporalio.client import Client
 
-from pipeline import metrics
+from pipeline import fetching, metrics
 from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
 from pipeline.agents.errors import TopicLayoutError
@@ -227,6 +227,7 @@ def create_app(
     """
     env = os.environ if env is None else env
     default_contract()
+    fetching.install()  # Faust's 1.5 s fetch wait held records back (pipeline/fetching.py)
     worker_id = worker_id_from_env(env)
     instance_id = env.get(INSTANCE_ID_ENV, "").strip() or None
     app = faust.App(

@@ -1,0 +1,49 @@
+"""How long Faust's consumer lets the broker hold a fetch: ours is short.
+
+Faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` and no setting to
+change it. aiokafka keeps one fetch in flight per broker, for the partitions that have
+no records buffered at the moment it is sent; a partition whose buffer empties just
+after waits for that fetch to come back, and when the partitions in it have nothing new,
+that is the whole 1.5 s. Under steady traffic on several partitions this convoy held
+records at the agents' door 1.5 to 3 s (measured: Kafka append -> the enqueue agent's
+``workflow.queue.pending`` p50 1.69 s at 20 bootstraps/s plus 200 other events/s; 226 ms
+with a 50 ms wait, see docs/benchmarks.md). A short wait costs an idle consumer a few
+cheap fetch requests a second per broker.
+
+:func:`install` makes every Faust worker consumer of this process use
+:data:`FETCH_MAX_WAIT_MS`; it patches the Faust transport's consumer class (its thread
+builds the aiokafka consumer), since Faust exposes no setting for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import aiokafka
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+FETCH_MAX_WAIT_MS: Final = 10
+
+
+class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher (not started yet).
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
+class _PromptConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+def install() -> None:
+    """Make Faust's Kafka transport build consumers with the short fetch wait."""
+    faust_aiokafka.Transport.Consumer = _PromptConsumer
+
+
+def fetch_max_wait_ms(consumer: aiokafka.AIOKafkaConsumer) -> int:
+    """The fetch wait an aiokafka consumer was configured with (for tests)."""
+    value: int = consumer._fetch_max_wait_ms
+    return value
