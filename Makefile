@@ -22,5 +22,8 @@ status:
 lint:
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 
+# py-spy sampling the measured process inflates its latency tenfold (docs/benchmarks.md),
+# so `make bench` measures without it; `make bench BENCH_ARGS=` profiles as it measures.
+BENCH_ARGS ?= --no-profile
 bench: setup
 	@.venv/bin/python -m bench.run $(BENCH_ARGS)

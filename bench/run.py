@@ -2,7 +2,12 @@
 
     .venv/bin/python -m bench.run            # short mode, under 5 minutes
     .venv/bin/python -m bench.run --full     # 60 s of load, bigger backlogs
-    make bench BENCH_ARGS="--full --real-worker"
+    make bench                               # the short mode, without py-spy
+    make bench BENCH_ARGS="--full --real-worker --no-profile"
+    make bench BENCH_ARGS=                   # profiles `pipeline run` with py-spy meanwhile
+
+py-spy sampling the measured process inflates its latencies (a 119 ms p50 became 1.2 s),
+so take latency figures with ``--no-profile`` and read profiles from a separate run.
 
 Starts the local services if needed (never stops them), then, each in a fresh database
 with its own slot, topics, consumer group and task queue: the steady-load latency of four
