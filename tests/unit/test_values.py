@@ -229,22 +229,24 @@ json_values = st.recursive(
 offsets = st.integers(min_value=-15 * 60, max_value=15 * 60).map(
     lambda m: timezone(timedelta(minutes=m))
 )
+# One generated domain_events row, column by column (also test_values_binary.py's).
+row_columns: dict[str, st.SearchStrategy[object]] = {
+    "event_id": st.uuids(),
+    "stream_id": st.uuids(),
+    "stream_type": st.text(),
+    "version": st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    "event_type": st.text(),
+    "data": json_values,
+    "meta": st.dictionaries(st.text(), json_values, max_size=3),
+    "key": st.none() | st.text(),
+    "created": st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
+    ),
+}
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    event_id=st.uuids(),
-    stream_id=st.uuids(),
-    stream_type=st.text(),
-    version=st.integers(min_value=-(2**31), max_value=2**31 - 1),
-    event_type=st.text(),
-    data=json_values,
-    meta=st.dictionaries(st.text(), json_values, max_size=3),
-    key=st.none() | st.text(),
-    created=st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
-    ),
-)
+@given(**row_columns)
 def test_generated_rows_match_the_row_path(
     event_id: UUID,
     stream_id: UUID,

@@ -18,7 +18,6 @@ from uuid import UUID
 import orjson
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from replication import rows, values
 from replication.decoder import Insert, Relation, decode_pgoutput, parse_copy_data
@@ -28,7 +27,7 @@ from replication.rows import RelationCache, column_text, convert_binary_value
 from replication.session import ReaderConfig, start_replication_command
 from replication.values import ValueEncoder, binary_uuid_json
 from tests.unit import pgoutput_builder as b
-from tests.unit.test_values import json_values, offsets, pg_jsonb, pg_timestamptz
+from tests.unit.test_values import pg_jsonb, pg_timestamptz, row_columns
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
 RELID = 16384
@@ -135,19 +134,7 @@ def assert_modes_agree(text: bytes, binary: bytes) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    event_id=st.uuids(),
-    stream_id=st.uuids(),
-    stream_type=st.text(),
-    version=st.integers(min_value=-(2**31), max_value=2**31 - 1),
-    event_type=st.text(),
-    data=json_values,
-    meta=st.dictionaries(st.text(), json_values, max_size=3),
-    key=st.none() | st.text(),
-    created=st.datetimes(
-        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
-    ),
-)
+@given(**row_columns)
 def test_generated_rows_give_the_same_value_in_both_modes(
     event_id: UUID,
     stream_id: UUID,
