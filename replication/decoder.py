@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import time
+from typing import Final
 
 from replication.errors import DecodeError
 from replication.lsn import LSN, lsn_from_uint64
@@ -74,20 +75,22 @@ __all__ = [
 ]
 
 # Microseconds between the Unix epoch and PostgreSQL's, for "now" in status updates.
-_PG_EPOCH_UNIX_US = 946_684_800 * 1_000_000
+_PG_EPOCH_UNIX_US: Final = 946_684_800 * 1_000_000
 
-_I16 = struct.Struct(">h")
-_U32 = struct.Struct(">I")
-_I32 = struct.Struct(">i")
-_U64 = struct.Struct(">Q")
-_XLOG_HEADER = struct.Struct(">QQq")  # wal_start, wal_end, server_time
-_KEEPALIVE = struct.Struct(">QqB")  # wal_end, server_time, reply_requested
-_STATUS = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client_time, reply
-_BEGIN = struct.Struct(">QqI")  # final (commit) lsn, commit time, xid
-_COMMIT = struct.Struct(">BQQq")  # flags, commit lsn, end lsn, commit time
-_STREAM_COMMIT = struct.Struct(">IBQQq")  # xid, then as Commit
-_STREAM_ABORT = struct.Struct(">II")  # xid, subxid
-_REL_COLUMN_TAIL = struct.Struct(">Ii")  # type oid, atttypmod
+_I16: Final = struct.Struct(">h")
+_new: Final = object.__new__
+_set: Final = object.__setattr__
+_U32: Final = struct.Struct(">I")
+_I32: Final = struct.Struct(">i")
+_U64: Final = struct.Struct(">Q")
+_XLOG_HEADER: Final = struct.Struct(">QQq")  # wal_start, wal_end, server_time
+_KEEPALIVE: Final = struct.Struct(">QqB")  # wal_end, server_time, reply_requested
+_STATUS: Final = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client_time, reply
+_BEGIN: Final = struct.Struct(">QqI")  # final (commit) lsn, commit time, xid
+_COMMIT: Final = struct.Struct(">BQQq")  # flags, commit lsn, end lsn, commit time
+_STREAM_COMMIT: Final = struct.Struct(">IBQQq")  # xid, then as Commit
+_STREAM_ABORT: Final = struct.Struct(">II")  # xid, subxid
+_REL_COLUMN_TAIL: Final = struct.Struct(">Ii")  # type oid, atttypmod
 
 _TAG_NAMES = {
     0x42: "Begin",
@@ -249,27 +252,32 @@ class _Reader:
 
 
 def _tuple_data(buf: bytes, pos: int, kind: str) -> tuple[TupleData, int]:
-    """Decode TupleData at ``pos``; the hot path of every Insert, so kept inline."""
+    """Decode TupleData at ``pos``; the hot path of every Insert, so kept inline.
+
+    Big-endian integers are read byte by byte and kinds compared one by one: compiled
+    (mypyc), that is plain C arithmetic, where ``struct`` and set literals are calls.
+    """
     end = len(buf)
     if pos + 2 > end:
         raise _short(kind, pos, "Int16 number of columns", 2, end - pos)
-    ncols: int = _I16.unpack_from(buf, pos)[0]
-    if ncols < 0:
-        raise DecodeError(f"negative column count {ncols}", kind=kind, offset=pos)
+    ncols = (buf[pos] << 8) | buf[pos + 1]
+    if ncols >= 0x8000:
+        raise DecodeError(f"negative column count {ncols - 0x10000}", kind=kind, offset=pos)
     pos += 2
     kinds = bytearray(ncols)
     values: list[bytes | None] = [None] * ncols
-    unpack_i32 = _I32.unpack_from
     for i in range(ncols):
         if pos >= end:
             raise _short(kind, pos, f"kind byte of column {i}", 1, 0)
         k = buf[pos]
         kinds[i] = k
         pos += 1
-        if k in {0x74, 0x62}:  # 't' text, 'b' binary: Int32 length + bytes
+        if k == 0x74 or k == 0x62:  # noqa: PLR1714 - 't' text, 'b' binary: Int32 length + bytes
             if pos + 4 > end:
                 raise _short(kind, pos, f"Int32 length of column {i}", 4, end - pos)
-            length: int = unpack_i32(buf, pos)[0]
+            length = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+            if length >= 0x80000000:
+                length -= 0x100000000
             pos += 4
             if length < 0 or pos + length > end:
                 raise DecodeError(
@@ -280,14 +288,17 @@ def _tuple_data(buf: bytes, pos: int, kind: str) -> tuple[TupleData, int]:
                 )
             values[i] = buf[pos : pos + length]
             pos += length
-        elif k not in {0x6E, 0x75}:  # 'n' null, 'u' unchanged toast: no value
+        elif k != 0x6E and k != 0x75:  # noqa: PLR1714 - not null (n), not unchanged toast (u)
             raise DecodeError(
                 f"unknown column kind {chr(k)!r} for column {i}",
                 kind=kind,
                 offset=pos - 1,
                 expected="'n', 'u', 't' or 'b'",
             )
-    return TupleData(kinds.decode("ascii"), tuple(values)), pos
+    tup: TupleData = _new(TupleData)  # TupleData(kinds, values) without the dataclass __init__
+    _set(tup, "kinds", kinds.decode("ascii"))
+    _set(tup, "values", tuple(values))
+    return tup, pos
 
 
 def _insert(buf: bytes, in_stream: bool) -> Insert:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from datetime import timedelta
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from replication.decoder import _tuple_data, decode_pgoutput
 from replication.errors import DecodeError
@@ -27,18 +27,16 @@ from replication.lsn import LSN, Position, position_unchecked
 from replication.messages import PG_EPOCH, TupleData
 from replication.tracker import FlushTracker
 
-PAYLOAD = 25  # where the pgoutput message starts in an XLogData ('w') frame
-BEGIN = 0x42  # 'B'
-COMMIT = 0x43  # 'C'
-INSERT = 0x49  # 'I'
+PAYLOAD: Final = 25  # where the pgoutput message starts in an XLogData ('w') frame
+BEGIN: Final = 0x42  # 'B'
+COMMIT: Final = 0x43  # 'C'
+INSERT: Final = 0x49  # 'I'
 
-_XLOG = 0x77  # 'w'
-_WAL_END = struct.Struct(">Q")  # after 'w' and wal_start
-_BEGIN = struct.Struct(">QqI")  # final (commit) lsn, commit time, xid
-_COMMIT = struct.Struct(">BQQq")  # flags, commit lsn, end lsn, commit time
-_U32 = struct.Struct(">I")
-_BEGIN_FRAME = PAYLOAD + 1 + _BEGIN.size
-_COMMIT_FRAME = PAYLOAD + 1 + _COMMIT.size
+_XLOG: Final = 0x77  # 'w'
+_BEGIN: Final = struct.Struct(">QqI")  # final (commit) lsn, commit time, xid
+_COMMIT: Final = struct.Struct(">BQQq")  # flags, commit lsn, end lsn, commit time
+_BEGIN_FRAME: Final = PAYLOAD + 1 + _BEGIN.size
+_COMMIT_FRAME: Final = PAYLOAD + 1 + _COMMIT.size
 
 
 def payload_tag(frame: bytes) -> int:
@@ -48,10 +46,28 @@ def payload_tag(frame: bytes) -> int:
     return 0
 
 
+def _u32(buf: bytes, pos: int) -> int:
+    """The big-endian unsigned 32-bit integer at ``pos`` (bounds checked by the caller).
+
+    Byte by byte: compiled, these helpers are C arithmetic where ``struct`` is a call.
+    """
+    return (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+
+
+def _u64(buf: bytes, pos: int) -> int:
+    """The big-endian unsigned 64-bit integer at ``pos``."""
+    return (_u32(buf, pos) << 32) | _u32(buf, pos + 4)
+
+
+def _i64(buf: bytes, pos: int) -> int:
+    """The big-endian signed 64-bit integer at ``pos``."""
+    value = _u64(buf, pos)
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
 def wal_end(frame: bytes) -> int:
     """The server's WAL end an XLogData frame reports (``payload_tag(frame) != 0``)."""
-    value: int = _WAL_END.unpack_from(frame, 9)[0]
-    return value
+    return _u64(frame, 9)
 
 
 def _reject(frame: bytes) -> NoReturn:
@@ -63,16 +79,19 @@ def begin(frame: bytes) -> tuple[int, int, int]:
     """``(final_lsn, commit_time_us, xid)`` of a Begin frame."""
     if len(frame) != _BEGIN_FRAME:
         _reject(frame)
-    fields: tuple[int, int, int] = _BEGIN.unpack_from(frame, PAYLOAD + 1)
-    return fields
+    return _u64(frame, PAYLOAD + 1), _i64(frame, PAYLOAD + 9), _u32(frame, PAYLOAD + 17)
 
 
 def commit(frame: bytes) -> tuple[int, int, int, int]:
     """``(flags, commit_lsn, end_lsn, commit_time_us)`` of a Commit frame."""
     if len(frame) != _COMMIT_FRAME:
         _reject(frame)
-    fields: tuple[int, int, int, int] = _COMMIT.unpack_from(frame, PAYLOAD + 1)
-    return fields
+    return (
+        frame[PAYLOAD + 1],
+        _u64(frame, PAYLOAD + 2),
+        _u64(frame, PAYLOAD + 10),
+        _i64(frame, PAYLOAD + 18),
+    )
 
 
 def insert(frame: bytes) -> tuple[int, TupleData]:
@@ -83,8 +102,7 @@ def insert(frame: bytes) -> tuple[int, TupleData]:
         except DecodeError:
             end = -1
         if end == len(frame):
-            relation_id: int = _U32.unpack_from(frame, PAYLOAD + 1)[0]
-            return relation_id, tup
+            return _u32(frame, PAYLOAD + 1), tup
     _reject(frame)
 
 
@@ -124,9 +142,9 @@ Headers = list[tuple[str, bytes]]
 Encode = Callable[[int, TupleData], tuple[bytes, bytes]]
 Add = Callable[[Position, bytes, bytes, Headers], None]
 
-_NO_HEADER = ("", b"")
-_new = object.__new__
-_set = object.__setattr__
+_NO_HEADER: Final = ("", b"")
+_new: Final = object.__new__
+_set: Final = object.__setattr__
 
 
 class FrameLoop:

@@ -13,10 +13,11 @@ tests/unit/test_partitioner.py checks the result against aiokafka's implementati
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-_M = 0x5BD1E995
-_SEED = 0x9747B28C
-_MASK = 0xFFFFFFFF
+_M: Final = 0x5BD1E995
+_SEED: Final = 0x9747B28C
+_MASK: Final = 0xFFFFFFFF
 
 _WORDS: dict[int, struct.Struct] = {}
 

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 from uuid import UUID
 
 import orjson
@@ -26,17 +26,17 @@ from replication.messages import PG_EPOCH, Insert, Relation, TupleData
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 PgValue: TypeAlias = bool | int | str | UUID | datetime | JSONValue | None
 
-OID_BOOL = 16
-OID_INT8 = 20
-OID_INT4 = 23
-OID_TEXT = 25
-OID_JSON = 114
-OID_VARCHAR = 1043
-OID_TIMESTAMPTZ = 1184
-OID_UUID = 2950
-OID_JSONB = 3802
+OID_BOOL: Final = 16
+OID_INT8: Final = 20
+OID_INT4: Final = 23
+OID_TEXT: Final = 25
+OID_JSON: Final = 114
+OID_VARCHAR: Final = 1043
+OID_TIMESTAMPTZ: Final = 1184
+OID_UUID: Final = 2950
+OID_JSONB: Final = 3802
 
-_ROW_KIND = "domain_events row"
+_ROW_KIND: Final = "domain_events row"
 
 
 def parse_timestamptz(text: str) -> datetime:
@@ -114,11 +114,11 @@ def convert_text_value(type_oid: int, raw: bytes) -> PgValue:
 
 # -- binary send formats (pgoutput ``binary 'true'``) -------------------------------------
 
-_I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
+_I32: Final = struct.Struct(">i")
+_I64: Final = struct.Struct(">q")
 # timestamp_send's +-infinity (DT_NOBEGIN, DT_NOEND).
-_TS_NOBEGIN = -(1 << 63)
-_TS_NOEND = (1 << 63) - 1
+_TS_NOBEGIN: Final = -(1 << 63)
+_TS_NOEND: Final = (1 << 63) - 1
 
 
 def binary_int4(raw: bytes) -> int:

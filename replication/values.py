@@ -40,7 +40,7 @@ import re
 import struct
 from binascii import hexlify
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 from uuid import UUID
 
 import orjson
@@ -64,15 +64,17 @@ from replication.rows import (
     parse_timestamptz,
 )
 
-_ROW_KIND = "domain_events row"
+_ROW_KIND: Final = "domain_events row"
 
 # The longest JSON text orjson is certain to read: a number past a double's range
 # needs 309 digits, nesting deeper than 1024 levels needs 1025 brackets.
-_JSON_TRUSTED_LENGTH = 308
+_JSON_TRUSTED_LENGTH: Final = 308
 
-_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID: Final = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # PostgreSQL's ISO DateStyle output of a timestamptz with a whole-minute offset.
-_TIMESTAMPTZ = re.compile(rb"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d{1,6})?([+-]\d\d)(:\d\d)?")
+_TIMESTAMPTZ: Final = re.compile(
+    rb"(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d{1,6})?([+-]\d\d)(:\d\d)?"
+)
 
 
 def uuid_json(raw: bytes) -> bytes:
@@ -124,8 +126,8 @@ def timestamptz_json(raw: bytes) -> bytes:
     )
 
 
-_I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
+_I32: Final = struct.Struct(">i")
+_I64: Final = struct.Struct(">q")
 
 
 def binary_uuid_json(raw: bytes) -> bytes:
