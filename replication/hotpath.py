@@ -23,7 +23,7 @@ from typing import Final, NoReturn
 
 from replication.decoder import _tuple_data, decode_pgoutput
 from replication.errors import DecodeError
-from replication.lsn import LSN, Position, position_unchecked
+from replication.lsn import LSN, Position
 from replication.messages import PG_EPOCH, TupleData
 from replication.tracker import FlushTracker
 
@@ -143,6 +143,9 @@ Encode = Callable[[int, TupleData], tuple[bytes, bytes]]
 Add = Callable[[Position, bytes, bytes, Headers], None]
 
 _NO_HEADER: Final = ("", b"")
+# The ``idx`` header of the first events of a transaction, built once (most transactions
+# hold a few events).
+_IDX_HEADERS: Final = tuple(("idx", b"%d" % i) for i in range(256))
 _new: Final = object.__new__
 _set: Final = object.__setattr__
 
@@ -198,11 +201,19 @@ class FrameLoop:
                     return i
                 idx = self.idx
                 self.in_flight += 1
+                pos: Position = _new(Position)  # position_unchecked, inlined
+                _set(pos, "commit_lsn", self.commit_lsn)
+                _set(pos, "idx", idx)
                 add(
-                    position_unchecked(self.commit_lsn, idx),
+                    pos,
                     key,
                     value,
-                    [self._commit_lsn_h, ("idx", b"%d" % idx), self._xid_h, self._commit_ts_h],
+                    [
+                        self._commit_lsn_h,
+                        _IDX_HEADERS[idx] if idx < 256 else ("idx", b"%d" % idx),
+                        self._xid_h,
+                        self._commit_ts_h,
+                    ],
                 )
                 self.events += 1
                 self.idx = idx + 1
