@@ -162,6 +162,15 @@ def write_backlog(dsn: str, events: int, sessions: int, rows: int) -> tuple[LSN,
     return inside_last, end, time.perf_counter() - started
 
 
+def settle(dsn: str) -> None:
+    """Do now what PostgreSQL would otherwise do during the drains: autovacuum of the new
+    rows and the checkpoint their WAL calls for (both are CPU and I/O the drains would
+    share at unpredictable moments, differently for each consumer)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) domain_events")
+        conn.execute("CHECKPOINT")
+
+
 class _parallel:
     """A tiny thread pool whose exit waits for every job and re-raises the first error."""
 
@@ -532,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dsn, events, args.fill_sessions, args.rows_per_transaction
         )
         print(f"backlog written in {fill_seconds:.1f}s, ends at lsn={end}", flush=True)
+        settle(dsn)
 
         profile_to = RESULTS / f"reader-profile-{run_id}.txt" if args.profile else None
         load_start = os.getloadavg()[0]

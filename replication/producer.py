@@ -79,9 +79,12 @@ class EventProducer:
     dead-letter topic) go through ``send``, one by one.
     """
 
-    def __init__(self, bootstrap: str, topic: str, on_acks: AcksCallback) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, on_acks: AcksCallback, *, linger: float = 0.0
+    ) -> None:
         self.topic = topic
         self._on_acks = on_acks
+        self._linger = linger
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             enable_idempotence=True,  # retries never duplicate or reorder within a partition
@@ -103,6 +106,7 @@ class EventProducer:
             partitions,
             self._on_acks,
             max_message_bytes=MAX_MESSAGE_BYTES,
+            linger=self._linger,
         )
         self._batcher.start()
 
@@ -116,6 +120,11 @@ class EventProducer:
         if self._batcher is not None:
             await self._batcher.flush()
         await self._producer.flush()
+
+    def release(self) -> None:
+        """Hand over the batches held back by ``linger`` (the caller has caught up)."""
+        if self._batcher is not None:
+            self._batcher.release()
 
     def add(self, position: Position, key: bytes, value: bytes, headers: Headers) -> None:
         """Queue one event for the main topic (its partition's open record batch)."""

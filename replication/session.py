@@ -61,6 +61,9 @@ class ReaderConfig:
     initial_snapshot: bool = True
     status_interval: float = 1.0
     max_in_flight: int = 50_000
+    # While the reader is behind (its socket never empty), Kafka batches are held back up
+    # to this long or until they fill (replication.batcher): fewer, larger batches.
+    batch_linger: float = 0.05
     retry_min: float = 0.5
     retry_max: float = 15.0
     # pgoutput's binary mode (PostgreSQL 14+): columns in their types' send formats, which
@@ -132,7 +135,9 @@ class Session:
         self.encoder = ValueEncoder(self.relations)
         self.failure: BaseException | None = None
         self.drained = asyncio.Event()
-        self.producer = EventProducer(self.cfg.kafka_bootstrap, self.cfg.topic, self._on_acks)
+        self.producer = EventProducer(
+            self.cfg.kafka_bootstrap, self.cfg.topic, self._on_acks, linger=self.cfg.batch_linger
+        )
         # Begin/Insert/Commit frames -> tracker and producer; holds the in-flight count
         # and the highest wal_end received.
         self.loop = FrameLoop(
@@ -194,6 +199,7 @@ class Session:
     async def _room(self) -> None:
         """Backpressure: wait while ``max_in_flight`` events are unacknowledged."""
         while self.in_flight >= self.cfg.max_in_flight:
+            self.producer.release()  # the acks waited for must not wait for more events
             self.drained.clear()
             await self.drained.wait()
 
@@ -257,7 +263,8 @@ class Session:
         await self.producer.start()
         self.loop.add = self.producer.direct_add  # one Python call less per event
         try:
-            wire = ReplicationWire(conn)
+            # Caught up with the server (nothing to read): send what is held back.
+            wire = ReplicationWire(conn, on_idle=self.producer.release)
             if not self.state.exists:
                 await self._create_slot(wire)
             command, binary = start_replication_command(cfg, conn.info.server_version)

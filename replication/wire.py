@@ -10,6 +10,7 @@ between protocol generators and ``waiting.py``; no private psycopg module is imp
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import psycopg
 from psycopg import pq
@@ -66,10 +67,15 @@ def _error(pgconn: pq.abc.PGconn, result: pq.abc.PGresult | None = None) -> Serv
 class ReplicationWire:
     """Simple queries and the COPY_BOTH stream of one replication connection."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[object]) -> None:
+    def __init__(
+        self, conn: psycopg.AsyncConnection[object], *, on_idle: Callable[[], None] | None = None
+    ) -> None:
+        """``on_idle`` is called whenever :meth:`read_batch` has read everything the server
+        sent so far and is about to wait for more."""
         self.conn = conn
         self.pgconn = conn.pgconn
         self.pgconn.nonblocking = 1
+        self.on_idle = on_idle
         self._pending_error: StreamClosed | None = None
 
     async def _flush(self) -> None:
@@ -143,7 +149,9 @@ class ReplicationWire:
 
         One call per socket read instead of one per frame: a backlog arrives many frames
         per read. An end of stream or error after some frames is raised on the next call,
-        so the frames before it are handled first.
+        so the frames before it are handled first. Before waiting, the socket is read once
+        more (it may hold the next frames already); only if that finds nothing is the
+        reader idle: ``on_idle`` is called, then the wait begins.
         """
         if self._pending_error is not None:
             error, self._pending_error = self._pending_error, None
@@ -151,13 +159,26 @@ class ReplicationWire:
         pgconn = self.pgconn
         get = pgconn.get_copy_data
         frames: list[bytes] = []
+        polled = False
         while len(frames) < limit:
             nbytes, data = get(1)
             if nbytes > 0:
                 frames.append(bytes(data))
                 continue
             if nbytes == 0:
-                if frames or not await _wait(pgconn.socket, timeout=timeout):
+                if frames:
+                    break
+                if not polled:
+                    polled = True
+                    # Let the other tasks run (Kafka's acks, batch hand-overs): reading
+                    # from the socket directly would otherwise never yield under load.
+                    await asyncio.sleep(0)
+                    pgconn.consume_input()
+                    continue
+                polled = False
+                if self.on_idle is not None:
+                    self.on_idle()
+                if not await _wait(pgconn.socket, timeout=timeout):
                     break
                 pgconn.consume_input()
                 continue

@@ -189,6 +189,22 @@ async def test_idle_publication_does_not_pin_wal(fresh_db: str, kafka_bootstrap:
             await _wait_for(lambda: _confirmed(fresh_db, cfg.slot) > start, timeout=90)
 
 
+async def test_a_reader_that_caught_up_sends_at_once_whatever_the_linger(
+    fresh_db: str, kafka_bootstrap: str
+) -> None:
+    """Batches are held back only while the reader is behind: with an hour of linger, an
+    event committed to an idle reader still reaches Kafka (the empty socket releases it)."""
+    cfg = _config(fresh_db, kafka_bootstrap, initial_snapshot=False, batch_linger=3600.0)
+    reader = Reader(cfg)
+    async with running(reader):
+        await _wait_for(lambda: reader.stats.active)
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(EMIT, (uuid.uuid4(), '{"n": 1}'))
+        records = await read_topic(kafka_bootstrap, cfg.topic, 1, timeout=30)
+        assert len(records) == 1
+        await _wait_for(lambda: reader.stats.events_acked == 1, timeout=30)
+
+
 async def test_initial_snapshot_sends_existing_rows_before_the_stream(
     fresh_db: str, kafka_bootstrap: str
 ) -> None:

@@ -235,3 +235,119 @@ async def test_flush_with_little_or_nothing_buffered_returns(events: int) -> Non
     await asyncio.wait_for(flushing, 5)
     assert len(acks.acked()) == events
     await batcher.close()
+
+
+# -- linger: held back while the caller has more to add -----------------------------------
+
+
+def _lingering(
+    producer: FakeProducer, acks: Acks, *, linger: float = 60.0, records: int = 1000
+) -> PartitionBatcher:
+    batcher = PartitionBatcher(
+        producer,
+        "events",
+        PARTITIONS,
+        acks,
+        max_message_bytes=1 << 20,
+        linger=linger,
+        linger_records=records,
+    )
+    batcher.start()
+    return batcher
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_with_linger_an_open_batch_waits_until_released() -> None:
+    producer, acks = FakeProducer(capacity=1000), Acks()
+    batcher = _lingering(producer, acks)
+    for i in range(5):
+        batcher.add(pos(i), KEYS[0], b"v", [])
+    await _settle()
+    assert producer.sent == []  # the caller may still add: held back
+    batcher.release()
+    await _settle()
+    assert [len(b.records) for _, b, _ in producer.sent] == [5]
+    producer.ack_all()
+    await asyncio.wait_for(batcher.flush(), 5)
+    assert sorted(acks.acked()) == [pos(i) for i in range(5)]
+    await batcher.close()
+
+
+async def test_release_lasts_until_the_next_add() -> None:
+    producer, acks = FakeProducer(capacity=1000), Acks()
+    batcher = _lingering(producer, acks)
+    batcher.add(pos(0), KEYS[0], b"v", [])
+    batcher.release()
+    await _settle()
+    assert len(producer.sent) == 1
+    batcher.add(pos(1), KEYS[0], b"v", [])  # behind again: held while the first is answered
+    producer.ack_all()
+    await _settle()
+    assert len(producer.sent) == 1
+    batcher.release()
+    await _settle()
+    assert [len(b.records) for _, b, _ in producer.sent] == [1, 1]
+    producer.ack_all()
+    await asyncio.wait_for(batcher.flush(), 5)
+    await batcher.close()
+
+
+async def test_with_linger_a_batch_goes_when_it_holds_enough_events() -> None:
+    producer, acks = FakeProducer(capacity=1000), Acks()
+    batcher = _lingering(producer, acks, records=10)
+    for i in range(9):
+        batcher.add(pos(i), KEYS[0], b"v", [])
+    await _settle()
+    assert producer.sent == []
+    batcher.add(pos(9), KEYS[0], b"v", [])
+    await _settle()
+    assert [len(b.records) for _, b, _ in producer.sent] == [10]
+    producer.ack_all()
+    await asyncio.wait_for(batcher.flush(), 5)
+    await batcher.close()
+
+
+async def test_with_linger_a_full_batch_goes_at_once() -> None:
+    producer, acks = FakeProducer(capacity=3), Acks()
+    batcher = _lingering(producer, acks)
+    for i in range(4):
+        batcher.add(pos(i), KEYS[0], b"v", [])
+    await _settle()
+    assert [len(b.records) for _, b, _ in producer.sent] == [3]  # the 4th is held
+    flushing = asyncio.create_task(batcher.flush())
+    while not flushing.done():
+        producer.ack_all()
+        await asyncio.sleep(0)
+    assert [len(b.records) for _, b, _ in producer.sent] == [3, 1]
+    assert sorted(acks.acked()) == [pos(i) for i in range(4)]
+    await batcher.close()
+
+
+async def test_with_linger_a_batch_goes_when_it_is_old_enough() -> None:
+    producer, acks = FakeProducer(capacity=1000), Acks()
+    batcher = _lingering(producer, acks, linger=0.05)
+    batcher.add(pos(0), KEYS[0], b"v", [])
+    await _settle()
+    assert producer.sent == []
+    await asyncio.sleep(0.1)
+    assert [len(b.records) for _, b, _ in producer.sent] == [1]
+    producer.ack_all()
+    await asyncio.wait_for(batcher.flush(), 5)
+    await batcher.close()
+
+
+async def test_flush_hands_over_what_linger_holds() -> None:
+    producer, acks = FakeProducer(capacity=1000), Acks()
+    batcher = _lingering(producer, acks)
+    batcher.add(pos(0), KEYS[0], b"v", [])
+    flushing = asyncio.create_task(batcher.flush())
+    while not producer.sent:
+        await asyncio.sleep(0)
+    producer.ack_all()
+    await asyncio.wait_for(flushing, 5)
+    assert acks.acked() == [pos(0)]
+    await batcher.close()
