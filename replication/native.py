@@ -7,7 +7,8 @@ in preference to the ``.py`` beside it, so one built from an older source would 
 code silently: :func:`check` (called when :mod:`replication` is imported, before any of
 them) then warns and makes all of them load from their sources (the compiled modules
 call each other directly, so it is all or none). Without the build, every module is
-plain Python and works the same.
+plain Python and works the same. ``PIPELINE_NATIVE=0`` in the environment sets the
+build aside on purpose (to compare, e.g. ``bench/bench_hotpath.py``, or to rule it out).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -88,10 +90,18 @@ def stale() -> list[str]:
     ]
 
 
+# Set to "0": run the sources even where an up-to-date build exists.
+ENV = "PIPELINE_NATIVE"
+
+
 def check(package: str = "replication") -> bool:
-    """Use the sources if a compiled module would run outdated code; True if so."""
+    """Use the sources if a compiled module would run outdated code, or when
+    ``PIPELINE_NATIVE=0``; True if so."""
     if not any(extensions(module) for module in COMPILED):
         return False
+    if os.environ.get(ENV) == "0":
+        _use_sources(package)
+        return True
     outdated = stale()
     if not outdated:
         return False
@@ -102,6 +112,10 @@ def check(package: str = "replication") -> bool:
         StaleNativeModules,
         stacklevel=2,
     )
+    _use_sources(package)
+    return True
+
+
+def _use_sources(package: str) -> None:
     if not any(isinstance(f, _FromSource) for f in sys.meta_path):
         sys.meta_path.insert(0, _FromSource(package, PACKAGE, COMPILED))
-    return True

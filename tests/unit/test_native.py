@@ -71,6 +71,27 @@ def test_stale_compiled_modules_give_way_to_their_sources(
     sys.modules.pop("stalepkg", None)
 
 
+def test_pipeline_native_0_runs_the_sources() -> None:
+    code = (
+        "import replication.hotpath, replication.values; "
+        "print(replication.hotpath.__file__); print(replication.values.__file__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, native.ENV: "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    files = proc.stdout.split()
+    assert files == [
+        str(ROOT / "replication" / "hotpath.py"),
+        str(ROOT / "replication" / "values.py"),
+    ]
+
+
 def test_pure_python_modules_pass_the_same_tests(tmp_path: Path) -> None:
     """Without the build the reader runs the .py files: their tests, on a copy without
     the extension modules (only needed when the compiled ones are what this run imports)."""
