@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,21 +86,27 @@ class Temporal(SpawnedService):
     def healthy(self) -> bool:
         if self.pid() is None or not port_open(self.layout.host, self.port):
             return False
-        return asyncio.run(self._client_ok())
-
-    async def _client_ok(self) -> bool:
-        from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-        from temporalio.client import Client
-        from temporalio.service import RPCError
-
+        # The dev server registers the default namespace shortly after it listens. Asked
+        # through the CLI, not temporalio's client: a client made and dropped in this
+        # process leaves its Rust runtime's threads behind, and one of them calling into
+        # Python while the interpreter exits aborted `pipeline dev up` (2 of 9 times here:
+        # "PyGILState_Release: thread state ... must be current", exit 134).
         try:
-            client = await asyncio.wait_for(
-                Client.connect(self.layout.temporal_address, namespace="default"), timeout=5
+            proc = subprocess.run(
+                [
+                    str(find_temporal_cli()),
+                    "operator",
+                    "namespace",
+                    "describe",
+                    "--namespace",
+                    "default",
+                    "--address",
+                    self.layout.temporal_address,
+                ],
+                capture_output=True,
+                timeout=10,
+                check=False,
             )
-            # The dev server registers the default namespace shortly after it listens.
-            await client.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace="default")
-            )
-            return True
-        except (RPCError, RuntimeError, OSError, TimeoutError):
+        except (OSError, subprocess.TimeoutExpired):
             return False
+        return proc.returncode == 0
