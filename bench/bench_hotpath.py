@@ -213,14 +213,9 @@ Compiled / sources: **{result["speedup"]:.2f}x** faster. The whole drain (readin
 socket, aiokafka's requests, the event loop) costs the reader about twice this per
 event; see the drain section above.
 """
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
-    DOC.write_text(text.rstrip("\n") + "\n")
+    from bench.report import write_section
+
+    write_section(DOC, SECTION, section)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

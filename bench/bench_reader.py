@@ -66,6 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(REPO))
 
+from bench.report import write_section  # noqa: E402
 from pipeline.dev.layout import KAFKA_VERSION, DevLayout, load_layout  # noqa: E402
 from pipeline.dev.postgres import find_bindir  # noqa: E402
 from pipeline.migrate import migrate  # noqa: E402
@@ -532,18 +533,7 @@ Where the reader's time goes (py-spy, `--profile`, inclusive share of samples):
 | --- | ---: |
 {lines}
 """
-    text = (
-        DOC.read_text()
-        if DOC.exists()
-        else "# Benchmarks\n\nMeasured figures, each section written by the benchmark it names.\n"
-    )
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
-    DOC.write_text(text.rstrip("\n") + "\n")
+    write_section(DOC, SECTION, section)
 
 
 async def delete_topic(bootstrap: str, topic: str) -> None:

@@ -28,6 +28,20 @@ def splice(text: str, body: str) -> str:
     return base.rstrip("\n") + f"\n\n{HEADING}\n\n{block}\n"
 
 
+def write_section(doc: Path, heading: str, section: str) -> None:
+    """Replace the section that starts at ``heading`` (up to the next ``## ``) with
+    ``section``, or add it at the end: how the reader benchmarks write their part."""
+    text = doc.read_text() if doc.exists() else DOC_TITLE
+    start = text.find(heading)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text.rstrip("\n") + "\n")
+
+
 def write(doc: Path, body: str) -> None:
     """Read the file right before writing, then replace only this section."""
     text = doc.read_text() if doc.exists() else ""
