@@ -28,6 +28,7 @@ from replication.rows import RelationCache
 from replication.tracker import FlushTracker
 from replication.values import ValueEncoder
 from tests.unit import pgoutput_builder as b
+from tests.unit.pgoutput_fixtures import messages
 
 
 def w(payload: bytes, wal_end: int = 0x16B374D848) -> bytes:
@@ -181,14 +182,8 @@ def test_frame_loop_sends_what_the_decoder_reads(name: str) -> None:
     cache = RelationCache()
     encoder = ValueEncoder(cache)
     commit_lsn, xid, idx, commit_ts = LSN.ZERO, 0, 0, b""
-    for raw in frames:
-        frame = parse_copy_data(raw)
-        if not isinstance(frame, XLogData):
-            continue
-        msg = decode_pgoutput(frame.payload)
-        if isinstance(msg, Relation):
-            cache.add(msg)
-        elif isinstance(msg, Begin):
+    for msg in messages(frames, cache):
+        if isinstance(msg, Begin):
             commit_lsn, xid, idx = msg.final_lsn, msg.xid, 0
             commit_ts = pg_time_to_datetime(msg.commit_time_us).isoformat().encode()
         elif isinstance(msg, Insert):

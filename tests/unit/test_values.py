@@ -16,29 +16,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replication.decoder import Insert, Relation, decode_pgoutput, parse_copy_data
+from replication.decoder import Insert, Relation, decode_pgoutput
 from replication.errors import DecodeError
-from replication.messages import XLogData
 from replication.rows import RelationCache
 from replication.values import ValueEncoder, int_json, jsonb_json, timestamptz_json, uuid_json
 from tests.unit import pgoutput_builder as b
+from tests.unit.pgoutput_fixtures import (
+    RELID,
+    domain_event_inserts,
+    domain_events_cache,
+    domain_events_insert,
+)
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
-RELID = 16384
-
-
-def _cache(columns: list[tuple[int, str, int, int]] = COLS) -> RelationCache:
-    msg = decode_pgoutput(b.relation(RELID, "public", "domain_events", columns))
-    assert isinstance(msg, Relation)
-    cache = RelationCache()
-    cache.add(msg)
-    return cache
-
-
-def _insert(tup: bytes) -> Insert:
-    msg = decode_pgoutput(b.insert(RELID, tup))
-    assert isinstance(msg, Insert)
-    return msg
+_cache = domain_events_cache
+_insert = domain_events_insert
 
 
 def both(cache: RelationCache, msg: Insert) -> tuple[tuple[bytes, bytes] | str, bytes | str]:
@@ -293,16 +285,9 @@ def test_golden_captures_match(name: str) -> None:
     """Real PostgreSQL 15 output (jsonb text, offsets, unicode) through both paths."""
     cache = RelationCache()
     seen = 0
-    for raw in b.read_frames(name):
-        frame = parse_copy_data(raw)
-        if not isinstance(frame, XLogData):
-            continue
-        msg = decode_pgoutput(frame.payload)
-        if isinstance(msg, Relation):
-            cache.add(msg)
-        elif isinstance(msg, Insert) and cache.get(msg.relation_id).name == "domain_events":
-            assert_same(cache, msg)
-            seen += 1
+    for msg in domain_event_inserts(name, cache):
+        assert_same(cache, msg)
+        seen += 1
     assert seen > 0
 
 

@@ -20,31 +20,24 @@ import pytest
 from hypothesis import given, settings
 
 from replication import rows, values
-from replication.decoder import Insert, Relation, decode_pgoutput, parse_copy_data
+from replication.decoder import Insert, decode_pgoutput, parse_copy_data
 from replication.errors import DecodeError
 from replication.messages import PG_EPOCH, XLogData
 from replication.rows import RelationCache, column_text, convert_binary_value
 from replication.session import ReaderConfig, start_replication_command
 from replication.values import ValueEncoder, binary_uuid_json
 from tests.unit import pgoutput_builder as b
+from tests.unit.pgoutput_fixtures import (
+    RELID,
+    domain_event_inserts,
+    domain_events_cache,
+    domain_events_insert,
+)
 from tests.unit.test_values import pg_jsonb, pg_timestamptz, row_columns
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
-RELID = 16384
-
-
-def _cache(columns: list[tuple[int, str, int, int]] = COLS) -> RelationCache:
-    msg = decode_pgoutput(b.relation(RELID, "public", "domain_events", columns))
-    assert isinstance(msg, Relation)
-    cache = RelationCache()
-    cache.add(msg)
-    return cache
-
-
-def _insert(tup: bytes) -> Insert:
-    msg = decode_pgoutput(b.insert(RELID, tup))
-    assert isinstance(msg, Insert)
-    return msg
+_cache = domain_events_cache
+_insert = domain_events_insert
 
 
 def pg_text_timestamptz(moment: datetime) -> str:
@@ -311,18 +304,11 @@ def _golden_values(name: str) -> list[tuple[bytes, dict[str, object]]]:
     cache = RelationCache()
     encoder = ValueEncoder(cache)
     out = []
-    for raw in b.read_frames(name):
-        frame = parse_copy_data(raw)
-        if not isinstance(frame, XLogData):
-            continue
-        msg = decode_pgoutput(frame.payload)
-        if isinstance(msg, Relation):
-            cache.add(msg)
-        elif isinstance(msg, Insert) and cache.get(msg.relation_id).name == "domain_events":
-            key, value = encoder.encode(msg.relation_id, msg.new)
-            slow = orjson.loads(cache.domain_event(msg).to_json_bytes())
-            assert orjson.loads(value) == slow
-            out.append((key, orjson.loads(value)))
+    for msg in domain_event_inserts(name, cache):
+        key, value = encoder.encode(msg.relation_id, msg.new)
+        slow = orjson.loads(cache.domain_event(msg).to_json_bytes())
+        assert orjson.loads(value) == slow
+        out.append((key, orjson.loads(value)))
     return out
 
 
