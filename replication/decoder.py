@@ -1,4 +1,5 @@
-"""Pure decoder for the walsender's CopyData frames and pgoutput messages (v1, v2).
+"""Pure decoder for pgoutput messages (v1, v2); the walsender's CopyData frames around
+them are :mod:`replication.frames` (re-exported here).
 
 Modelled on jackc/pglogrepl: flat functions from bytes to the frozen values of
 :mod:`replication.messages`, no I/O. Layouts follow PostgreSQL's "Streaming
@@ -14,11 +15,13 @@ what was expected there, never ``IndexError`` or ``struct.error``.
 from __future__ import annotations
 
 import struct
-import time
 from typing import Final
 
 from replication.errors import DecodeError
-from replication.lsn import LSN, lsn_from_uint64
+from replication.frames import as_bytes as _as_bytes
+from replication.frames import encode_standby_status, parse_copy_data, parse_standby_status
+from replication.frames import truncated as _short
+from replication.lsn import LSN
 from replication.messages import (
     PG_EPOCH,
     Begin,
@@ -74,18 +77,12 @@ __all__ = [
     "pg_time_to_datetime",
 ]
 
-# Microseconds between the Unix epoch and PostgreSQL's, for "now" in status updates.
-_PG_EPOCH_UNIX_US: Final = 946_684_800 * 1_000_000
-
 _I16: Final = struct.Struct(">h")
 _new: Final = object.__new__
 _set: Final = object.__setattr__
 _U32: Final = struct.Struct(">I")
 _I32: Final = struct.Struct(">i")
 _U64: Final = struct.Struct(">Q")
-_XLOG_HEADER: Final = struct.Struct(">QQq")  # wal_start, wal_end, server_time
-_KEEPALIVE: Final = struct.Struct(">QqB")  # wal_end, server_time, reply_requested
-_STATUS: Final = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client_time, reply
 _BEGIN: Final = struct.Struct(">QqI")  # final (commit) lsn, commit time, xid
 _COMMIT: Final = struct.Struct(">BQQq")  # flags, commit lsn, end lsn, commit time
 _STREAM_COMMIT: Final = struct.Struct(">IBQQq")  # xid, then as Commit
@@ -108,75 +105,6 @@ _TAG_NAMES = {
     0x63: "Stream Commit",
     0x41: "Stream Abort",
 }
-
-
-def _short(kind: str, offset: int, what: str, need: int, have: int) -> DecodeError:
-    return DecodeError(
-        f"truncated: need {need} byte(s), {max(have, 0)} left",
-        kind=kind,
-        offset=offset,
-        expected=what,
-    )
-
-
-def _as_bytes(buf: bytes | bytearray | memoryview) -> bytes:
-    # One copy for non-bytes input: slicing bytes is the cheapest way to cut values out.
-    return buf if type(buf) is bytes else bytes(buf)
-
-
-def parse_copy_data(buf: bytes | bytearray | memoryview) -> XLogData | PrimaryKeepalive:
-    """Decode one CopyData frame the walsender sends: XLogData ('w') or keepalive ('k')."""
-    data = _as_bytes(buf)
-    if not data:
-        raise DecodeError("empty frame", kind="CopyData", offset=0, expected="'w' or 'k'")
-    tag = data[0]
-    if tag == 0x77:  # 'w'
-        if len(data) < 25:
-            raise _short("XLogData", 1, "XLogData header", 24, len(data) - 1)
-        wal_start, wal_end, server_time = _XLOG_HEADER.unpack_from(data, 1)
-        return XLogData(
-            lsn_from_uint64(wal_start), lsn_from_uint64(wal_end), server_time, data[25:]
-        )
-    if tag == 0x6B:  # 'k'
-        if len(data) < 18:
-            raise _short("Keepalive", 1, "keepalive body", 17, len(data) - 1)
-        if len(data) > 18:
-            raise DecodeError(
-                f"{len(data) - 18} trailing byte(s)", kind="Keepalive", offset=18, expected="end"
-            )
-        wal_end, server_time, reply = _KEEPALIVE.unpack_from(data, 1)
-        return PrimaryKeepalive(LSN(wal_end), server_time, reply != 0)
-    raise DecodeError(
-        f"unknown frame tag {chr(tag)!r}", kind="CopyData", offset=0, expected="'w' or 'k'"
-    )
-
-
-def encode_standby_status(
-    write: LSN, flush: LSN, apply: LSN, now_us: int | None = None, reply: bool = False
-) -> bytes:
-    """Build the 'r' Standby Status Update the client sends in CopyData.
-
-    ``flush`` is what the server records as the slot's confirmed_flush_lsn: pass only
-    what :class:`~replication.tracker.FlushTracker` says is durable. ``now_us`` is
-    microseconds since 2000-01-01 UTC (defaults to the current time); ``reply`` asks
-    the server to answer with a keepalive at once.
-    """
-    if now_us is None:
-        now_us = time.time_ns() // 1000 - _PG_EPOCH_UNIX_US
-    return _STATUS.pack(b"r", write.value, flush.value, apply.value, now_us, 1 if reply else 0)
-
-
-def parse_standby_status(buf: bytes | bytearray | memoryview) -> StandbyStatusUpdate:
-    """Decode an 'r' Standby Status Update (the inverse of :func:`encode_standby_status`)."""
-    data = _as_bytes(buf)
-    if not data or data[0] != 0x72:
-        raise DecodeError("not a status update", kind="StandbyStatus", offset=0, expected="'r'")
-    if len(data) != _STATUS.size:
-        if len(data) < _STATUS.size:
-            raise _short("StandbyStatus", 1, "status body", _STATUS.size - 1, len(data) - 1)
-        raise DecodeError("trailing bytes", kind="StandbyStatus", offset=_STATUS.size)
-    _, write, flush, apply, now_us, reply = _STATUS.unpack(data)
-    return StandbyStatusUpdate(LSN(write), LSN(flush), LSN(apply), now_us, reply != 0)
 
 
 class _Reader:
