@@ -240,6 +240,7 @@ def create_app(
         consumer_group_instance_id=instance_id,  # static membership, KIP-345
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=MAX_MESSAGE_BYTES,  # dead letters as large as the topic takes
         autodiscover=False,
         loop=loop,
     )

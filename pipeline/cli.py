@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import psycopg
 import typer
 
-from pipeline import events
+from pipeline import deadletters, events
 from pipeline.config import Settings, database_url_from_env, load_settings, reader_config
 from pipeline.dev import services
 from pipeline.dev.errors import ServiceError
@@ -44,6 +44,7 @@ dev_app = typer.Typer(help="Local services without Docker: PostgreSQL, Kafka, Te
 emit_app = typer.Typer(help="Emit domain events (test emissions).")
 app.add_typer(dev_app, name="dev")
 app.add_typer(emit_app, name="emit")
+app.add_typer(deadletters.app, name="dead-letters")
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
@@ -311,6 +312,12 @@ def status(
     )
     typer.echo("queue     " + ", ".join(f"{k}={v}" for k, v in report["queue"].items()))
     typer.echo(f"dead      {kafka['dead_letters']} record(s) in the dead-letter topic")
+    typer.echo(
+        "          open={open}, not sent={not_sent}, redriven={redriven}".format(
+            **report["dead_letters"]
+        )
+        + " (`pipeline dead-letters list`)"
+    )
 
 
 @app.command()

@@ -32,6 +32,7 @@ from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from replication.lsn import LSN, Position
+from replication.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,10 @@ async def replay(
     )
     await consumer.start()
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=MAX_MESSAGE_BYTES,  # dead letters as large as the topic takes
     )
     runtime: AgentRuntime | None = None
     try:

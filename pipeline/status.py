@@ -50,6 +50,23 @@ class Status(TypedDict):
     reader: ReaderStatus
     kafka: KafkaStatus
     queue: dict[str, int]
+    # pipeline_dead_letters: open, not_sent (the copy never reached the topic), redriven.
+    dead_letters: dict[str, int]
+
+
+async def _dead_letters(settings: Settings) -> dict[str, int]:
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True
+    ) as conn:
+        row = await (
+            await conn.execute(
+                "SELECT count(*) FILTER (WHERE redriven_at IS NULL), "
+                "count(*) FILTER (WHERE redriven_at IS NULL AND NOT published), "
+                "count(*) FILTER (WHERE redriven_at IS NOT NULL) FROM pipeline_dead_letters"
+            )
+        ).fetchone()
+    open_, unsent, redriven = row if row is not None else (0, 0, 0)
+    return {"open": int(open_), "not_sent": int(unsent), "redriven": int(redriven)}
 
 
 async def _database(settings: Settings) -> tuple[SlotStatus, ReaderStatus, dict[str, int]]:
@@ -156,4 +173,5 @@ async def gather(settings: Settings) -> Status:
     """Collect the status; raises psycopg / Kafka errors when a service is unreachable."""
     slot, reader, queue = await _database(settings)
     kafka = await _kafka(settings)
-    return {"slot": slot, "reader": reader, "kafka": kafka, "queue": queue}
+    dead = await _dead_letters(settings)
+    return {"slot": slot, "reader": reader, "kafka": kafka, "queue": queue, "dead_letters": dead}

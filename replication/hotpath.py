@@ -146,6 +146,11 @@ _NO_HEADER: Final = ("", b"")
 # The ``idx`` header of the first events of a transaction, built once (most transactions
 # hold a few events).
 _IDX_HEADERS: Final = tuple(("idx", b"%d" % i) for i in range(256))
+# An Insert frame larger than this goes to the session's slow path, which checks the
+# event's size and sends an oversized one as a claim check (replication.values): a frame
+# up to this size cannot encode to more than the topic takes (JSON escaping at most
+# sextuples a text column's bytes).
+CAREFUL_FRAME_BYTES: Final = 1 << 20
 _new: Final = object.__new__
 _set: Final = object.__setattr__
 
@@ -156,8 +161,9 @@ class FrameLoop:
     :meth:`run` goes through a batch of frames until one needs the session's attention
     and returns its index: any other frame (keepalive, Relation, ...), an Insert whose
     row cannot be converted (the session dead-letters it, then sets ``idx += 1``), an
-    Insert outside a transaction, or an Insert while ``max_in_flight`` events are
-    unacknowledged (the session waits, then calls :meth:`run` again from there).
+    Insert frame above :data:`CAREFUL_FRAME_BYTES` (the session sends it, as a claim
+    check if too large, then sets ``idx += 1``), an Insert outside a transaction, or an
+    Insert while ``max_in_flight`` events are unacknowledged (the session waits, then calls :meth:`run` again from there).
     Each Insert is handed to ``add`` with its position and headers; Begin and Commit go
     to the tracker. ``in_flight`` is lowered by the session as Kafka acknowledges.
     """
@@ -181,6 +187,15 @@ class FrameLoop:
         self._xid_h = _NO_HEADER
         self._commit_ts_h = _NO_HEADER
 
+    def headers(self, idx: int) -> Headers:
+        """The headers of the current transaction's event ``idx``."""
+        return [
+            self._commit_lsn_h,
+            _IDX_HEADERS[idx] if idx < 256 else ("idx", b"%d" % idx),
+            self._xid_h,
+            self._commit_ts_h,
+        ]
+
     def run(self, frames: list[bytes], start: int) -> int:
         """Handle ``frames[start:]`` up to the first the session must handle; its index
         (``len(frames)`` when all were handled)."""
@@ -192,7 +207,11 @@ class FrameLoop:
             frame = frames[i]
             tag = payload_tag(frame)
             if tag == INSERT:
-                if not self.in_txn or self.in_flight >= self.max_in_flight:
+                if (
+                    not self.in_txn
+                    or self.in_flight >= self.max_in_flight
+                    or len(frame) > CAREFUL_FRAME_BYTES
+                ):
                     return i
                 relation_id, tup = insert(frame)
                 try:

@@ -153,6 +153,13 @@ class EventProducer:
             return
         fut.add_done_callback(lambda f: self._report(position, f))
 
+    async def send_and_wait(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        """Send one record to ``topic`` and wait for Kafka's answer; raises its error.
+        For the rare dead letter: it does not go through ``on_acks``, the caller decides
+        what a failure means (and bounds the wait)."""
+        fut = await self._producer.send(topic, value=value, key=key, headers=headers)
+        await fut
+
     def _report(self, position: Position, fut: asyncio.Future[object]) -> None:
         if fut.cancelled():
             self._on_acks([position], asyncio.CancelledError())

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
 import psycopg
 
 from replication import killpoint
+from replication.deadletter_store import MAX_REASON, DeadLetter
 from replication.decoder import decode_pgoutput, encode_standby_status, parse_copy_data
 from replication.errors import DecodeError, DeliveryError, SlotInUse
 from replication.hotpath import INSERT, FrameLoop, payload_tag, wal_end
@@ -30,7 +30,12 @@ from replication.hotpath import insert as hot_insert
 from replication.lsn import LSN, Position, lsn_from_uint64
 from replication.messages import PrimaryKeepalive, Relation, TupleData
 from replication.producer import EventProducer, is_too_large
-from replication.rows import RelationCache, column_text
+from replication.reader_dlq import (
+    READER_REASON_KIND,
+    reader_dead_letter_value,
+    send_reader_dead_letter,
+)
+from replication.rows import RelationCache
 from replication.slot import (
     SlotState,
     record_snapshot,
@@ -38,7 +43,7 @@ from replication.slot import (
 )
 from replication.snapshot import copy_snapshot
 from replication.tracker import FlushTracker
-from replication.values import ValueEncoder
+from replication.values import CLAIM_CHECK_HEADER, ValueEncoder
 from replication.wire import ReplicationWire, ServerError
 
 log = logging.getLogger(__name__)
@@ -206,49 +211,47 @@ class Session:
     async def _dead_letter(
         self, pos: Position, xid: int, relation_id: int, tup: TupleData, exc: DecodeError
     ) -> None:
-        """A row that cannot be converted goes to the dead-letter topic, with its reason and
-        position; once Kafka holds it there, it counts as delivered and the stream goes on."""
-        try:
-            relation = self.relations.get(relation_id)
-            columns: dict[str, str | None] = {
-                col.name: column_text(col.type_oid, tup.kinds[i], tup.values[i])
-                for i, col in enumerate(relation.columns)
-            }
-            table = f"{relation.namespace}.{relation.name}"
-        except (DecodeError, IndexError, UnicodeDecodeError):
-            columns, table = {}, f"relation {relation_id}"
-        commit_lsn, idx = pos.commit_lsn, pos.idx
-        value = orjson.dumps(
-            {
-                "reason": str(exc),
-                "table": table,
-                "commit_lsn": str(commit_lsn),
-                "idx": idx,
-                "xid": xid,
-                "columns": columns,
-            }
+        """A row that cannot be converted goes to the dead-letter topic once, with its reason
+        and position (:mod:`replication.deadletter_store`); sent or not, it then counts as
+        delivered and the stream goes on: one row never holds the slot back."""
+        value, stream_id, event_id = reader_dead_letter_value(
+            self.relations, pos=pos, xid=xid, relation_id=relation_id, tup=tup, exc=exc
         )
-        log.error(
-            "cannot convert the row at lsn=%s idx=%d (%s): dead-lettered to %s",
-            commit_lsn,
-            idx,
-            exc,
-            self.cfg.dead_letter_topic,
+        letter = DeadLetter(
+            position=pos,
+            reason_kind=READER_REASON_KIND,
+            reason=str(exc),
+            source="reader",
+            event_id=event_id,
+            key=stream_id.encode(),
+            value=value,
         )
-        self.stats.dead_lettered += 1
-        await self._send(
-            pos,
-            (columns.get("stream_id") or "").encode(),
-            value,
-            [
-                ("reason", str(exc).encode()),
-                ("source", b"reader"),
-                ("commit_lsn", str(commit_lsn).encode()),
-                ("idx", str(idx).encode()),
-                ("xid", str(xid).encode()),
-            ],
-            self.cfg.dead_letter_topic,
+        headers = [
+            ("reason", str(exc)[:MAX_REASON].encode()),
+            ("reason_kind", READER_REASON_KIND.encode()),
+            ("source", b"reader"),
+            ("commit_lsn", str(pos.commit_lsn).encode()),
+            ("idx", str(pos.idx).encode()),
+            ("xid", str(xid).encode()),
+            ("dead_letter_key", letter.dead_letter_key.encode()),
+        ]
+        await self._room()
+        self.in_flight += 1
+        self.stats.events_read += 1
+        error = await send_reader_dead_letter(
+            self.cfg.dsn, letter, self.producer, self.cfg.dead_letter_topic, headers
         )
+        if error is None:
+            self.stats.dead_lettered += 1
+            log.error(
+                "cannot convert the row at lsn=%s idx=%d (%s): dead-lettered to %s key=%s",
+                pos.commit_lsn,
+                pos.idx,
+                exc,
+                self.cfg.dead_letter_topic,
+                letter.dead_letter_key,
+            )
+        self._on_acks([pos], None)  # set aside: the slot moves past it
 
     # -- the stream -----------------------------------------------------------------------
 
@@ -360,15 +363,28 @@ class Session:
                 await self._room()
                 return False
             relation_id, tup = hot_insert(frame)
+            pos = Position(loop.commit_lsn, loop.idx)
             try:
-                self.encoder.encode(relation_id, tup)
+                key, value, claim_checked = self.encoder.encode_sized(relation_id, tup)
             except DecodeError as exc:
-                await self._dead_letter(
-                    Position(loop.commit_lsn, loop.idx), loop.xid, relation_id, tup, exc
-                )
-            else:  # pragma: no cover - a row that converts is FrameLoop's to send
-                return False
+                await self._dead_letter(pos, loop.xid, relation_id, tup, exc)
+            else:
+                # A large frame (FrameLoop leaves those to this path): sent here, as a
+                # claim check when the record would exceed what the topic takes.
+                del tup
+                headers = loop.headers(pos.idx)
+                if claim_checked:
+                    headers.append(CLAIM_CHECK_HEADER)
+                    log.info(
+                        "event at lsn=%s idx=%d is larger than a record may be: sent as a "
+                        "claim check (consumers read it from domain_events)",
+                        pos.commit_lsn,
+                        pos.idx,
+                    )
+                await self._send(pos, key, value, headers)
+                loop.events += 1
             loop.idx += 1
+            return True
         else:
             msg = parse_copy_data(frame)
             if isinstance(msg, PrimaryKeepalive):

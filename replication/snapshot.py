@@ -3,6 +3,8 @@
 They are read in the slot's exported snapshot, so together with the stream that starts
 at the slot's consistent point every row is sent exactly once. Their positions use
 commit LSN 0/0 (idx = order in the snapshot), which sorts before every streamed event.
+The value is built as the stream's (:func:`replication.values.assemble`): jsonb as
+PostgreSQL prints it, never parsed, and an event too large for a record as a claim check.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import orjson
 import psycopg
 
 from replication.lsn import LSN, Position
+from replication.values import CLAIM_CHECK_HEADER, assemble
 
 Send = Callable[[Position, bytes, bytes, list[tuple[str, bytes]]], Awaitable[None]]
 
 _SELECT = (
-    "SELECT id, stream_id, stream_type, stream_version, event_type, event_data, "
-    "event_metadata, idempotency_key, created_at FROM domain_events "
+    "SELECT id, stream_id, stream_type, stream_version, event_type, event_data::text, "
+    "event_metadata::text, idempotency_key, created_at FROM domain_events "
     "ORDER BY created_at, stream_id, stream_version"
 )
 
@@ -43,25 +46,28 @@ async def copy_snapshot(dsn: str, snapshot_name: str, send: Send) -> int:
                     key,
                     created,
                 ) = row
-                value = orjson.dumps(
-                    {
-                        "id": event_id,
-                        "stream_id": stream_id,
-                        "stream_type": stream_type,
-                        "stream_version": version,
-                        "event_type": event_type,
-                        "event_data": data,
-                        "event_metadata": meta,
-                        "idempotency_key": key,
-                        "created_at": created,
-                    }
+                value, claim_checked = assemble(
+                    [
+                        str(event_id).encode(),
+                        str(stream_id).encode(),
+                        orjson.dumps(stream_type),
+                        b"%d" % version,
+                        orjson.dumps(event_type),
+                        data.encode(),
+                        meta.encode(),
+                        orjson.dumps(key),
+                        orjson.dumps(created),
+                    ]
                 )
+                del data, meta
                 headers = [
                     ("commit_lsn", str(LSN.ZERO).encode()),
                     ("idx", str(copied).encode()),
                     ("xid", b"0"),
                     ("commit_ts", created.isoformat().encode()),
                 ]
+                if claim_checked:
+                    headers.append(CLAIM_CHECK_HEADER)
                 await send(Position(LSN.ZERO, copied), str(stream_id).encode(), value, headers)
                 copied += 1
     return copied

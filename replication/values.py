@@ -6,13 +6,14 @@ output is already what the JSON value needs: a uuid prints as the canonical stri
 an integer as a JSON number, and jsonb's output is JSON. So the value is assembled from
 the column bytes, validated where it must be:
 
-- jsonb is embedded as PostgreSQL printed it. Its output is valid JSON (strings
-  escaped, no NaN, numbers in plain notation), so a consumer's parser reads the same
-  object ``to_json_bytes`` would have printed; the two failures orjson has on valid JSON
-  (a number beyond a double, more than 1024 levels of nesting) need more than 308
-  bytes, so longer documents are parsed once as a check (not dumped again).
-  ``json`` columns (kept verbatim by PostgreSQL, duplicate keys and all) take the
-  careful path of ``rows``.
+- jsonb is embedded as PostgreSQL printed it, never parsed. Its output is valid JSON
+  (strings escaped, no NaN, numbers in plain notation), so the value, parsed with
+  arbitrary-precision numbers and no depth limit, is the row PostgreSQL holds: nesting
+  past 1024 levels and numbers past a double's range (which orjson cannot read, and
+  for which the reader used to dead-letter the row) travel unchanged; consumers choose
+  a parser that reads them (:mod:`pipeline.agents.records`). Only its UTF-8 is checked,
+  in bounded chunks for a large document. ``json`` columns (kept verbatim by
+  PostgreSQL, duplicate keys and all) take the careful path of ``rows``.
 - text is JSON-escaped by orjson; uuids and integers are checked for their canonical
   form and copied.
 - timestamptz is rewritten to RFC 3339 (``T`` separator, 6 fraction digits, ``+HH:MM``
@@ -36,6 +37,7 @@ bytes of ``str(stream_id)``, so every key maps to the partition it always did.
 
 from __future__ import annotations
 
+import codecs
 import re
 import struct
 from binascii import hexlify
@@ -66,9 +68,14 @@ from replication.rows import (
 
 _ROW_KIND: Final = "domain_events row"
 
-# The longest JSON text orjson is certain to read: a number past a double's range
-# needs 309 digits, nesting deeper than 1024 levels needs 1025 brackets.
-_JSON_TRUSTED_LENGTH: Final = 308
+# UTF-8 of a large document is checked in chunks of this size (no copy of the whole).
+_UTF8_CHUNK: Final = 1 << 20
+# Above this size (key + value) an event travels as a claim check: the topic takes
+# MAX_MESSAGE_BYTES (16 MiB) per record batch, and the headers and the batch's own
+# framing need room too (a few hundred bytes; 64 KiB leaves plenty).
+CLAIM_CHECK_BYTES: Final = 16 * 1024 * 1024 - 64 * 1024
+# The header that marks a claim-check record (docs/events.md, "Claim checks").
+CLAIM_CHECK_HEADER: Final = ("claim_check", b"1")
 
 _UUID: Final = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # PostgreSQL's ISO DateStyle output of a timestamptz with a whole-minute offset.
@@ -97,12 +104,23 @@ def text_json(raw: bytes) -> bytes:
     return orjson.dumps(raw.decode())
 
 
+def check_utf8(raw: bytes) -> None:
+    """Raise UnicodeDecodeError unless raw is UTF-8, without decoding a large raw at once."""
+    if raw.isascii():
+        return
+    if len(raw) <= _UTF8_CHUNK:
+        raw.decode()
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
+    for start in range(0, len(raw), _UTF8_CHUNK):
+        decoder.decode(view[start : start + _UTF8_CHUNK])
+    decoder.decode(b"", final=True)
+
+
 def jsonb_json(raw: bytes) -> bytes:
-    """A jsonb column, embedded as printed (see the module docstring for why that is safe)."""
-    if not raw.isascii():
-        raw.decode()  # invalid UTF-8 raises UnicodeDecodeError, as orjson.loads would
-    if len(raw) > _JSON_TRUSTED_LENGTH:
-        orjson.loads(raw)
+    """A jsonb column, embedded as printed, never parsed (see the module docstring)."""
+    check_utf8(raw)
     return raw
 
 
@@ -219,7 +237,7 @@ def _plan(rel: Relation) -> tuple[_Step, ...]:
     )
 
 
-def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
+def _parts(steps: tuple[_Step, ...], tup: TupleData) -> list[bytes]:
     kinds = tup.kinds
     raws = tup.values
     ncols = len(kinds)
@@ -249,6 +267,15 @@ def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
             raise DecodeError(
                 f"column {field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t', 'b' or 'n'"
             )
+    return parts
+
+
+def needs_claim_check(key_bytes: int, value_bytes: int) -> bool:
+    """Whether an event of this size travels as a claim check (see CLAIM_CHECK_BYTES)."""
+    return key_bytes + value_bytes > CLAIM_CHECK_BYTES
+
+
+def _join(parts: list[bytes]) -> bytes:
     (
         event_id,
         stream_id,
@@ -260,7 +287,7 @@ def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
         key,
         created,
     ) = parts
-    value = b"".join(
+    return b"".join(
         (
             b'{"id":"',
             event_id,
@@ -283,7 +310,54 @@ def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
             b"}",
         )
     )
-    return stream_id, value
+
+
+# The bytes _join adds around the parts (field names, quotes, braces).
+_FRAMING: Final = len(_join([b""] * 9))
+
+
+def _join_reference(parts: list[bytes]) -> bytes:
+    """The claim-check value: the row without event_data and event_metadata."""
+    event_id, stream_id, stream_type, version, event_type, _, _, key, created = parts
+    return b"".join(
+        (
+            b'{"id":"',
+            event_id,
+            b'","stream_id":"',
+            stream_id,
+            b'","stream_type":',
+            stream_type,
+            b',"stream_version":',
+            version,
+            b',"event_type":',
+            event_type,
+            b',"idempotency_key":',
+            key,
+            b',"created_at":',
+            created,
+            b"}",
+        )
+    )
+
+
+def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
+    parts = _parts(steps, tup)
+    return parts[1], _join(parts)
+
+
+def assemble(parts: list[bytes]) -> tuple[bytes, bool]:
+    """The value of an event from its nine encoded fields (the order of ``_join``), and
+    whether it is a claim check; the full value is never built for one."""
+    size = _FRAMING + sum(len(p) for p in parts)
+    if needs_claim_check(len(parts[1]), size):
+        return _join_reference(parts), True
+    return _join(parts), False
+
+
+def _encode_sized(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes, bool]:
+    parts = _parts(steps, tup)
+    value, claim_checked = assemble(parts)
+    return parts[1], value, claim_checked
 
 
 class ValueEncoder:
@@ -311,3 +385,13 @@ class ValueEncoder:
         if entry is None or entry[0] is not rel:
             entry = self._plans[relation_id] = (rel, _plan(rel))
         return _encode(entry[1], tup)
+
+    def encode_sized(self, relation_id: int, tup: TupleData) -> tuple[bytes, bytes, bool]:
+        """``(key, value, claim_check)``: as :meth:`encode`, except that an event above
+        :data:`CLAIM_CHECK_BYTES` gets the claim-check value (no event_data,
+        event_metadata) and True; the full value is never built for it."""
+        rel = self._relations.get(relation_id)
+        entry = self._plans.get(relation_id)
+        if entry is None or entry[0] is not rel:
+            entry = self._plans[relation_id] = (rel, _plan(rel))
+        return _encode_sized(entry[1], tup)

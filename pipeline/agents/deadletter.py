@@ -17,7 +17,14 @@ Headers = Sequence[tuple[str, bytes]]
 # Headers this module sets; a record dead-lettered twice (re-produced, rejected again)
 # carries only the latest values.
 DLQ_HEADERS: Final = frozenset(
-    {"reason", "reason_kind", "original_topic", "original_partition", "original_offset"}
+    {
+        "reason",
+        "reason_kind",
+        "original_topic",
+        "original_partition",
+        "original_offset",
+        "dead_letter_key",
+    }
 )
 _MAX_REASON: Final = 2000
 

@@ -106,6 +106,11 @@ class Database:
         # reconnects, the others wait for it instead of each opening a connection.
         self._lock = asyncio.Lock()
 
+    @property
+    def dsn(self) -> str:
+        """The connection string (for a sibling connection of the same database)."""
+        return self._dsn
+
     async def connection(self) -> psycopg.AsyncConnection[TupleRow]:
         """The live connection (autocommit; callers open transactions explicitly)."""
         async with self._lock:

@@ -4,15 +4,27 @@ Pure: bytes in, a value or :class:`RecordRejected` out. The record format is the
 replication reader's contract: key = stream_id (UTF-8), value = the ``domain_events`` row
 as JSON, headers ``commit_lsn`` (``X/X``), ``idx``, ``xid`` and ``commit_ts``. Every agent
 decodes the same way, so a record is either good for all of them or dead-lettered once.
+
+The value carries jsonb exactly as PostgreSQL printed it, so it may hold what orjson
+cannot read (nesting past 1024 levels, numbers past a double's range): :func:`loads`
+then falls back to the standard library's parser with a higher depth limit, numbers
+past a double's range as :class:`~decimal.Decimal`. A record marked ``claim_check``
+holds the row without ``event_data`` and ``event_metadata``; the caller reads those
+from ``domain_events`` by id (:mod:`pipeline.agents.claimcheck`) and hands them to
+:func:`decode_row`.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from decimal import Decimal
+from typing import Any, Final
 
 import orjson
 
@@ -25,6 +37,10 @@ Headers = Sequence[tuple[str, bytes]]
 Validator = Callable[[Mapping[str, object]], None]
 
 REQUIRED_HEADERS: Final = ("commit_lsn", "idx", "xid", "commit_ts")
+CLAIM_CHECK: Final = "claim_check"
+# The nesting the fallback parser accepts (the standard library's parser recurses once
+# per level; PostgreSQL's own limit comes from its stack depth, in the thousands).
+MAX_JSON_DEPTH: Final = 10_000
 _ROW_FIELDS: Final = (
     "id",
     "stream_id",
@@ -131,6 +147,35 @@ def _check_envelope(row: Mapping[str, object]) -> None:
         raise RecordRejected("bad_envelope", "idempotency_key is neither a string nor null")
 
 
+def _number(text: str) -> float | Decimal:
+    """A JSON number with a fraction or exponent: a float where one holds it, else exact."""
+    value = float(text)
+    return value if math.isfinite(value) else Decimal(text)
+
+
+def loads(value: bytes) -> object:
+    """Parse a JSON value: orjson, or for what it cannot read the careful fallback.
+
+    Raises ``ValueError`` for text that is not JSON, ``RecursionError`` past
+    :data:`MAX_JSON_DEPTH` levels.
+    """
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, MAX_JSON_DEPTH + 100))
+    try:
+        return json.loads(value, parse_float=_number)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def is_claim_check(headers: Headers | None) -> bool:
+    """Whether the record is a claim check (its payload is in the store, not the value)."""
+    return any(name == CLAIM_CHECK and value == b"1" for name, value in headers or ())
+
+
 def event_type_of(value: bytes | None) -> str | None:
     """The ``event_type`` of a record's value, None when the value has none to give.
 
@@ -141,8 +186,8 @@ def event_type_of(value: bytes | None) -> str | None:
     if value is None:
         return None
     try:
-        row = orjson.loads(value)
-    except orjson.JSONDecodeError:
+        row = loads(value)
+    except (ValueError, RecursionError):
         return None
     kind = row.get("event_type") if isinstance(row, dict) else None
     return kind if isinstance(kind, str) else None
@@ -160,19 +205,41 @@ def decode_record(
     None in unit tests of the envelope alone); its :class:`ContractViolation` becomes a
     rejection whose detail names the offending JSON path.
     """
-    hmap = header_map(headers)
+    _check_headers(header_map(headers))
+    return decode_row(key, parse_value(value), headers, validate)
+
+
+def _check_headers(hmap: Mapping[str, bytes]) -> Position:
     missing = [name for name in REQUIRED_HEADERS if name not in hmap]
     if missing:
         raise RecordRejected("bad_headers", f"missing headers: {', '.join(missing)}")
-    position = parse_position(hmap)
+    return parse_position(hmap)
+
+
+def parse_value(value: bytes | None) -> dict[str, Any]:
+    """A record's value as the row it holds; raises :class:`RecordRejected` saying why not."""
     if value is None:
         raise RecordRejected("bad_value", "the record has no value")
     try:
-        row = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+        row = loads(value)
+    except RecursionError as exc:
+        raise RecordRejected("bad_value", f"value nests deeper than {MAX_JSON_DEPTH}") from exc
+    except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
         raise RecordRejected("bad_value", f"value is not JSON: {exc}") from exc
     if not isinstance(row, dict):
         raise RecordRejected("bad_value", "value is not a JSON object")
+    return row
+
+
+def decode_row(
+    key: bytes | None,
+    row: dict[str, Any],
+    headers: Headers | None,
+    validate: Validator | None = validate_event,
+) -> DomainEvent:
+    """:func:`decode_record` of a value already parsed (a claim check, resolved)."""
+    hmap = header_map(headers)
+    position = _check_headers(hmap)
     _check_envelope(row)
     if validate is not None:
         try:

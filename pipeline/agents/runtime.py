@@ -26,13 +26,13 @@ from pipeline import events as ev
 from pipeline import metrics
 from pipeline.agents import effects
 from pipeline.agents.checkpoints import Checkpoint, Consumed, checkpoints_for, write_checkpoints
-from pipeline.agents.deadletter import dead_letter_headers
+from pipeline.agents.claimcheck import ClaimChecks
+from pipeline.agents.dlq import DeadLetterer
 from pipeline.agents.enqueue import pending_event_for
 from pipeline.agents.errors import RecordRejected
 from pipeline.agents.records import (
     DomainEvent,
     Validator,
-    decode_record,
     event_type_of,
     header_map,
     parse_position,
@@ -105,7 +105,13 @@ class AgentRuntime:
         self._starter_db = starter_db
         self._projection_db = projection_db
         self._temporal = temporal
-        self._dead_letter = dead_letter
+        # Once per (position, reason), bounded: pipeline.agents.dlq.
+        self.dead_letters = DeadLetterer(
+            effects.Database(projection_db.dsn, "deadletter"), dead_letter
+        )
+        self._claim_checks = ClaimChecks(
+            effects.Database(projection_db.dsn, "claimcheck"), "agents"
+        )
         self._projections = list(projections)
         self._validate = validate
         # Start a job right after enqueueing it (see enqueue); the starter agent remains
@@ -116,9 +122,12 @@ class AgentRuntime:
         """Close the database connections."""
         for db in (self._enqueue_db, self._starter_db, self._projection_db):
             await db.close()
+        await self.dead_letters.close()
+        await self._claim_checks.close()
 
-    def _decode(self, record: Record) -> DomainEvent:
-        return decode_record(record.key, record.value, record.headers, self._validate)
+    async def _decode(self, record: Record) -> DomainEvent:
+        # A claim check's payload is read from the store (pipeline.agents.claimcheck).
+        return await self._claim_checks.decode(record, self._validate)
 
     # ---- enqueue ---------------------------------------------------------------------
 
@@ -143,7 +152,7 @@ class AgentRuntime:
         if not self.wants_enqueue(record):
             return
         try:
-            event = self._decode(record)
+            event = await self._decode(record)
         except RecordRejected:
             return  # the projection agent dead-letters it
         pending = pending_event_for(event)
@@ -176,7 +185,7 @@ class AgentRuntime:
         if not self.wants_start(record):
             return
         try:
-            event = self._decode(record)
+            event = await self._decode(record)
             plan = plan_start(event)
         except RecordRejected as exc:
             log.debug("starter skips %s: %s", record.where, exc)
@@ -251,27 +260,14 @@ class AgentRuntime:
     # ---- projection ------------------------------------------------------------------
 
     async def _reject(self, record: Record, rejection: RecordRejected) -> None:
-        headers = dead_letter_headers(
-            record.headers,
-            rejection,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
-        await effects.with_retries(
-            "projection",
-            f"dead-letter {record.where}",
-            lambda: self._dead_letter(record, headers),
-        )
-        metrics.EVENTS_DEAD_LETTERED.labels(rejection.kind).inc()
-        log.warning("dead-lettered %s: %s", record.where, rejection)
+        await self.dead_letters.reject(record, rejection)
 
     async def project(self, records: Sequence[Record]) -> None:
         """Fold a batch into every projection and checkpoint it, in one transaction."""
         good: list[tuple[Record, dict[str, object]]] = []
         for record in records:
             try:
-                good.append((record, self._decode(record).as_row()))
+                good.append((record, (await self._decode(record)).as_row()))
             except RecordRejected as exc:
                 await self._reject(record, exc)
         checkpoints = checkpoints_for(
