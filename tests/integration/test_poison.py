@@ -1,0 +1,397 @@
+"""Issue 13: no record can stop the pipeline (DESIGN.md invariant 7).
+
+One `pipeline run` (reader + agents, as a process) with the real bootstrap worker gets,
+through plain SQL ``api.emit_domain_event``: events of 2 MB, 20 MB and 200 MB, jsonb
+nested 1,100 levels, ``1e309``, a 50-digit decimal, RTL/emoji/astral text, an unknown
+event type of 2 MB, and 50 valid bootstraps interleaved. Checked from the outside with
+a plain aiokafka consumer: every bootstrap completes, every row is in the topic exactly
+as in the table (claim checks resolved through the store), the only dead letter is the
+agents' reject of the unknown type, once, the slot passes the last commit; then
+``pipeline replay --from-lsn`` over the same data adds no dead letter. The peak RSS of
+`pipeline run` is read from /proc (VmHWM) and printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+from psycopg.types.json import Jsonb
+from temporalio.client import Client
+
+from pipeline import events
+from replication.lsn import LSN
+from tests.integration.pipeline_process import (
+    RunningPipeline,
+    eventually,
+    pipeline_and_worker,
+    pipeline_cli,
+    slot_active,
+)
+
+MB = 1024 * 1024
+DEEP = "[" * 1100 + '"bottom"' + "]" * 1100
+FIFTY = "12345678901234567890123456789012345678901234567890"
+UNICODE = '{"rtl": "مرحبا שלום", "emoji": "👩‍👩‍👧‍👦🚀", "astral": "𝕏𐍈𠜎"}'
+UNKNOWN_TYPE = "test.unknown.type"
+RSS_LIMIT_KB = 1536 * 1024  # 1.5 GB
+
+_EMIT = (
+    "SELECT api.emit_domain_event(p_stream_id => %s, p_stream_type => 'organization', "
+    "p_event_type => %s, p_event_data => %s, p_event_metadata => {meta})"
+)
+
+
+def exact(value: bytes | str) -> object:
+    """JSON parsed with arbitrary-precision numbers and room for deep nesting."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        return json.loads(value, parse_float=Decimal, parse_int=int)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def same(a: object, b: object) -> bool:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        return a == b
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def org_data(org: uuid.UUID) -> Jsonb:
+    return Jsonb({"name": f"Org {org.hex[:6]}", "subdomain": f"p-{org.hex[:10]}"})
+
+
+def emit_bootstrap(conn: psycopg.Connection[tuple[object, ...]], org: uuid.UUID) -> None:
+    data = Jsonb(
+        {
+            "name": f"Org {org.hex[:6]}",
+            "subdomain": f"b-{org.hex[:10]}",
+            "admins": [{"email": f"a-{org.hex[:6]}@example.test", "role": "organization_admin"}],
+        }
+    )
+    conn.execute(
+        _EMIT.format(meta="%s"), (org, events.BOOTSTRAP_INITIATED, data, Jsonb({"source": "t"}))
+    )
+
+
+def emit_odd_events(
+    conn: psycopg.Connection[tuple[object, ...]], bootstraps: list[uuid.UUID]
+) -> dict[str, uuid.UUID]:
+    """The hostile events, with bootstraps between them; their stream ids by name."""
+    blob = "jsonb_build_object('source', 'test', 'blob', repeat('x', %s))"
+    literal = "jsonb_build_object('source', 'test', 'odd', %s::jsonb)"
+    odd: list[tuple[str, str, str, object]] = [
+        ("2mb", events.ORGANIZATION_CREATED, blob, 2 * MB),
+        ("20mb", events.ORGANIZATION_CREATED, blob, 20 * MB),
+        ("200mb", events.ORGANIZATION_CREATED, blob, 200 * MB),
+        ("deep", events.ORGANIZATION_CREATED, literal, DEEP),
+        ("1e309", events.ORGANIZATION_CREATED, literal, "1e309"),
+        ("fifty", events.ORGANIZATION_CREATED, literal, FIFTY + "." + FIFTY),
+        ("unicode", events.ORGANIZATION_CREATED, literal, UNICODE),
+        ("unknown", UNKNOWN_TYPE, blob, 2 * MB),
+    ]
+    streams: dict[str, uuid.UUID] = {}
+    per_gap = len(bootstraps) // (len(odd) + 1)
+    pending = list(bootstraps)
+    for name, event_type, meta, arg in odd:
+        for _ in range(per_gap):
+            emit_bootstrap(conn, pending.pop())
+        org = streams[name] = uuid.uuid4()
+        conn.execute(_EMIT.format(meta=meta), (org, event_type, org_data(org), arg))
+    for org in pending:
+        emit_bootstrap(conn, org)
+    return streams
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of the topic, from the beginning to its current end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=32 * MB,
+        fetch_max_bytes=64 * MB,
+    )
+    await consumer.start()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        parts = [TopicPartition(topic, int(p["partition"])) for p in described["partitions"]]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        remaining = {tp for tp in parts if ends[tp] > 0}
+        async with asyncio.timeout(120):
+            while remaining:
+                fetched = await consumer.getmany(*remaining, timeout_ms=500)
+                for tp, msgs in fetched.items():
+                    out.extend(m for m in msgs if m.offset < ends[tp])
+                    if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def table_rows(dsn: str) -> dict[str, dict[str, object]]:
+    """The table as PostgreSQL prints it; payloads above 1 MB only by length."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT id::text, stream_id::text, stream_type, stream_version, event_type, "
+            "CASE WHEN octet_length(event_data::text) > 1048576 THEN NULL ELSE event_data::text END, "
+            "CASE WHEN octet_length(event_metadata::text) > 1048576 THEN NULL "
+            "ELSE event_metadata::text END, idempotency_key, created_at, "
+            "octet_length(event_data::text) + octet_length(event_metadata::text) "
+            "FROM domain_events"
+        ).fetchall()
+    return {
+        str(r[0]): {
+            "id": r[0],
+            "stream_id": r[1],
+            "stream_type": r[2],
+            "stream_version": r[3],
+            "event_type": r[4],
+            "event_data": r[5],
+            "event_metadata": r[6],
+            "idempotency_key": r[7],
+            "created_at": r[8],
+            "payload_bytes": r[9],
+        }
+        for r in rows
+    }
+
+
+def check_record(record: ConsumerRecord[bytes, bytes], row: dict[str, object]) -> bool:
+    """Whether the record is the row; returns whether it is a claim check."""
+    from datetime import datetime
+
+    headers = dict(record.headers)
+    claim = headers.get("claim_check") == b"1"
+    value = exact(record.value or b"")
+    assert isinstance(value, dict)
+    assert record.key == str(row["stream_id"]).encode()
+    for name in ("id", "stream_id", "stream_type", "stream_version", "event_type"):
+        assert value[name] == row[name], (name, value[name], row[name])
+    assert value["idempotency_key"] == row["idempotency_key"]
+    assert datetime.fromisoformat(str(value["created_at"])) == row["created_at"]
+    if claim:
+        # The reference carries no payload: consumers read it from the store, by id.
+        assert "event_data" not in value and "event_metadata" not in value
+        assert int(str(row["payload_bytes"])) > 15 * MB
+        return True
+    if row["event_metadata"] is None:  # large, not fetched twice: compare by size
+        raw = record.value or b""
+        assert len(raw) > int(str(row["payload_bytes"]))
+        return False
+    assert same(value["event_data"], exact(str(row["event_data"])))
+    assert same(value["event_metadata"], exact(str(row["event_metadata"])))
+    return False
+
+
+def lsn_now(dsn: str) -> LSN:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return LSN.parse(str(row[0]))
+
+
+def confirmed_flush(dsn: str, slot: str) -> LSN:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        ).fetchone()
+    return LSN.parse(str(row[0])) if row and row[0] else LSN.ZERO
+
+
+def completed(dsn: str, orgs: list[uuid.UUID]) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT stream_id) FROM domain_events "
+            "WHERE stream_id = ANY(%s) AND event_type = %s",
+            (orgs, events.QUEUE_COMPLETED),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def dead_letter_rows(dsn: str) -> list[tuple[str, str, bool]]:
+    with psycopg.connect(dsn) as conn:
+        return [
+            (str(r[0]), str(r[1]), bool(r[2]))
+            for r in conn.execute(
+                "SELECT dead_letter_key, source, published FROM pipeline_dead_letters"
+            ).fetchall()
+        ]
+
+
+async def test_no_record_stops_the_pipeline(
+    fresh_db: str, kafka_bootstrap: str, temporal_client: Client, tmp_path: Path
+) -> None:
+    dsn = fresh_db
+    bootstraps = [uuid.uuid4() for _ in range(50)]
+    async with pipeline_and_worker(dsn, kafka_bootstrap, temporal_client, tmp_path) as running:
+        settings = running.settings
+        await eventually(lambda: slot_active(dsn, settings.slot_name), "the reader", running)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            streams = await asyncio.to_thread(emit_odd_events, conn, bootstraps)
+        last_commit = lsn_now(dsn)
+
+        await eventually(
+            lambda: completed(dsn, bootstraps) == len(bootstraps),
+            "all 50 bootstraps completed",
+            running,
+            timeout=600,
+        )
+        await eventually(
+            lambda: confirmed_flush(dsn, settings.slot_name) >= last_commit,
+            f"the slot's confirmed flush LSN past the last commit {last_commit}",
+            running,
+            timeout=300,
+        )
+        await eventually(
+            lambda: len(dead_letter_rows(dsn)) >= 1, "the unknown type's dead letter", running
+        )
+        rss_kb = peak_rss_kb(running.proc.pid)
+        print(f"peak RSS (VmHWM) of `pipeline run`: {rss_kb / 1024:.0f} MiB")
+        await check_topics(running, streams, kafka_bootstrap)
+        assert rss_kb < RSS_LIMIT_KB, f"peak RSS {rss_kb} kB >= 1.5 GB"
+
+    # The same data again, through `pipeline replay`: no dead letter is added.
+    dlq_before = await read_all(kafka_bootstrap, settings.dead_letter_topic)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [pipeline_cli(), "replay", "--from-lsn", "0/0"],
+        env=running.env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    dlq_after = await read_all(kafka_bootstrap, settings.dead_letter_topic)
+    assert len(dlq_after) == len(dlq_before) == 1
+    assert len(dead_letter_rows(dsn)) == 1
+
+
+async def check_topics(
+    running: RunningPipeline, streams: dict[str, uuid.UUID], kafka_bootstrap: str
+) -> None:
+    dsn, settings = running.settings.database_url, running.settings
+    rows = table_rows(dsn)
+    records = await read_all(kafka_bootstrap, settings.topic)
+    by_id: dict[str, ConsumerRecord[bytes, bytes]] = {}
+    for record in records:
+        head = (record.value or b"")[:60]
+        event_id = head.split(b'"id":"', 1)[1][:36].decode()
+        assert event_id not in by_id, f"event {event_id} twice in the topic"
+        by_id[event_id] = record
+    assert set(by_id) == set(rows), "the topic holds every row of the table, and only those"
+    claim_checked = {
+        str(rows[event_id]["stream_id"])
+        for event_id, record in by_id.items()
+        if check_record(record, rows[event_id])
+    }
+    assert claim_checked == {str(streams["20mb"]), str(streams["200mb"])}
+
+    dead = await read_all(kafka_bootstrap, settings.dead_letter_topic)
+    assert len(dead) == 1, [dict(r.headers).get("reason") for r in dead]
+    headers = dict(dead[0].headers)
+    assert headers["reason_kind"] == b"contract"
+    assert dead[0].key == str(streams["unknown"]).encode()
+    assert dead_letter_rows(dsn) == [
+        (headers["dead_letter_key"].decode(), "projection", True),
+    ]
+    # The odd but valid events went through the projection fold.
+    with psycopg.connect(dsn) as conn:
+        folded = conn.execute(
+            "SELECT count(*) FROM organizations_projection WHERE id = ANY(%s)",
+            ([streams[name] for name in streams if name != "unknown"],),
+        ).fetchone()
+    assert folded is not None and folded[0] == len(streams) - 1
+
+
+async def test_a_dead_letter_is_sent_once_and_a_failed_send_is_bounded(
+    fresh_db: str, kafka_bootstrap: str
+) -> None:
+    """The agents' dead-letter path against real PostgreSQL and Kafka: a second rejection
+    of the same (position, reason) sends nothing; a send Kafka refuses for good ends
+    after its attempts, is kept unpublished and reported by readiness."""
+    from aiokafka import AIOKafkaProducer
+
+    from pipeline import health
+    from pipeline.agents import dlq
+    from pipeline.agents.dlq import DeadLetterer
+    from pipeline.agents.effects import Database
+    from pipeline.agents.errors import RecordRejected
+    from pipeline.agents.runtime import Record
+
+    topic = f"dlq-{uuid.uuid4().hex[:8]}"
+    ok = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    tiny = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=1000)
+    await ok.start()
+    await tiny.start()
+
+    def sender(producer: AIOKafkaProducer):  # type: ignore[no-untyped-def]
+        async def send(record: Record, headers: list[tuple[str, bytes]]) -> None:
+            await producer.send_and_wait(topic, record.value, key=record.key, headers=headers)
+
+        return send
+
+    headers = (("commit_lsn", b"0/16B3748"), ("idx", b"2"), ("xid", b"9"), ("commit_ts", b"x"))
+    record = Record("events", 1, 7, b"k", b"x" * 5000, headers)
+    replayed = Record("events", 1, 70, b"k", b"x" * 5000, headers)  # same position, later
+    rejection = RecordRejected("contract", "unknown event type")
+    good = DeadLetterer(Database(fresh_db, "t"), sender(ok))
+    refused = DeadLetterer(Database(fresh_db, "t2"), sender(tiny), attempts=2, timeout=5)
+    try:
+        assert await good.reject(record, rejection)
+        assert not await good.reject(replayed, rejection)  # once per (position, reason)
+        assert await good.reject(record, RecordRejected("projection", "x"))  # another reason
+        other = Record(
+            "events",
+            1,
+            8,
+            b"k",
+            b"y" * 5000,
+            (("commit_lsn", b"0/16B3748"), ("idx", b"3"), ("xid", b"9"), ("commit_ts", b"x")),
+        )
+        started = asyncio.get_running_loop().time()
+        assert await refused.reject(other, rejection)  # returns: bounded, nothing blocks
+        assert asyncio.get_running_loop().time() - started < 30
+        assert any("could not be sent" in reason for reason in health.not_ready_reasons())
+        dlq._unpublished.clear()  # this process's readiness, for the tests after this one
+    finally:
+        await good.close()
+        await refused.close()
+        await ok.stop()
+        await tiny.stop()
+    rows = sorted(dead_letter_rows(fresh_db))
+    assert rows == [
+        ("0/16B3748/2/contract", "projection", True),
+        ("0/16B3748/2/projection", "projection", True),
+        ("0/16B3748/3/contract", "projection", False),
+    ]
+    assert len(await read_all(kafka_bootstrap, topic)) == 2
