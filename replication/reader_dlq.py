@@ -22,7 +22,7 @@ from typing import Final
 import orjson
 import psycopg
 
-from replication.deadletter_store import DeadLetter, claim, mark
+from replication.deadletter_store import MAX_REASON, DeadLetter, claim, mark
 from replication.errors import DecodeError
 from replication.lsn import Position
 from replication.messages import TupleData
@@ -84,7 +84,7 @@ async def send_reader_dead_letter(
     letter: DeadLetter,
     producer: EventProducer,
     topic: str,
-    headers: list[tuple[str, bytes]],
+    xid: int,
 ) -> str | None:
     """Record the dead letter, send its copy if not sent before; the error, or None.
 
@@ -92,6 +92,16 @@ async def send_reader_dead_letter(
     is opened for the occasion: rows the reader cannot convert are rare.
     """
     key = letter.dead_letter_key
+    pos = letter.position
+    headers = [
+        ("reason", letter.reason[:MAX_REASON].encode()),
+        ("reason_kind", letter.reason_kind.encode()),
+        ("source", letter.source.encode()),
+        ("commit_lsn", str(pos.commit_lsn if pos else "").encode()),
+        ("idx", str(pos.idx if pos else "").encode()),
+        ("xid", str(xid).encode()),
+        ("dead_letter_key", key.encode()),
+    ]
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         if not await claim(conn, letter):
             log.info(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from replication import killpoint
-from replication.deadletter_store import MAX_REASON, DeadLetter
+from replication.deadletter_store import DeadLetter
 from replication.decoder import decode_pgoutput, encode_standby_status, parse_copy_data
 from replication.errors import DecodeError, DeliveryError, SlotInUse
 from replication.hotpath import INSERT, FrameLoop, payload_tag, wal_end
@@ -226,20 +226,11 @@ class Session:
             key=stream_id.encode(),
             value=value,
         )
-        headers = [
-            ("reason", str(exc)[:MAX_REASON].encode()),
-            ("reason_kind", READER_REASON_KIND.encode()),
-            ("source", b"reader"),
-            ("commit_lsn", str(pos.commit_lsn).encode()),
-            ("idx", str(pos.idx).encode()),
-            ("xid", str(xid).encode()),
-            ("dead_letter_key", letter.dead_letter_key.encode()),
-        ]
         await self._room()
         self.in_flight += 1
         self.stats.events_read += 1
         error = await send_reader_dead_letter(
-            self.cfg.dsn, letter, self.producer, self.cfg.dead_letter_topic, headers
+            self.cfg.dsn, letter, self.producer, self.cfg.dead_letter_topic, xid
         )
         if error is None:
             self.stats.dead_lettered += 1
@@ -384,7 +375,6 @@ class Session:
                 await self._send(pos, key, value, headers)
                 loop.events += 1
             loop.idx += 1
-            return True
         else:
             msg = parse_copy_data(frame)
             if isinstance(msg, PrimaryKeepalive):

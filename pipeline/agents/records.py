@@ -153,6 +153,10 @@ def _number(text: str) -> float | Decimal:
     return value if math.isfinite(value) else Decimal(text)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def loads(value: bytes) -> object:
     """Parse a JSON value: orjson, or for what it cannot read the careful fallback.
 
@@ -166,7 +170,7 @@ def loads(value: bytes) -> object:
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, MAX_JSON_DEPTH + 100))
     try:
-        return json.loads(value, parse_float=_number)
+        return json.loads(value, parse_float=_number, parse_constant=_no_constant)
     finally:
         sys.setrecursionlimit(limit)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -114,6 +115,22 @@ def emit_odd_events(
     for org in pending:
         emit_bootstrap(conn, org)
     return streams
+
+
+async def cli(
+    args: list[str], env: dict[str, str], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [pipeline_cli(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -278,19 +295,29 @@ async def test_no_record_stops_the_pipeline(
         rss_kb = peak_rss_kb(running.proc.pid)
         print(f"peak RSS (VmHWM) of `pipeline run`: {rss_kb / 1024:.0f} MiB")
         await check_topics(running, streams, kafka_bootstrap)
+        status = await cli(["status", "--json"], running.env)
+        assert json.loads(status.stdout)["dead_letters"] == {
+            "open": 1,
+            "not_sent": 0,
+            "redriven": 0,
+        }
+        listed = await cli(["dead-letters", "list"], running.env)
+        assert "1 dead letter(s)" in listed.stdout and "contract" in listed.stdout
+        key = listed.stdout.split()[0]
+        shown = await cli(["dead-letters", "show", key], running.env)
+        assert UNKNOWN_TYPE in shown.stdout
         assert rss_kb < RSS_LIMIT_KB, f"peak RSS {rss_kb} kB >= 1.5 GB"
+
+    # SIGTERM (stop_pipeline) stopped it within its grace period, without a SIGKILL.
+    assert running.proc.returncode is not None
+    assert running.proc.returncode != -signal.SIGKILL, running.log_tail()
 
     # The same data again, through `pipeline replay`: no dead letter is added.
     dlq_before = await read_all(kafka_bootstrap, settings.dead_letter_topic)
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [pipeline_cli(), "replay", "--from-lsn", "0/0"],
-        env=running.env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    await cli(["replay", "--from-lsn", "0/0"], running.env)
+    # A redrive of a record still rejected for the same reason adds nothing either.
+    again = await cli(["dead-letters", "redrive", "--all"], running.env, check=False)
+    assert again.returncode == 1 and "still rejected" in again.stdout, again.stdout + again.stderr
     dlq_after = await read_all(kafka_bootstrap, settings.dead_letter_topic)
     assert len(dlq_after) == len(dlq_before) == 1
     assert len(dead_letter_rows(dsn)) == 1
@@ -395,3 +422,54 @@ async def test_a_dead_letter_is_sent_once_and_a_failed_send_is_bounded(
         ("0/16B3748/3/contract", "projection", False),
     ]
     assert len(await read_all(kafka_bootstrap, topic)) == 2
+
+
+async def test_the_initial_snapshot_sends_claim_checks_and_faithful_values(
+    fresh_db: str, kafka_bootstrap: str
+) -> None:
+    """Rows already in the table when the slot is created go the same way as streamed
+    ones: a 20 MB row as a claim check, deep and huge-number jsonb verbatim."""
+    from replication.reader import Reader, ReaderConfig
+
+    big, odd = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(
+            _EMIT.format(meta="jsonb_build_object('source', 'test', 'blob', repeat('x', %s))"),
+            (big, events.ORGANIZATION_CREATED, org_data(big), 20 * MB),
+        )
+        conn.execute(
+            _EMIT.format(meta="%s::jsonb"),
+            (odd, "test.odd", Jsonb({}), '{"deep": ' + DEEP + ', "n": 1e309}'),
+        )
+    suffix = uuid.uuid4().hex[:10]
+    cfg = ReaderConfig(
+        dsn=fresh_db,
+        kafka_bootstrap=kafka_bootstrap,
+        topic=f"events-{suffix}",
+        partitions=2,
+        slot=f"slot_{suffix}",
+        status_interval=0.2,
+    )
+    reader = Reader(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reader.run(stop))
+    try:
+        async with asyncio.timeout(120):
+            while reader.stats.snapshot_rows < 2:
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    records = {r.key: r for r in await read_all(kafka_bootstrap, cfg.topic)}
+    assert dict(records[str(big).encode()].headers)["claim_check"] == b"1"
+    reference = exact(records[str(big).encode()].value or b"")
+    assert isinstance(reference, dict) and "event_metadata" not in reference
+    value = exact(records[str(odd).encode()].value or b"")
+    assert isinstance(value, dict)
+    with psycopg.connect(fresh_db) as conn:
+        row = conn.execute(
+            "SELECT event_metadata::text FROM domain_events WHERE stream_id = %s", (odd,)
+        ).fetchone()
+    assert row is not None
+    assert same(value["event_metadata"], exact(str(row[0])))
+    assert value["event_metadata"]["n"] == Decimal("1e309")

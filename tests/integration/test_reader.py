@@ -300,6 +300,7 @@ async def test_a_row_that_cannot_be_converted_is_dead_lettered_and_the_stream_go
     assert reader.stats.dead_lettered == 1
     assert dead[0].row["columns"]["stream_id"] == str(poison)  # type: ignore[index]
     assert "created_at" in str(dead[0].row["reason"])
+    assert dead[0].headers["reason_kind"] == b"unconvertible_row"
 
 
 async def test_a_slot_being_created_elsewhere_is_not_dropped(

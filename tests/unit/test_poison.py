@@ -138,6 +138,8 @@ def test_consumers_read_what_orjson_cannot() -> None:
         parse_value(b"[" * 20_000 + b"]" * 20_000)
     with pytest.raises(RecordRejected, match="bad_value"):
         parse_value(b"{nope")
+    with pytest.raises(RecordRejected, match="bad_value"):
+        parse_value(b'{"n": NaN, "deep": ' + DEEP.encode() + b"}")
 
 
 HEADERS = [
@@ -190,3 +192,17 @@ def test_dead_letter_key_is_position_and_reason_kind() -> None:
 def test_headers_survive_the_table() -> None:
     headers = [("reason", b"x\xff"), ("idx", b"1")]
     assert decode_headers(orjson.loads(encode_headers(headers))) == headers
+
+
+def test_dead_letters_cli_usage_and_configuration_errors_exit_2() -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["dead-letters", "--help"]).exit_code == 0
+    both = runner.invoke(app, ["dead-letters", "redrive", "0/1/0/contract", "--all"])
+    assert both.exit_code == 2 and "one KEY or --all" in both.output
+    assert runner.invoke(app, ["dead-letters", "redrive"]).exit_code == 2
+    unset = runner.invoke(app, ["dead-letters", "list"], env={"PIPELINE_DATABASE_URL": ""})
+    assert unset.exit_code == 2 and "PIPELINE_DATABASE_URL" in unset.output
