@@ -74,6 +74,7 @@ _UTF8_CHUNK: Final = 1 << 20
 # MAX_MESSAGE_BYTES (16 MiB) per record batch, and the headers and the batch's own
 # framing need room too (a few hundred bytes; 64 KiB leaves plenty).
 CLAIM_CHECK_BYTES: Final = 16 * 1024 * 1024 - 64 * 1024
+_PAYLOAD_FIELDS: Final = frozenset({"event_data", "event_metadata"})
 # The header that marks a claim-check record (docs/events.md, "Claim checks").
 CLAIM_CHECK_HEADER: Final = ("claim_check", b"1")
 
@@ -354,7 +355,32 @@ def assemble(parts: list[bytes]) -> tuple[bytes, bool]:
     return _join(parts), False
 
 
+def _skip(raw: bytes) -> bytes:
+    return b""
+
+
+def _without_payload(steps: tuple[_Step, ...]) -> tuple[_Step, ...]:
+    """The plan with event_data and event_metadata left out (a claim check's fields)."""
+    return tuple(
+        _Step(s.field, s.column, _skip, s.type_oid, s.nullable, _skip)
+        if s.field in _PAYLOAD_FIELDS
+        else s
+        for s in steps
+    )
+
+
 def _encode_sized(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes, bool]:
+    # A payload whose raw bytes alone pass the limit is a claim check whatever the rest:
+    # it is never encoded (no copy of a 200 MB document, no UTF-8 pass over it).
+    raws = tup.values
+    payload = 0
+    for s in steps:
+        if s.field in _PAYLOAD_FIELDS and s.column < len(raws):
+            raw = raws[s.column]
+            payload += len(raw) if raw is not None else 0
+    if payload > CLAIM_CHECK_BYTES:
+        parts = _parts(_without_payload(steps), tup)
+        return parts[1], _join_reference(parts), True
     parts = _parts(steps, tup)
     value, claim_checked = assemble(parts)
     return parts[1], value, claim_checked

@@ -104,6 +104,9 @@ def test_an_oversized_event_becomes_a_reference_without_its_payload(binary: bool
     assert row["id"] == "0b9a0d8e-6f7b-4c39-9d0e-1c4a2b3c4d5e"
     assert row["stream_id"] == key.decode()
     assert {"stream_type", "stream_version", "event_type", "created_at"} <= set(row)
+    # A payload under the limit whose row is over it: decided on the encoded size.
+    _, value, claim = encode('{"blob": "' + "x" * (CLAIM_CHECK_BYTES - 100) + '"}', binary)
+    assert claim and "event_data" not in orjson.loads(value)
     # Just below the limit: the full value.
     _, value, claim = encode('{"blob": "' + "x" * (CLAIM_CHECK_BYTES - 2000) + '"}', binary)
     assert not claim and len(orjson.loads(value)["event_data"]["blob"]) > 16_000_000
