@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from replication import killpoint
 from replication.lsn import Position
 from replication.resume import ResumeFilter, read_last_positions, resume_positions
 
@@ -161,6 +162,7 @@ class Committer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(session.producer.flush(), IDLE_FLUSH_WAIT)
             await session.producer.commit()
+            killpoint.reached("reader.after_commit")  # in Kafka, not yet confirmed to the slot
             # Every ack so far is of a batch of the transaction just committed: the
             # gate let no batch of the next one through before commit() returned.
             done, self._uncommitted = self._uncommitted, []
@@ -182,4 +184,7 @@ class Committer:
                 await asyncio.wait_for(producer.abort(), 5)
         except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("producer close on session end: %r", exc)
-        await producer.stop()
+        try:
+            await asyncio.wait_for(producer.stop(), 30)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("producer stop on session end: %r", exc)

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
+from replication import killpoint
 from replication.batcher import PartitionBatcher, RecordBatch
 from replication.lsn import Position
 
@@ -113,6 +114,7 @@ class _TransactionGate:
         self, batch: RecordBatch, topic: str, *, partition: int
     ) -> asyncio.Future[object]:
         async with self.passage():
+            killpoint.reached("reader.before_produce")
             fut: asyncio.Future[object] = await self._producer.send_batch(
                 batch, topic, partition=partition
             )
@@ -173,6 +175,7 @@ class EventProducer:
         )
         self._gate = _TransactionGate(self._producer)
         self._batcher: PartitionBatcher | None = None
+        self._in_transaction = False  # begun, and no commit started since
 
     async def start(self) -> None:
         """Connect, and learn the topic's partition count (fixed for this producer's life).
@@ -184,6 +187,7 @@ class EventProducer:
         await self._producer.start()
         if self.transactional_id is not None:
             await self._producer.begin_transaction()
+            self._in_transaction = True
         partitions = len(await self._producer.partitions_for(self.topic))
         self._batcher = PartitionBatcher(
             self._gate,
@@ -225,15 +229,18 @@ class EventProducer:
         try:
             await gate.idle.wait()
             gate.sent = 0
+            self._in_transaction = False
             await self._producer.commit_transaction()  # flushes what was handed over
             await self._producer.begin_transaction()
+            self._in_transaction = True
         finally:
             gate.open.set()
 
     async def abort(self) -> None:
         """Abort the open transaction (a failed session): nothing of it becomes visible."""
-        if self.transactional_id is not None:
+        if self.transactional_id is not None and self._in_transaction:
             self._gate.open.clear()
+            self._in_transaction = False
             await self._producer.abort_transaction()
 
     async def flush(self) -> None:
