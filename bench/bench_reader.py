@@ -266,7 +266,9 @@ async def _wait_drained(
     """Seconds from ``started`` until Kafka held every event ("acked") and until the slot
     confirmed the last commit ("confirmed")."""
     marks: dict[str, float] = {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=layout.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=layout.kafka_bootstrap, isolation_level="read_committed"
+    )
     await consumer.start()
     try:
         tps: list[TopicPartition] = []

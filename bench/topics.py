@@ -78,7 +78,10 @@ async def end_offsets_total(consumer: AIOKafkaConsumer, topic: str, partitions: 
 async def read_all(bootstrap: str, topic: str) -> list[Appended]:
     """Every record of ``topic`` from the beginning to the current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     out: list[Appended] = []

@@ -159,6 +159,7 @@ async def replay(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
         max_partition_fetch_bytes=32 * 1024 * 1024,
+        isolation_level="read_committed",  # the reader writes in Kafka transactions
     )
     await consumer.start()
     producer = AIOKafkaProducer(

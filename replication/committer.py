@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer
@@ -62,10 +63,24 @@ class Committer:
         """Start the producer (fencing the previous reader); when ``resuming`` an existing
         slot, read where each partition ends and filter what Kafka already holds."""
         session = self._session
+        started = time.monotonic()
         await session.producer.start()
+        if self.transactional:
+            log.info(
+                "slot=%s transactional id %s ready in %.1fs: any former reader is fenced",
+                session.cfg.slot,
+                session.producer.transactional_id,
+                time.monotonic() - started,
+            )
         add: Add = session.producer.direct_add
         if resuming:
+            started = time.monotonic()
             self.resume = await self._resume_filter(add)
+            log.info(
+                "slot=%s resume positions read in %.1fs",
+                session.cfg.slot,
+                time.monotonic() - started,
+            )
             if self.resume is not None:
                 add = self.resume
         session.loop.add = add
