@@ -157,7 +157,9 @@ class Committer:
             self._wanted.clear()
             try:
                 await self._commit(wait_for_batches=idle)
-            except KafkaError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the session raises it (replication.retry decides)
                 if self._session.failure is None:
                     self._session.failure = exc
                 return
