@@ -93,6 +93,10 @@ class Committer:
             bootstrap_servers=cfg.kafka_bootstrap,
             isolation_level="read_committed",
             enable_auto_commit=False,
+            # Large fetches: the end of a partition may be a long aborted transaction
+            # (the former reader's), which the consumer has to read past.
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
         )
         await consumer.start()
         try:
