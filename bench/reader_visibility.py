@@ -89,7 +89,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    svc = ensure_services()
+    svc = await asyncio.to_thread(ensure_services)
     names = Names.fresh("vis")
     mode = "idempotent" if os.environ.get("PIPELINE_KAFKA_TRANSACTIONS") == "false" else "txn"
     with fresh_database(svc, names) as dsn:

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 # How long reading the resume positions may take before the session is retried.
 RESUME_READ_TIMEOUT = 60.0
-# How long a commit at idle waits for the batches just released to be answered.
-IDLE_FLUSH_WAIT = 0.25
 
 
 class Committer:
@@ -152,6 +150,9 @@ class Committer:
             self._task = asyncio.create_task(self._run(), name="reader-commits")
 
     async def _run(self) -> None:
+        """Group commit: once the reader has caught up, commit, and again at once while
+        anything came in (or was still held in a batch) during the commit; under a
+        backlog (never idle), every ``status_interval``."""
         interval = self._session.cfg.status_interval
         while True:
             idle = False
@@ -160,28 +161,28 @@ class Committer:
                 idle = True
             self._wanted.clear()
             try:
-                await self._commit(wait_for_batches=idle)
+                await self.commit()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the session raises it (replication.retry decides)
                 if self._session.failure is None:
                     self._session.failure = exc
                 return
+            if idle and self._pending():
+                self._wanted.set()
+
+    def _pending(self) -> bool:
+        return bool(self._uncommitted) or self._session.producer.uncommitted
 
     async def commit(self) -> None:
-        """Commit everything added so far (after ``producer.flush()``); raises on failure."""
-        await self._commit(wait_for_batches=True)
-
-    async def _commit(self, *, wait_for_batches: bool) -> None:
+        """Commit what was handed to the producer so far (call ``producer.flush()``
+        first to include everything added); raises on failure."""
         if not self.transactional:
             return
         session = self._session
         async with self._lock:
-            if not self._uncommitted and not session.producer.uncommitted:
+            if not self._pending():
                 return
-            if wait_for_batches:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(session.producer.flush(), IDLE_FLUSH_WAIT)
             await session.producer.commit()
             killpoint.reached("reader.after_commit")  # in Kafka, not yet confirmed to the slot
             # Every ack so far is of a batch of the transaction just committed: the
