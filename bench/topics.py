@@ -78,7 +78,10 @@ async def end_offsets_total(consumer: AIOKafkaConsumer, topic: str, partitions: 
 async def read_all(bootstrap: str, topic: str) -> list[Appended]:
     """Every record of ``topic`` from the beginning to the current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
     )
     await consumer.start()
     out: list[Appended] = []
@@ -90,7 +93,7 @@ async def read_all(bootstrap: str, topic: str) -> list[Appended]:
         remaining = {tp for tp in parts if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=10000)
-            for tp, records in batch.items():
+            for records in batch.values():
                 for rec in records:
                     headers = dict(rec.headers)
                     value = orjson.loads(rec.value) if rec.value else {}
@@ -104,8 +107,10 @@ async def read_all(bootstrap: str, topic: str) -> list[Appended]:
                             appended=rec.timestamp / 1000.0,
                         )
                     )
-                    if rec.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
+            # The position, not the last record: a commit marker may end the partition.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
     finally:
         await consumer.stop()
     return out

@@ -58,6 +58,7 @@ class Settings:
     consumer_group: str = "pipeline"
     initial_snapshot: bool = True
     pgoutput_binary: bool = True
+    kafka_transactions: bool = True
     web_port: int = 6066
     ready_max_lag_bytes: int = 64 * 1024 * 1024
 
@@ -154,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     ready_lag = _int_setting(env, "PIPELINE_READY_MAX_LAG_BYTES", 64 * 1024 * 1024, problems)
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
     binary = _bool_setting(env, "PIPELINE_PGOUTPUT_BINARY", True, problems)
+    transactions = _bool_setting(env, "PIPELINE_KAFKA_TRANSACTIONS", True, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -171,6 +173,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         consumer_group=values["PIPELINE_CONSUMER_GROUP"],
         initial_snapshot=snapshot,
         pgoutput_binary=binary,
+        kafka_transactions=transactions,
         web_port=web_port,
         ready_max_lag_bytes=ready_lag,
     )
@@ -205,4 +208,5 @@ def reader_config(settings: Settings) -> ReaderConfig:
         dead_letter_topic=settings.dead_letter_topic,
         initial_snapshot=settings.initial_snapshot,
         binary=settings.pgoutput_binary,
+        transactional=settings.kafka_transactions,
     )

@@ -13,6 +13,11 @@ cheap fetch requests a second per broker.
 :func:`install` makes every Faust worker consumer of this process use
 :data:`FETCH_MAX_WAIT_MS`; it patches the Faust transport's consumer class (its thread
 builds the aiokafka consumer), since Faust exposes no setting for it.
+
+The same consumer reads with ``isolation_level=read_committed``: the reader writes in
+Kafka transactions (replication.producer), and what a fenced or crashed reader left in
+an aborted transaction must never reach an agent. Faust picks read_committed only for
+its own exactly-once processing mode, which this project does not use.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher (not started yet).
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._isolation_level = "read_committed"
         return consumer
 
 

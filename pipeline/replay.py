@@ -160,6 +160,7 @@ async def replay(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
         max_partition_fetch_bytes=32 * 1024 * 1024,
+        isolation_level="read_committed",  # the reader writes in Kafka transactions
     )
     await consumer.start()
     producer = AIOKafkaProducer(
@@ -213,10 +214,13 @@ async def replay(
                             if len(batch) >= BATCH:
                                 await runtime.project(batch)
                                 batches[tp.partition] = []
-                    if message.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
                 if progress is not None and messages:
                     progress(len(messages))
+            # The position, not the last record: a transaction's commit marker (the
+            # reader writes in Kafka transactions) may be the partition's last offset.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
         if runtime is not None:
             for batch in batches.values():
                 if batch:

@@ -129,7 +129,9 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicParti
 async def _kafka(settings: Settings) -> KafkaStatus:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # ends = what consumers can read
     )
     await admin.start()
     await consumer.start()

@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import psycopg
-
 from replication import killpoint
+from replication.committer import Committer
 from replication.deadletter_store import DeadLetter
 from replication.decoder import decode_pgoutput, encode_standby_status, parse_copy_data
 from replication.errors import DecodeError, DeliveryError, SlotInUse
@@ -29,7 +28,7 @@ from replication.hotpath import INSERT, FrameLoop, payload_tag, wal_end
 from replication.hotpath import insert as hot_insert
 from replication.lsn import LSN, Position, lsn_from_uint64
 from replication.messages import PrimaryKeepalive, Relation, TupleData
-from replication.producer import EventProducer, is_too_large
+from replication.producer import EventProducer, is_too_large, transactional_id
 from replication.reader_dlq import (
     READER_REASON_KIND,
     reader_dead_letter_value,
@@ -39,7 +38,6 @@ from replication.rows import RelationCache
 from replication.slot import (
     SlotState,
     record_snapshot,
-    translate_connect_error,
 )
 from replication.snapshot import copy_snapshot
 from replication.tracker import FlushTracker
@@ -74,6 +72,13 @@ class ReaderConfig:
     # pgoutput's binary mode (PostgreSQL 14+): columns in their types' send formats, which
     # the walsender produces with less CPU than text output (the drain's ceiling).
     binary: bool = True
+    # Names this reader in application_name (pipeline-reader/<instance>); empty: the
+    # PIPELINE_INSTANCE_ID variable, else host-pid (replication.reader.application_name).
+    instance_id: str = ""
+    # Kafka transactions: a frozen former reader is fenced, consumers read committed only,
+    # and a restarted reader's resume positions are exact (DESIGN invariants 6 and 8).
+    # Off: an idempotent producer only (benchmarks compare the two).
+    transactional: bool = True
 
 
 # The first PostgreSQL version whose pgoutput accepts ``binary 'true'``.
@@ -141,7 +146,13 @@ class Session:
         self.failure: BaseException | None = None
         self.drained = asyncio.Event()
         self.producer = EventProducer(
-            self.cfg.kafka_bootstrap, self.cfg.topic, self._on_acks, linger=self.cfg.batch_linger
+            self.cfg.kafka_bootstrap,
+            self.cfg.topic,
+            self._on_acks,
+            linger=self.cfg.batch_linger,
+            transactional_id=(
+                transactional_id(self.cfg.topic, self.cfg.slot) if self.cfg.transactional else None
+            ),
         )
         # Begin/Insert/Commit frames -> tracker and producer; holds the in-flight count
         # and the highest wal_end received.
@@ -149,6 +160,8 @@ class Session:
             self.encoder.encode, self.producer.add, self.tracker, self.cfg.max_in_flight
         )
         self.sent_flush = LSN.ZERO
+        # The producer's transactions: start-up (fencing), resume positions, commits.
+        self.committer = Committer(self)
 
     @property
     def in_flight(self) -> int:
@@ -174,7 +187,7 @@ class Session:
         if self.in_flight < self.cfg.max_in_flight:
             self.drained.set()
         if error is None:
-            self.tracker.ack_streamed(positions)  # snapshot rows are not in the slot's stream
+            self.committer.delivered(positions)  # to the tracker now, or at the commit
             self.stats.events_acked += len(positions)
             return
         if self.failure is None:
@@ -196,7 +209,10 @@ class Session:
         await self._room()
         self.in_flight += 1
         if topic is None:
-            self.producer.add(pos, key, value, headers)
+            # loop.add: the resume filter while the stream is behind what Kafka holds
+            # (a large row sent from the slow path is filtered like any other), then
+            # the batcher's add.
+            self.loop.add(pos, key, value, headers)
         else:
             await self.producer.send(pos, key, value, headers, topic)
         self.stats.events_read += 1
@@ -246,22 +262,17 @@ class Session:
 
     # -- the stream -----------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, wire: ReplicationWire) -> None:
+        """Stream the slot on ``wire`` (the reader's replication connection, its lock
+        held) until stop; raises what ended the session."""
         cfg = self.cfg
+        await self.committer.open(self.state.exists)
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                cfg.dsn, autocommit=True, replication="database"
-            )
-        except psycopg.Error as exc:
-            raise translate_connect_error(exc) from exc
-        await self.producer.start()
-        self.loop.add = self.producer.direct_add  # one Python call less per event
-        try:
-            # Caught up with the server (nothing to read): send what is held back.
-            wire = ReplicationWire(conn, on_idle=self.producer.release)
+            # Caught up with the server (nothing to read): send what is held back, commit.
+            wire.on_idle = self.committer.idle
             if not self.state.exists:
                 await self._create_slot(wire)
-            command, binary = start_replication_command(cfg, conn.info.server_version)
+            command, binary = start_replication_command(cfg, wire.conn.info.server_version)
             try:
                 await wire.start_copy(command)
             except ServerError as exc:
@@ -278,15 +289,11 @@ class Session:
                 cfg.topic,
                 "binary" if binary else "text",
             )
+            self.committer.start()
             await self._stream(wire, stop)
         finally:
             self.stats.active = False
-            try:
-                await asyncio.wait_for(self.producer.flush(), 30)
-            except (TimeoutError, OSError) as exc:
-                log.warning("producer flush on session end failed: %s", exc)
-            await self.producer.stop()
-            await conn.close()
+            await self.committer.close()
 
     async def _create_slot(self, wire: ReplicationWire) -> None:
         cfg = self.cfg
@@ -303,6 +310,7 @@ class Session:
             await self.producer.flush()
             if self.failure is not None:
                 raise self.failure
+            await self.committer.commit()  # the whole snapshot in one Kafka transaction
             log.info("slot=%s initial snapshot: %d rows in Kafka", cfg.slot, copied)
         self.stats.snapshot_rows = copied
         await record_snapshot(cfg.dsn, cfg.slot, consistent, copied)
@@ -340,6 +348,7 @@ class Session:
                 await self._status(wire)
                 next_status = time.monotonic() + interval
         await self.producer.flush()
+        await self.committer.commit()
         await self._status(wire)
 
     async def _slow_frame(self, wire: ReplicationWire, frame: bytes) -> bool:

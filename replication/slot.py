@@ -7,11 +7,13 @@ plugin, a publication that does not cover ``domain_events``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal, pooler_problem
 from replication.errors import (
@@ -22,6 +24,7 @@ from replication.errors import (
     WalLevelError,
 )
 from replication.lsn import LSN
+from replication.wire import ReplicationWire
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,13 @@ def check_dsn(dsn: str) -> None:
         )
 
 
-def translate_connect_error(exc: psycopg.Error) -> Exception:
+def translate_connect_error(exc: psycopg.Error, dsn: str | None = None) -> Exception:
     """Map a refusal at connect time to the error an operator can act on."""
     text = str(exc)
+    user = "<user>"
+    if dsn is not None:
+        with contextlib.suppress(psycopg.Error):
+            user = str(conninfo_to_dict(dsn).get("user") or user)
     if looks_like_pooler_refusal(text):
         return PoolerError(
             f"the server refused a replication connection ({text.strip()})", DIRECT_HOST_HINT
@@ -57,7 +64,7 @@ def translate_connect_error(exc: psycopg.Error) -> Exception:
     if "replication role" in text or "permission denied to start WAL sender" in text:
         return ReplicationPrivilegeError(
             f"the role may not open a replication connection ({text.strip()})",
-            "ALTER ROLE <user> WITH REPLICATION (or use a role that has it)",
+            f"ALTER ROLE {user} WITH REPLICATION (or use a role that has it)",
         )
     if "wal_level" in text:
         return WalLevelError(text.strip(), "set wal_level = logical and restart PostgreSQL")
@@ -172,39 +179,49 @@ async def record_snapshot(dsn: str, slot: str, consistent_point: LSN, rows: int)
         )
 
 
-async def claim_reader_lock(
-    dsn: str, slot: str
-) -> tuple[psycopg.AsyncConnection[tuple[object, ...]] | None, int | None]:
-    """Take the session advisory lock that makes one process this slot's reader.
+def lock_key_text(slot: str) -> str:
+    """The text whose ``hashtextextended`` is the reader's advisory lock key."""
+    return f"pipeline.reader:{slot}"
+
+
+async def connect_replication(
+    dsn: str, application_name: str
+) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """Open the reader's replication connection (``replication=database``).
+
+    Opened before anything else touches the database or Kafka: a pooler or a role without
+    REPLICATION is refused here, before a lock, a publication or a topic exists.
+    """
+    check_dsn(dsn)
+    try:
+        return await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, replication="database", application_name=application_name
+        )
+    except psycopg.Error as exc:
+        raise translate_connect_error(exc, dsn) from exc
+
+
+async def claim_reader_lock(wire: ReplicationWire, slot: str) -> int | None:
+    """Take the session advisory lock that makes this process the slot's reader, on the
+    replication connection itself; None when taken, else the holder's pid (if known).
 
     The slot alone does not exclude a second reader at every moment: PostgreSQL releases
     a slot right after CREATE_REPLICATION_SLOT, so while the creator copies the initial
     snapshot the slot looks inactive and unfinished, and a second reader would drop it.
-    The lock is held for the whole session on its own connection (released by the server
-    if the process dies). Returns (connection, None) when taken, (None, holder pid) when
-    another process holds it.
+    Taken on the replication connection (a ``replication=database`` walsender runs simple
+    SQL), the lock lives exactly as long as the connection that streams the slot: it can
+    never be left behind on a pooler's server connection, and the server drops it with
+    the walsender when the process dies or is cut off.
     """
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    try:
-        row = await (
-            await conn.execute(
-                "SELECT hashtextextended(%s, 0), pg_try_advisory_lock(hashtextextended(%s, 0))",
-                (f"pipeline.reader:{slot}", f"pipeline.reader:{slot}"),
-            )
-        ).fetchone()
-        assert row is not None
-        key, taken = row
-        if taken:
-            return conn, None
-        holder = await (
-            await conn.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = %s",
-                (key,),
-            )
-        ).fetchone()
-    except BaseException:
-        await conn.close()
-        raise
-    await conn.close()
-    return None, int(holder[0]) if holder and isinstance(holder[0], int) else None
+    key = lock_key_text(slot).replace("'", "''")
+    rows = await wire.query(
+        f"SELECT hashtextextended('{key}', 0), pg_try_advisory_lock(hashtextextended('{key}', 0))"
+    )
+    number, taken = rows[0]
+    if taken == "t":
+        return None
+    holder = await wire.query(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+        f"AND ((classid::bigint << 32) | objid::bigint) = {int(number or 0)}"
+    )
+    return int(holder[0][0]) if holder and holder[0][0] is not None else None

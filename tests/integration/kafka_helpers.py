@@ -49,6 +49,7 @@ async def read_topic(
         bootstrap_servers=bootstrap,
         group_id=f"test-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         enable_auto_commit=False,
         max_partition_fetch_bytes=32 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,

@@ -156,20 +156,36 @@ def queue_mismatches(dsn: str, orgs: Sequence[uuid.UUID]) -> list[str]:
 
 
 async def consumed_everything(running: RunningPipeline) -> bool:
-    """Whether the consumer group has committed every record of the source topic."""
+    """Whether the consumer group has committed every record of the source topic.
+
+    The reader writes in Kafka transactions: each commit leaves a marker that takes an
+    offset, and a consumer commits the offset after the last record it processed, so
+    "everything" means no readable record at or after the committed offset."""
     settings = running.settings
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, isolation_level="read_committed"
+    )
     await admin.start()
     await consumer.start()
     try:
         parts = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
         ends = await consumer.end_offsets(parts)
         committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+        if not all(tp in committed for tp in parts):
+            return False
+        consumer.assign(parts)
+        for tp in parts:
+            if committed[tp].offset >= ends[tp]:
+                continue
+            consumer.seek(tp, committed[tp].offset)
+            while await consumer.position(tp) < ends[tp]:
+                if (await consumer.getmany(tp, timeout_ms=1000)).get(tp):
+                    return False
+        return True
     finally:
         await consumer.stop()
         await admin.close()
-    return all(tp in committed and committed[tp].offset == ends[tp] for tp in parts)
 
 
 async def executions(client: Client, task_queue: str) -> list[tuple[str, str]]:
