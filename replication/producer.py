@@ -285,8 +285,10 @@ class EventProducer:
     async def send_and_wait(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
         """Send one record to ``topic`` and wait for Kafka's answer; raises its error.
         For the rare dead letter: it does not go through ``on_acks``, the caller decides
-        what a failure means (and bounds the wait)."""
-        fut = await self._producer.send(topic, value=value, key=key, headers=headers)
+        what a failure means (and bounds the wait). Like every hand-over, it waits while a
+        transaction commits (aiokafka refuses a send between commit and the next begin)."""
+        async with self._gate.passage():
+            fut = await self._producer.send(topic, value=value, key=key, headers=headers)
         await fut
 
     def _report(self, position: Position, fut: asyncio.Future[object]) -> None:
