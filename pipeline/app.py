@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
@@ -57,6 +58,13 @@ HANDLER_BATCH_SIZE: Final = 200
 # Handlers in flight per agent: enough to overlap the start RPCs of many streams, few
 # enough not to flood Temporal with starts or queue long behind the agent's connection.
 HANDLER_MAX_IN_FLIGHT: Final = DEFAULT_MAX_IN_FLIGHT
+# After SIGTERM/SIGINT the process exits within this many seconds whatever its
+# dependencies do: a graceful stop that hangs (a broker or database that does not answer)
+# is cut short by a hard exit. Nothing is lost either way: a record is acknowledged only
+# after its effects happened, so what was not acknowledged is delivered again. Below the
+# StatefulSet's terminationGracePeriodSeconds (60) and Kubernetes' default (30).
+SHUTDOWN_DEADLINE_S: Final = 20.0
+EXIT_SHUTDOWN_DEADLINE: Final = 1
 
 
 def worker_id_from_env(env: Mapping[str, str]) -> str:
@@ -239,6 +247,12 @@ def create_app(
         store="memory://",  # no Faust tables: the read models live in PostgreSQL
         consumer_group_instance_id=instance_id,  # static membership, KIP-345
         consumer_auto_offset_reset="earliest",
+        # Do not wait for records in flight before a shutdown or a rebalance: a record
+        # whose handler waits for Temporal or PostgreSQL would hold both for as long as
+        # the outage lasts. Records are acknowledged only once their effects happened
+        # (pipeline.batching), so what is in flight is not committed and is delivered
+        # again; every effect is idempotent (DESIGN.md invariant 3).
+        stream_wait_empty=False,
         producer_acks=-1,
         autodiscover=False,
         loop=loop,
@@ -350,6 +364,39 @@ def create_app(
     return app
 
 
+def _exit_now(deadline: float) -> None:
+    log.error(
+        "still stopping %.0fs after the signal: exiting now; records not acknowledged are "
+        "delivered again",
+        deadline,
+    )
+    logging.shutdown()
+    os._exit(EXIT_SHUTDOWN_DEADLINE)
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with a deadline on the shutdown a signal starts (see above)."""
+
+    shutdown_deadline: float = SHUTDOWN_DEADLINE_S
+    _deadline_timer: threading.Timer | None = None
+
+    def _arm_deadline(self) -> None:
+        if self._deadline_timer is None:
+            # A thread, not the event loop: the deadline holds even if the loop is stuck.
+            timer = threading.Timer(self.shutdown_deadline, _exit_now, (self.shutdown_deadline,))
+            timer.daemon = True
+            timer.start()
+            self._deadline_timer = timer
+
+    def _on_sigterm(self) -> None:
+        self._arm_deadline()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_deadline()
+        super()._on_sigint()
+
+
 def run_app(
     settings: Settings, *, extra_tasks: Sequence[BackgroundTask] = (), loglevel: str = "info"
 ) -> None:
@@ -358,7 +405,7 @@ def run_app(
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     app = create_app(settings, extra_tasks=extra_tasks, loop=loop)
-    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True)
+    worker = Worker(app, loop=loop, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 
 
