@@ -64,6 +64,14 @@ HANDLER_MAX_IN_FLIGHT: Final = DEFAULT_MAX_IN_FLIGHT
 # after its effects happened, so what was not acknowledged is delivered again. Below the
 # StatefulSet's terminationGracePeriodSeconds (60) and Kubernetes' default (30).
 SHUTDOWN_DEADLINE_S: Final = 20.0
+# A consumer that died without leaving the group (SIGKILL, a lost node; and a static
+# member never leaves, even on SIGTERM) keeps its partitions until the broker has missed
+# its heartbeats for the session timeout. Faust's default of 60 s left a dead replica's
+# partitions unconsumed for a minute; 6 s is the brokers' default minimum
+# (group.min.session.timeout.ms). BROKER_SESSION_TIMEOUT / BROKER_HEARTBEAT_INTERVAL in
+# the environment still override these (Faust reads them itself).
+SESSION_TIMEOUT_S: Final = 6.0
+HEARTBEAT_INTERVAL_S: Final = 1.5
 EXIT_SHUTDOWN_DEADLINE: Final = 1
 
 
@@ -246,6 +254,8 @@ def create_app(
         topic_partitions=settings.topic_partitions,
         store="memory://",  # no Faust tables: the read models live in PostgreSQL
         consumer_group_instance_id=instance_id,  # static membership, KIP-345
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         consumer_auto_offset_reset="earliest",
         # Do not wait for records in flight before a shutdown or a rebalance: a record
         # whose handler waits for Temporal or PostgreSQL would hold both for as long as
