@@ -226,6 +226,25 @@ def _record(message: faust.types.tuples.Message) -> Record:
     )
 
 
+class PipelineApp(faust.App):
+    """Faust's app, which does not wait for the records in flight once it is stopping.
+
+    Faust waits until every record taken is acknowledged before it stops its consumer
+    (``stream_wait_empty``); a record whose handler retries against an unreachable
+    Temporal or PostgreSQL is not, for as long as the outage lasts, so SIGTERM hung.
+    Stopping without that wait is safe: a record is acknowledged only once its effects
+    happened (pipeline.batching), so what is in flight is not committed and is delivered
+    again, and every effect is idempotent (DESIGN.md invariant 3). A rebalance still
+    waits (without that wait Faust stopped fetching after the rebalance, measured).
+    """
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        if self.should_stop:
+            logger.info("Not waiting for records in flight: they are delivered again")
+            return
+        await super()._consumer_wait_empty(consumer, logger)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -233,7 +252,7 @@ def create_app(
     env: Mapping[str, str] | None = None,
     temporal_client: Client | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
-) -> faust.App:
+) -> PipelineApp:
     """The Faust app: enqueue, starter and projection agents, ``/metrics``, extra tasks.
 
     ``extra_tasks`` are started with the app and stopped with it (the replication reader
@@ -246,7 +265,7 @@ def create_app(
     fetching.install()  # Faust's 1.5 s fetch wait held records back (pipeline/fetching.py)
     worker_id = worker_id_from_env(env)
     instance_id = env.get(INSTANCE_ID_ENV, "").strip() or None
-    app = faust.App(
+    app = PipelineApp(
         settings.consumer_group,
         broker=[f"kafka://{server}" for server in _servers(settings)],
         datadir=str(data_dir_from_env(env, worker_id)),
@@ -257,12 +276,6 @@ def create_app(
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         consumer_auto_offset_reset="earliest",
-        # Do not wait for records in flight before a shutdown or a rebalance: a record
-        # whose handler waits for Temporal or PostgreSQL would hold both for as long as
-        # the outage lasts. Records are acknowledged only once their effects happened
-        # (pipeline.batching), so what is in flight is not committed and is delivered
-        # again; every effect is idempotent (DESIGN.md invariant 3).
-        stream_wait_empty=False,
         producer_acks=-1,
         autodiscover=False,
         loop=loop,
