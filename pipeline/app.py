@@ -28,6 +28,7 @@ from typing import Any, Final, cast
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from faust.tables import TableManager
 from mode import BaseSignalT
 from prometheus_client import generate_latest
 from temporalio.client import Client
@@ -226,6 +227,20 @@ def _record(message: faust.types.tuples.Message) -> Record:
     )
 
 
+class TablelessManager(TableManager):
+    """Faust's table manager without its one-second nap at start-up.
+
+    Faust sleeps 1 s before starting table recovery so that tables declared late can
+    register; this app declares none (the read models live in PostgreSQL), and the nap
+    stood between a restarted process and its first record.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class PipelineApp(faust.App):
     """Faust's app, which does not wait for the records in flight once it is stopping.
 
@@ -237,6 +252,21 @@ class PipelineApp(faust.App):
     again, and every effect is idempotent (DESIGN.md invariant 3). A rebalance still
     waits (without that wait Faust stopped fetching after the rebalance, measured).
     """
+
+    #: Started with the app, alongside its consumer (see :meth:`on_first_start`).
+    early_tasks: Sequence[BackgroundTask] = ()
+
+    async def on_first_start(self) -> None:
+        """Start the early tasks (the replication reader) as the app starts.
+
+        Faust starts ``app.task`` tasks only once the consumer has joined its group and
+        been assigned partitions; the reader has nothing to wait for, and starting it at
+        once overlaps its session start with the join after a restart. The tasks are
+        the app's futures, cancelled when it stops.
+        """
+        await super().on_first_start()
+        for task in self.early_tasks:
+            self.add_future(task())
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         if self.should_stop:
@@ -272,6 +302,7 @@ def create_app(
         web_port=settings.web_port,
         topic_partitions=settings.topic_partitions,
         store="memory://",  # no Faust tables: the read models live in PostgreSQL
+        TableManager=TablelessManager,
         consumer_group_instance_id=instance_id,  # static membership, KIP-345
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
@@ -364,8 +395,7 @@ def create_app(
 
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
-    for task in extra_tasks:
-        app.task(task)
+    app.early_tasks = list(extra_tasks)
 
     async def close_runtime(
         sender: object, *args: object, signal: BaseSignalT[Any], **kwargs: object
