@@ -22,7 +22,7 @@ import asyncio
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -30,10 +30,12 @@ import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from pipeline import events as ev
 from pipeline.bootstrap.settings import from_env
 from pipeline.bootstrap.worker import build_worker
+from tests.integration.finishing_standin import CompleteActivity, FinishingStandInWorkflow
 from tests.integration.pipeline_process import (
     RunningPipeline,
     event_types,
@@ -95,16 +97,25 @@ def _started_events(dsn: str, org: uuid.UUID) -> list[tuple[object, ...]]:
 
 @asynccontextmanager
 async def _killed_after_start(
-    dsn: str, kafka: str, client: Client, tmp: Path, worker_env: dict[str, str]
+    dsn: str,
+    kafka: str,
+    client: Client,
+    tmp: Path,
+    worker_env: dict[str, str],
+    make_worker: Callable[[dict[str, str]], Worker] | None = None,
 ) -> AsyncIterator[tuple[dict[str, str], uuid.UUID]]:
     """One bootstrap whose pipeline died between the Temporal start and the record of it;
-    the real worker (with worker_env's settings) runs for the block's duration."""
+    the real worker (with worker_env's settings), or make_worker's, runs for the block's
+    duration."""
     env = {
         **pipeline_env(dsn, kafka, client.service_client.config.target_host, tmp),
         **FAST_GROUP_ENV,
     }
     org = uuid.uuid4()
-    worker = build_worker(client, from_env({**env, **worker_env}))
+    if make_worker is None:
+        worker = build_worker(client, from_env({**env, **worker_env}))
+    else:
+        worker = make_worker(env)
     async with worker:
         doomed = start_pipeline({**env, "PIPELINE_KILL_AT": "starter.after_start:1"}, tmp, "doomed")
         try:
@@ -155,6 +166,45 @@ async def test_workflow_started_is_recorded_when_the_workflow_finished_before_th
                 async for w in temporal_client.list_workflows(f"WorkflowId = '{handle.id}'")
             ]
             assert runs == [described.run_id]
+        finally:
+            stop_pipeline(restarted)
+
+
+async def test_the_start_of_an_earlier_versions_finished_workflow_is_recorded_once(
+    fresh_db: str, kafka_bootstrap: str, temporal_client: Client, tmp_path: Path
+) -> None:
+    # A workflow that records its outcome but not its start (the workflow before it did):
+    # the restarted starter finds the job completed without a start and records it with
+    # the run id Temporal describes.
+    def standin(env: dict[str, str]) -> Worker:
+        return Worker(
+            temporal_client,
+            task_queue=env["PIPELINE_TEMPORAL_TASK_QUEUE"],
+            workflows=[FinishingStandInWorkflow],
+            activities=[CompleteActivity(fresh_db).complete],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
+
+    async with _killed_after_start(
+        fresh_db, kafka_bootstrap, temporal_client, tmp_path, {}, standin
+    ) as (env, org):
+        handle = temporal_client.get_workflow_handle(ev.workflow_id_for(str(org)))
+        await handle.result()
+        described = await handle.describe()
+        assert _started_events(fresh_db, org) == []
+        restarted = start_pipeline(env, tmp_path, "restarted")
+        try:
+            await _settled(restarted, fresh_db, org, "completed")
+
+            async def recorded() -> bool:
+                return bool(_started_events(fresh_db, org)) and await consumed_everything(restarted)
+
+            await eventually(recorded, "workflow_started recorded", restarted, HANG)
+            await _settled(restarted, fresh_db, org, "completed")
+            started = _started_events(fresh_db, org)
+            assert len(started) == 1, started
+            assert started[0][0] == described.run_id
+            assert _queue_row(fresh_db, org) == ("completed", described.run_id, True)
         finally:
             stop_pipeline(restarted)
 
