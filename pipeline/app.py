@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
@@ -27,6 +28,7 @@ from typing import Any, Final, cast
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from faust.tables import TableManager
 from mode import BaseSignalT
 from prometheus_client import generate_latest
 from temporalio.client import Client
@@ -57,6 +59,21 @@ HANDLER_BATCH_SIZE: Final = 200
 # Handlers in flight per agent: enough to overlap the start RPCs of many streams, few
 # enough not to flood Temporal with starts or queue long behind the agent's connection.
 HANDLER_MAX_IN_FLIGHT: Final = DEFAULT_MAX_IN_FLIGHT
+# After SIGTERM/SIGINT the process exits within this many seconds whatever its
+# dependencies do: a graceful stop that hangs (a broker or database that does not answer)
+# is cut short by a hard exit. Nothing is lost either way: a record is acknowledged only
+# after its effects happened, so what was not acknowledged is delivered again. Below the
+# StatefulSet's terminationGracePeriodSeconds (60) and Kubernetes' default (30).
+SHUTDOWN_DEADLINE_S: Final = 20.0
+# A consumer that died without leaving the group (SIGKILL, a lost node; and a static
+# member never leaves, even on SIGTERM) keeps its partitions until the broker has missed
+# its heartbeats for the session timeout. Faust's default of 60 s left a dead replica's
+# partitions unconsumed for a minute; 6 s is the brokers' default minimum
+# (group.min.session.timeout.ms). BROKER_SESSION_TIMEOUT / BROKER_HEARTBEAT_INTERVAL in
+# the environment still override these (Faust reads them itself).
+SESSION_TIMEOUT_S: Final = 6.0
+HEARTBEAT_INTERVAL_S: Final = 1.5
+EXIT_SHUTDOWN_DEADLINE: Final = 1
 
 
 def worker_id_from_env(env: Mapping[str, str]) -> str:
@@ -210,6 +227,54 @@ def _record(message: faust.types.tuples.Message) -> Record:
     )
 
 
+class TablelessManager(TableManager):
+    """Faust's table manager without its one-second nap at start-up.
+
+    Faust sleeps 1 s before starting table recovery so that tables declared late can
+    register; this app declares none (the read models live in PostgreSQL), and the nap
+    stood between a restarted process and its first record.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
+class PipelineApp(faust.App):
+    """Faust's app, which does not wait for the records in flight once it is stopping.
+
+    Faust waits until every record taken is acknowledged before it stops its consumer
+    (``stream_wait_empty``); a record whose handler retries against an unreachable
+    Temporal or PostgreSQL is not, for as long as the outage lasts, so SIGTERM hung.
+    Stopping without that wait is safe: a record is acknowledged only once its effects
+    happened (pipeline.batching), so what is in flight is not committed and is delivered
+    again, and every effect is idempotent (DESIGN.md invariant 3). A rebalance still
+    waits (without that wait Faust stopped fetching after the rebalance, measured).
+    """
+
+    #: Started with the app, alongside its consumer (see :meth:`on_first_start`).
+    early_tasks: Sequence[BackgroundTask] = ()
+
+    async def on_first_start(self) -> None:
+        """Start the early tasks (the replication reader) as the app starts.
+
+        Faust starts ``app.task`` tasks only once the consumer has joined its group and
+        been assigned partitions; the reader has nothing to wait for, and starting it at
+        once overlaps its session start with the join after a restart. The tasks are
+        the app's futures, cancelled when it stops.
+        """
+        await super().on_first_start()
+        for task in self.early_tasks:
+            self.add_future(task())
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        if self.should_stop:
+            logger.info("Not waiting for records in flight: they are delivered again")
+            return
+        await super()._consumer_wait_empty(consumer, logger)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -217,7 +282,7 @@ def create_app(
     env: Mapping[str, str] | None = None,
     temporal_client: Client | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
-) -> faust.App:
+) -> PipelineApp:
     """The Faust app: enqueue, starter and projection agents, ``/metrics``, extra tasks.
 
     ``extra_tasks`` are started with the app and stopped with it (the replication reader
@@ -230,14 +295,17 @@ def create_app(
     fetching.install()  # Faust's 1.5 s fetch wait held records back (pipeline/fetching.py)
     worker_id = worker_id_from_env(env)
     instance_id = env.get(INSTANCE_ID_ENV, "").strip() or None
-    app = faust.App(
+    app = PipelineApp(
         settings.consumer_group,
         broker=[f"kafka://{server}" for server in _servers(settings)],
         datadir=str(data_dir_from_env(env, worker_id)),
         web_port=settings.web_port,
         topic_partitions=settings.topic_partitions,
         store="memory://",  # no Faust tables: the read models live in PostgreSQL
+        TableManager=TablelessManager,
         consumer_group_instance_id=instance_id,  # static membership, KIP-345
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=MAX_MESSAGE_BYTES,  # dead letters as large as the topic takes
@@ -328,8 +396,7 @@ def create_app(
 
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
-    for task in extra_tasks:
-        app.task(task)
+    app.early_tasks = list(extra_tasks)
 
     async def close_runtime(
         sender: object, *args: object, signal: BaseSignalT[Any], **kwargs: object
@@ -351,6 +418,39 @@ def create_app(
     return app
 
 
+def _exit_now(deadline: float) -> None:
+    log.error(
+        "still stopping %.0fs after the signal: exiting now; records not acknowledged are "
+        "delivered again",
+        deadline,
+    )
+    logging.shutdown()
+    os._exit(EXIT_SHUTDOWN_DEADLINE)
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with a deadline on the shutdown a signal starts (see above)."""
+
+    shutdown_deadline: float = SHUTDOWN_DEADLINE_S
+    _deadline_timer: threading.Timer | None = None
+
+    def _arm_deadline(self) -> None:
+        if self._deadline_timer is None:
+            # A thread, not the event loop: the deadline holds even if the loop is stuck.
+            timer = threading.Timer(self.shutdown_deadline, _exit_now, (self.shutdown_deadline,))
+            timer.daemon = True
+            timer.start()
+            self._deadline_timer = timer
+
+    def _on_sigterm(self) -> None:
+        self._arm_deadline()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_deadline()
+        super()._on_sigint()
+
+
 def run_app(
     settings: Settings, *, extra_tasks: Sequence[BackgroundTask] = (), loglevel: str = "info"
 ) -> None:
@@ -359,7 +459,7 @@ def run_app(
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     app = create_app(settings, extra_tasks=extra_tasks, loop=loop)
-    worker = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True)
+    worker = Worker(app, loop=loop, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 
 

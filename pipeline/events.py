@@ -74,3 +74,12 @@ ALL_EVENT_TYPES: Final = frozenset(
 def workflow_id_for(org_id: str) -> str:
     """The deterministic Temporal workflow id of an organization's bootstrap."""
     return f"org-bootstrap-{org_id}"
+
+
+def workflow_started_key(pending_event_id: object) -> str:
+    """The idempotency key of a job's ``workflow_started``: caused by its pending event.
+
+    Both emitters use it, the workflow's first activity and the starter after the start
+    returned, so whichever comes second adds nothing (the unique index on the key).
+    """
+    return f"{pending_event_id}:{BOOTSTRAP_WORKFLOW_STARTED}"

@@ -23,7 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pipeline import metrics
-from pipeline.agents.starter import STARTED_OR_DONE, StartPlan, retry_delay
+from pipeline.agents.starter import JOB_DONE, STARTED_OR_DONE, StartPlan, retry_delay
 from pipeline.eventstore import NewEvent, emit
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,21 @@ async def job_history(db: Database, plan: StartPlan) -> frozenset[str]:
     return frozenset(str(row[0]) for row in await cur.fetchall())
 
 
+_RECORDED_RUN_ID: Final = (
+    "SELECT event_metadata->>'run_id' FROM domain_events "
+    "WHERE stream_id = %s AND event_type = ANY(%s) AND event_data->>'job_id' = %s "
+    "AND event_metadata ? 'run_id' ORDER BY stream_version LIMIT 1"
+)
+
+
+async def recorded_run_id(db: Database, plan: StartPlan) -> str | None:
+    """The run id the workflow's events of plan's job carry (its activities record it)."""
+    conn = await db.connection()
+    cur = await conn.execute(_RECORDED_RUN_ID, (plan.stream_id, sorted(JOB_DONE), plan.job_id))
+    row = await cur.fetchone()
+    return str(row[0]) if row is not None and row[0] else None
+
+
 class TemporalStarter:
     """Starts a plan's workflow once: a second start returns the first run's id."""
 
@@ -174,6 +189,19 @@ class TemporalStarter:
         if self._client is None:
             self._client = await Client.connect(self._address, namespace=self._namespace)
         return self._client
+
+    async def run_id_of(self, workflow_id: str) -> str | None:
+        """The run id of workflow_id's latest execution, None if Temporal does not know it."""
+        client = await self.client()
+        try:
+            described = await client.get_workflow_handle(workflow_id).describe(
+                rpc_timeout=START_RPC_TIMEOUT
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        return described.run_id
 
     async def start(self, plan: StartPlan) -> tuple[str, bool]:
         """Start plan's workflow; returns (run_id, True) or (first run's id, False).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from pipeline.agents.starter import (
     plan_emitted,
     plan_start,
     started_event,
+    with_claim,
 )
 from pipeline.contract import validate_event
 from pipeline.projections.event_row import ProjectionError
@@ -205,7 +207,8 @@ class AgentRuntime:
             f"read history of workflow_id={workflow_id}",
             lambda: effects.job_history(self._starter_db, plan),
         )
-        if decide(history) is Decision.SKIP_ALREADY_STARTED:
+        decision = decide(history)
+        if decision is Decision.SKIP_ALREADY_STARTED:
             metrics.WORKFLOW_STARTS.labels("skipped").inc()
             log.log(
                 logging.DEBUG if path == "starter" else logging.INFO,
@@ -224,10 +227,14 @@ class AgentRuntime:
             lambda: effects.emit_event(self._starter_db, claimed),
         )
         killpoint.reached("starter.after_claim")
+        if decision is Decision.RECORD_START:
+            await self._record_finished_start(plan, claimed_id, history, cause, record)
+            return
+        to_start = with_claim(plan, claimed_id)
 
         async def start_once() -> tuple[str, bool]:
             try:
-                return await self._temporal.start(plan)
+                return await self._temporal.start(to_start)
             except Exception:
                 # Counted here, retried (and logged with its attempt number) by with_retries.
                 metrics.WORKFLOW_STARTS.labels("failed").inc()
@@ -253,6 +260,57 @@ class AgentRuntime:
             plan.job_id,
             self.worker_id,
             path,
+            cause.position,
+            record.where,
+        )
+
+    async def _record_finished_start(
+        self,
+        plan: StartPlan,
+        claimed_id: uuid.UUID,
+        history: frozenset[str],
+        cause: DomainEvent,
+        record: Record,
+    ) -> None:
+        """Record the start of a job that finished without a record of it (see starter).
+
+        The run id is Temporal's; once Temporal no longer knows the execution (past its
+        retention), the one the workflow's own events carry.
+        """
+        workflow_id = plan.workflow_id
+        run_id = await effects.with_retries(
+            "starter",
+            f"describe workflow_id={workflow_id}",
+            lambda: self._temporal.run_id_of(workflow_id),
+        )
+        if run_id is None:
+            run_id = await effects.with_retries(
+                "starter",
+                f"read the run id of workflow_id={workflow_id}",
+                lambda: effects.recorded_run_id(self._starter_db, plan),
+            )
+        if run_id is None:
+            log.error(
+                "workflow_id=%s job_id=%s finished (%s) but neither Temporal nor its events "
+                "know its run id: workflow_started not recorded lsn=%s %s",
+                workflow_id,
+                plan.job_id,
+                ", ".join(sorted(history)),
+                cause.position,
+                record.where,
+            )
+            return
+        started = started_event(plan, run_id, claimed_id)
+        await effects.with_retries(
+            "starter",
+            f"emit workflow_started of workflow_id={workflow_id}",
+            lambda: effects.emit_event(self._starter_db, started),
+        )
+        log.info(
+            "recorded the start of finished workflow_id=%s run_id=%s job_id=%s lsn=%s %s",
+            workflow_id,
+            run_id,
+            plan.job_id,
             cause.position,
             record.where,
         )

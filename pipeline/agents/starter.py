@@ -7,13 +7,20 @@ A job is started at most once even long after Temporal has forgotten the executi
 before starting, the starter reads the job's history in the event store and does not
 start a job that already has a ``workflow_started``, ``completed`` or ``failed`` event
 (Temporal's id reuse policy alone only protects within its retention period).
+
+``workflow_started`` is recorded once for every started workflow (DESIGN.md invariant 9):
+by the workflow's first step, and by the starter after the start returned, both under
+:func:`pipeline.events.workflow_started_key`, so the second adds nothing. A job whose
+history shows it finished but holds no ``workflow_started`` (a workflow of an earlier
+version, which did not record it, finished while the pipeline was down between the
+start and its record) gets it recorded with the run id Temporal reports.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Final
 
@@ -24,6 +31,9 @@ from pipeline.eventstore import NewEvent, idempotency_key
 
 SOURCE: Final = "pipeline.starter"
 
+# The job's own outcome (these name the job); with no workflow_started beside them, the
+# start was never recorded.
+JOB_DONE: Final = frozenset({ev.QUEUE_COMPLETED, ev.QUEUE_FAILED})
 # Event types that prove a job's workflow was started (or already finished).
 STARTED_OR_DONE: Final = frozenset(
     {
@@ -54,6 +64,8 @@ class Decision(Enum):
 
     START = "start"
     SKIP_ALREADY_STARTED = "skip_already_started"
+    # Finished without a record of its start: record it (the run id from Temporal).
+    RECORD_START = "record_start"
 
 
 def plan_start(event: DomainEvent) -> StartPlan | None:
@@ -96,15 +108,31 @@ def _plan(
         workflow_type=workflow_type,
         # Always the deterministic id, whatever a producer wrote (records.py checks they agree).
         workflow_id=ev.workflow_id_for(str(stream_id)),
-        workflow_input={**raw_input, "job_id": job_id},
+        # The workflow records workflow_started under the key the starter uses.
+        workflow_input={**raw_input, "job_id": job_id, "pending_event_id": str(pending_event_id)},
     )
 
 
 def decide(history: Iterable[str]) -> Decision:
-    """Start unless the job's history (its event types) shows it was already started."""
-    if STARTED_OR_DONE.intersection(history):
+    """Start unless the job's history (its event types) shows it was already started;
+    record the start of a job that finished without a record of it."""
+    seen = frozenset(history)
+    if ev.BOOTSTRAP_WORKFLOW_STARTED in seen:
+        return Decision.SKIP_ALREADY_STARTED
+    if JOB_DONE & seen:
+        return Decision.RECORD_START
+    if STARTED_OR_DONE & seen:
+        # Only the workflow's own outcome, which names the organization, not the job:
+        # another job of the same organization ran the (one) workflow.
         return Decision.SKIP_ALREADY_STARTED
     return Decision.START
+
+
+def with_claim(plan: StartPlan, claimed_id: uuid.UUID) -> StartPlan:
+    """plan with the claim's id in the workflow input (the workflow's start record's cause)."""
+    return replace(
+        plan, workflow_input={**plan.workflow_input, "claimed_event_id": str(claimed_id)}
+    )
 
 
 def claimed_event(plan: StartPlan, worker_id: str) -> NewEvent:
@@ -126,7 +154,7 @@ def started_event(plan: StartPlan, run_id: str, claimed_id: uuid.UUID) -> NewEve
         stream_type=plan.stream_type,
         event_type=ev.BOOTSTRAP_WORKFLOW_STARTED,
         event_data={"job_id": plan.job_id, "workflow_id": plan.workflow_id, "run_id": run_id},
-        idempotency_key=idempotency_key(plan.pending_event_id, ev.BOOTSTRAP_WORKFLOW_STARTED),
+        idempotency_key=ev.workflow_started_key(plan.pending_event_id),
         event_metadata={"causation_id": str(claimed_id), "source": SOURCE},
     )
 

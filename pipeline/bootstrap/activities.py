@@ -33,6 +33,7 @@ from pipeline.bootstrap.inputs import (
     InviteInput,
     OrganizationInput,
     OutcomeInput,
+    StartedInput,
     StepInput,
 )
 from pipeline.bootstrap.messages import render_invitation_email
@@ -90,6 +91,7 @@ class BootstrapActivities:
     def all(self) -> list[Callable[..., object]]:
         """The bound activity methods, for ``Worker(activities=...)``."""
         return [
+            self.record_started,
             self.prepare,
             self.create_organization,
             self.create_dns_record,
@@ -122,6 +124,44 @@ class BootstrapActivities:
                 "activity": info.activity_type,
             },
         )
+
+    @activity.defn(name="bootstrap.record_started")
+    async def record_started(self, request: StartedInput) -> str:
+        """Emit ``organization.bootstrap.workflow_started``; returns the event id.
+
+        The workflow's first step, so the event precedes every event of its activities
+        (DESIGN.md invariant 9) and exists even if the pipeline died right after the
+        start. Keyed as the starter keys its own emission: the second of the two adds
+        nothing and gets the first one's id.
+        """
+        step = request.step
+        info = activity.info()
+        event = NewEvent(
+            stream_id=uuid.UUID(step.org_id),
+            stream_type=ev.STREAM_TYPE_ORGANIZATION,
+            event_type=ev.BOOTSTRAP_WORKFLOW_STARTED,
+            event_data={
+                "job_id": step.job_id,
+                "workflow_id": step.workflow_id,
+                "run_id": info.workflow_run_id,
+            },
+            idempotency_key=ev.workflow_started_key(request.pending_event_id),
+            event_metadata={
+                "causation_id": request.claimed_event_id or request.pending_event_id,
+                "source": SOURCE,
+                "workflow_id": step.workflow_id,
+                "run_id": info.workflow_run_id,
+                "activity": info.activity_type,
+            },
+        )
+        with _classified():
+            ids = await store.emit_events(self._dsn, [event])
+        logger.info(
+            "workflow started recorded workflow_id=%s run_id=%s",
+            step.workflow_id,
+            info.workflow_run_id,
+        )
+        return str(ids[0])
 
     @activity.defn(name="bootstrap.prepare")
     async def prepare(self, request: BootstrapInput) -> BootstrapPlan:

@@ -23,6 +23,10 @@ class BootstrapInput:
     """What the starter passes to the workflow, taken from ``organization.bootstrap.initiated``.
 
     ``job_id`` is that event's id (the queue job's id); ``org_id`` its stream_id.
+    ``pending_event_id`` and ``claimed_event_id`` are the ids of the job's
+    ``workflow.queue.pending`` and ``workflow.queue.claimed`` events: the workflow's first
+    step records ``workflow_started`` under the key the starter uses (empty when a starter
+    of an earlier version started the workflow; that starter records it itself).
     """
 
     org_id: str
@@ -30,6 +34,8 @@ class BootstrapInput:
     name: str
     subdomain: str
     admins: list[Admin]
+    pending_event_id: str = ""
+    claimed_event_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,15 @@ class StepInput:
     org_id: str
     job_id: str
     workflow_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartedInput:
+    """Input of the ``workflow_started`` step: the job's pending and claimed events."""
+
+    step: StepInput
+    pending_event_id: str
+    claimed_event_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,10 @@
-"""``OrganizationBootstrapWorkflow``: organization → DNS → invitations → emails → outcome.
+"""``OrganizationBootstrapWorkflow``: started → organization → DNS → invitations → emails →
+outcome.
+
+The first step records ``organization.bootstrap.workflow_started`` (under the starter's
+idempotency key, so it is recorded once whoever comes first): it then precedes every event
+of the workflow's own activities, and it exists even when the pipeline died between the
+start and its own record of it (DESIGN.md invariant 9).
 
 Outcome contract: a *business* failure (a bad request, a provider that refuses, retries
 exhausted) is compensated, recorded as ``organization.bootstrap.failed`` and
@@ -32,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         OrganizationInput,
         OutcomeInput,
         RetryTuning,
+        StartedInput,
         StepInput,
     )
     from pipeline.events import WORKFLOW_TYPE_BOOTSTRAP, workflow_id_for
@@ -44,6 +51,17 @@ _PREPARE_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=[INVALID_INPUT],
 )
+# Recording the start retries until the event store takes it (like the outcome): every
+# later event must follow it. Only a rejected write (non-retryable) ends it.
+_STARTED_TIMEOUT = timedelta(seconds=30)
+_STARTED_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+)
+# Workflows started before this step existed replay without it (their starter records
+# the start); see temporalio's workflow.patched.
+RECORD_STARTED_PATCH = "record-workflow-started"
 _MAX_REASON = 2000
 _COMPENSATED_STAGES = {
     "dns": ("dns",),
@@ -108,6 +126,17 @@ class OrganizationBootstrapWorkflow:
         invitations: list[Invitation] = []
         sent = 0
         try:
+            if request.pending_event_id and workflow.patched(RECORD_STARTED_PATCH):
+                await workflow.execute_activity_method(
+                    BootstrapActivities.record_started,
+                    StartedInput(
+                        step=step,
+                        pending_event_id=request.pending_event_id,
+                        claimed_event_id=request.claimed_event_id,
+                    ),
+                    start_to_close_timeout=_STARTED_TIMEOUT,
+                    retry_policy=_STARTED_RETRY,
+                )
             plan = await workflow.execute_activity_method(
                 BootstrapActivities.prepare,
                 request,

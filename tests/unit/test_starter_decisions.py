@@ -21,6 +21,7 @@ from pipeline.agents.starter import (
     plan_start,
     retry_delay,
     started_event,
+    with_claim,
 )
 from pipeline.eventstore import NewEvent, idempotency_key
 from replication.lsn import LSN, Position
@@ -92,6 +93,13 @@ def test_plan_starts_the_deterministic_workflow_with_input_and_job_id() -> None:
         "subdomain": "acme",
         "admins": ADMINS,
         "job_id": str(INITIATED.id),
+        # The workflow records workflow_started under the starter's key (invariant 9).
+        "pending_event_id": str(pending.id),
+    }
+    claimed = uuid.uuid4()
+    assert with_claim(plan, claimed).workflow_input == {
+        **plan.workflow_input,
+        "claimed_event_id": str(claimed),
     }
     assert plan_start(INITIATED) is None
 
@@ -106,17 +114,35 @@ def test_plan_rejects_an_unknown_workflow_type() -> None:
     "history",
     [
         {ev.BOOTSTRAP_WORKFLOW_STARTED},
-        {ev.QUEUE_COMPLETED},
-        {ev.QUEUE_FAILED},
+        {ev.BOOTSTRAP_WORKFLOW_STARTED, ev.QUEUE_COMPLETED, ev.BOOTSTRAP_COMPLETED},
+        {ev.BOOTSTRAP_WORKFLOW_STARTED, ev.QUEUE_FAILED},
+        # The organization's workflow ran for another job (these name no job).
         {ev.BOOTSTRAP_COMPLETED},
         {ev.BOOTSTRAP_FAILED},
         {ev.QUEUE_CLAIMED, ev.BOOTSTRAP_WORKFLOW_STARTED},
     ],
 )
-def test_a_job_with_a_start_or_an_end_in_its_history_is_never_started_again(
+def test_a_job_with_a_recorded_start_or_another_jobs_end_is_never_started_again(
     history: set[str],
 ) -> None:
     assert decide(history) is Decision.SKIP_ALREADY_STARTED
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        {ev.QUEUE_COMPLETED},
+        {ev.QUEUE_FAILED},
+        {ev.QUEUE_CLAIMED, ev.QUEUE_COMPLETED, ev.BOOTSTRAP_COMPLETED},
+        {ev.QUEUE_CLAIMED, ev.QUEUE_FAILED, ev.BOOTSTRAP_FAILED},
+    ],
+)
+def test_a_job_that_finished_without_a_recorded_start_gets_it_recorded(
+    history: set[str],
+) -> None:
+    # The pipeline died between the start and its record, and the workflow finished
+    # before it came back (issue 14 item 1): record the start, do not start again.
+    assert decide(history) is Decision.RECORD_START
 
 
 @pytest.mark.parametrize("history", [set(), {ev.QUEUE_CLAIMED}, {ev.QUEUE_PENDING}])
@@ -147,6 +173,8 @@ def test_claim_and_start_events_are_keyed_by_the_pending_event() -> None:
         "run_id": "run-1",
     }
     assert start.idempotency_key == idempotency_key(pending.id, ev.BOOTSTRAP_WORKFLOW_STARTED)
+    # The workflow's own record of its start uses the same key: one of the two is a no-op.
+    assert start.idempotency_key == ev.workflow_started_key(pending.id)
     assert start.event_metadata == {"causation_id": str(claim_id), "source": "pipeline.starter"}
 
 
