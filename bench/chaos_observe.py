@@ -67,18 +67,19 @@ def read_store(dsn: str) -> StoreView:
     )
 
 
-def settled(dsn: str, orgs: int) -> tuple[int, int]:
-    """(bootstraps with a queue outcome, queue rows pending or processing)."""
+def settled(dsn: str) -> tuple[int, int, int]:
+    """(bootstraps with a queue outcome, queue rows pending or processing, events)."""
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        done = conn.execute(
-            "SELECT count(DISTINCT stream_id) FROM domain_events WHERE event_type IN (%s, %s)",
+        row = conn.execute(
+            "SELECT (SELECT count(DISTINCT stream_id) FROM domain_events "
+            "        WHERE event_type IN (%s, %s)), "
+            "       (SELECT count(*) FROM workflow_queue_projection "
+            "        WHERE status IN ('pending', 'processing')), "
+            "       (SELECT count(*) FROM domain_events)",
             (ev.QUEUE_COMPLETED, ev.QUEUE_FAILED),
         ).fetchone()
-        open_jobs = conn.execute(
-            "SELECT count(*) FROM workflow_queue_projection "
-            "WHERE status IN ('pending', 'processing')"
-        ).fetchone()
-    return (int(done[0]) if done else 0, int(open_jobs[0]) if open_jobs else orgs)
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 @dataclass(frozen=True, slots=True)
