@@ -221,15 +221,17 @@ def _verdicts(
         if len(runs) != 1 or runs[0][1] != observe.COMPLETED:
             outcome.temporal_not_one_run += 1
             examples["Temporal"].append(f"{workflow_id}: {runs}")
-        if lost:
-            outcome.lost += 1
-            examples["lost"].append(f"{e.org_id}: {', '.join(lost)}")
-        if duplicated:
-            outcome.duplicated += 1
-            examples["duplicated"].append(f"{e.org_id}: {', '.join(duplicated)}")
-        if verdict.out_of_order:
-            outcome.out_of_order += 1
-            examples["out of order"].append(f"{e.org_id}: {', '.join(verdict.out_of_order)}")
+        for what, found in (
+            ("lost", lost),
+            ("duplicated", duplicated),
+            ("out of order", verdict.out_of_order),
+        ):
+            outcome.reasons.update(f"{what}: {reason}" for reason in found)
+            if found:
+                examples[what].append(f"{e.org_id}: {', '.join(found)}")
+        outcome.lost += bool(lost)
+        outcome.duplicated += bool(duplicated)
+        outcome.out_of_order += bool(verdict.out_of_order)
     outcome.stuck_jobs = store.stuck_jobs
     outcome.kafka_records = topic.records
     outcome.kafka_duplicates_by_position = duplicate_count(topic.positions)

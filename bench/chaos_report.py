@@ -7,6 +7,7 @@ everything here only formats them.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class Outcome:
     sigterm_seconds: dict[str, float | None] = field(default_factory=dict)
     faults: list[FaultRecord] = field(default_factory=list)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)
     wall_seconds: float = 0.0
 
     def violations(self) -> int:
@@ -77,8 +79,7 @@ class Outcome:
             self.lost
             + self.duplicated
             + self.out_of_order
-            + self.kafka_duplicates_by_position
-            + self.kafka_duplicates_by_id
+            + max(self.kafka_duplicates_by_position, self.kafka_duplicates_by_id)
             + self.missing_from_kafka
             + self.stuck_jobs
         )
@@ -162,10 +163,11 @@ def fault_log(o: Outcome) -> str:
 
 
 def examples(o: Outcome) -> str:
-    lines = []
+    """How many organizations each reason hit, then a few organizations per category."""
+    lines = [f"- {reason}: {n}" for reason, n in sorted(o.reasons.items())]
     for what, items in o.examples.items():
         if items:
-            lines.append(f"- {what}: " + "; ".join(items[:5]))
+            lines.append(f"- e.g. {what}: " + "; ".join(items[:5]))
     return "\n".join(lines) if lines else "- none"
 
 
@@ -176,7 +178,7 @@ def section(o: Outcome, label: str, command: str, when: str, code: str) -> str:
         f"Command ({when}, code at {code}):\n\n```bash\n{command}\n```\n\n"
         f"{table(o)}\n\n"
         f"Faults, in order:\n\n{fault_log(o)}\n\n"
-        f"Examples:\n\n{examples(o)}\n"
+        f"Organizations by reason, and examples:\n\n{examples(o)}\n"
     )
 
 
