@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`.
-.PHONY: setup demo test up down status bench lint
+.PHONY: setup demo test up down status bench lint chaos
 
 setup:
 	@bash scripts/setup.sh
@@ -27,3 +27,8 @@ lint:
 BENCH_ARGS ?= --no-profile
 bench: setup
 	@.venv/bin/python -m bench.run $(BENCH_ARGS)
+
+# The chaos harness (docs/reliability.md); `make test` runs its short run through pytest.
+CHAOS_ARGS ?= --seed 14 --bootstraps 300 --rate 2 --faults 6 --replicas 1
+chaos: setup
+	@.venv/bin/python -m bench.chaos $(CHAOS_ARGS)
