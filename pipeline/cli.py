@@ -256,8 +256,10 @@ def replay(
     """Re-drive the agents over the retained topic from --from-lsn (the slot is never rewound).
 
     Idempotent: over a fully processed range it changes nothing; it repairs missing
-    projection rows, queue events and workflow starts. Exit code 2 when --from-lsn is
-    older than the oldest retained record (the message names that record's LSN).
+    projection rows, queue events and workflow starts. Exit code 2 when the range has a
+    hole (records deleted from a partition at or after --from-lsn; the message names the
+    partitions and the smallest safe --from-lsn) or --to-lsn is below --from-lsn. The
+    summary counts what this replay did.
     """
     from pipeline.replay import ReplayRangeError
     from pipeline.replay import replay as run_replay
