@@ -1,4 +1,9 @@
-"""``pipeline check``: configuration, then each service reached without side effects."""
+"""``pipeline check``: configuration, then each service reached without side effects.
+
+It refuses what ``pipeline run`` would refuse: a connection pooler in front of PostgreSQL
+(asked of the server, :mod:`pipeline.pooler`), a topic whose partition count differs from
+``PIPELINE_TOPIC_PARTITIONS``, an unreachable service.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from pipeline import pooler
 from pipeline.config import Settings
 from pipeline.reach import kafka_message, temporal_message
 from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal
@@ -58,6 +64,16 @@ async def check_postgres(settings: Settings) -> CheckResult:
         problems.append(f"publication {settings.publication!r} does not cover domain_events")
     if plugin not in (None, "pgoutput"):
         problems.append(f"slot {settings.slot_name!r} uses plugin {plugin!r}, not pgoutput")
+    try:
+        finding = await asyncio.to_thread(pooler.probe, settings.database_url)
+    except psycopg.Error as exc:
+        return CheckResult("postgres", False, f"pooler probe failed: {str(exc).strip()}")
+    if finding.pooled:
+        problems.append(
+            "a connection pooler answers, not PostgreSQL itself: "
+            + "; ".join(finding.evidence)
+            + f". {DIRECT_HOST_HINT}"
+        )
     if problems:
         return CheckResult("postgres", False, "; ".join(problems))
     slot = (
@@ -65,7 +81,13 @@ async def check_postgres(settings: Settings) -> CheckResult:
         if plugin
         else f"slot {settings.slot_name} will be created"
     )
-    return CheckResult("postgres", True, f"wal_level=logical, replication allowed, {slot}")
+    seen = "; ".join(finding.notes)
+    return CheckResult(
+        "postgres",
+        True,
+        f"wal_level=logical, replication allowed, {slot}, no pooler"
+        + (f" ({seen})" if seen else ""),
+    )
 
 
 async def check_kafka(settings: Settings) -> CheckResult:
