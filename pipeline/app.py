@@ -315,6 +315,7 @@ def create_app(
         return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     app.page("/metrics")(metrics_page)
+    metrics.export_consumer_lag(lambda: app.consumer)  # per-partition lag at scrape time
 
     async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return view.json({"status": "ok"})
