@@ -156,6 +156,34 @@ def dev_env() -> None:
         typer.echo(f"export {name}={value}")
 
 
+@dev_app.command(
+    "kafka", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def dev_kafka(
+    ctx: typer.Context,
+    tool: Annotated[
+        str, typer.Argument(help="kafka-configs, kafka-topics, kafka-consumer-groups, ...")
+    ],
+) -> None:
+    """Run one of Kafka's own tools with the arguments that follow, e.g.
+    `pipeline dev kafka kafka-configs --bootstrap-server HOST:PORT --describe --entity-type
+    topics --entity-name domain-events` (the jars are fetched once, like the broker's).
+    """
+    import subprocess
+
+    from pipeline.dev.kafka_tools import TOOLS, KafkaTools
+
+    if tool.removesuffix(".sh") not in TOOLS:
+        raise _fail(
+            f"unknown Kafka tool {tool!r}: use one of {', '.join(sorted(TOOLS))}", EXIT_CONFIG
+        )
+    try:
+        argv = KafkaTools(load_layout()).command(tool, ctx.args)
+    except ServiceError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(subprocess.call(argv))
+
+
 def _settings() -> Settings:
     try:
         return load_settings()

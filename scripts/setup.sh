@@ -46,8 +46,9 @@ else
   log "no C compiler: the reader's hot modules stay pure Python"
 fi
 
-log "resolving the Kafka broker's jars (cached)"
+log "resolving the Kafka broker's jars and Kafka's tools (cached)"
 .venv/bin/python -c "from pipeline.dev.kafka import Kafka; from pipeline.dev.layout import load_layout; print(Kafka(load_layout()).fetch())"
+.venv/bin/python -c "from pipeline.dev.kafka_tools import KafkaTools; from pipeline.dev.layout import load_layout; print(KafkaTools(load_layout()).fetch())"
 
 if [ -f contracts/package-lock.json ]; then
   lock_stamp=contracts/node_modules/.installed-$(sha256sum contracts/package-lock.json | cut -c1-16)
