@@ -295,10 +295,12 @@ def create_app(
     fetching.install()  # Faust's 1.5 s fetch wait held records back (pipeline/fetching.py)
     worker_id = worker_id_from_env(env)
     instance_id = env.get(INSTANCE_ID_ENV, "").strip() or None
+    data_dir = data_dir_from_env(env, worker_id)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = PipelineApp(
         settings.consumer_group,
         broker=[f"kafka://{server}" for server in _servers(settings)],
-        datadir=str(data_dir_from_env(env, worker_id)),
+        datadir=str(data_dir),
         web_port=settings.web_port,
         topic_partitions=settings.topic_partitions,
         store="memory://",  # no Faust tables: the read models live in PostgreSQL
@@ -382,6 +384,7 @@ def create_app(
         return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     app.page("/metrics")(metrics_page)
+    metrics.export_consumer_lag(lambda: app.consumer)  # per-partition lag at scrape time
 
     async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return view.json({"status": "ok"})

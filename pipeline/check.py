@@ -1,4 +1,9 @@
-"""``pipeline check``: configuration, then each service reached without side effects."""
+"""``pipeline check``: configuration, then each service reached without side effects.
+
+It refuses what ``pipeline run`` would refuse: a connection pooler in front of PostgreSQL
+(asked of the server, :mod:`pipeline.pooler`), a topic whose partition count differs from
+``PIPELINE_TOPIC_PARTITIONS``, an unreachable service.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from pipeline import pooler
 from pipeline.config import Settings
+from pipeline.reach import kafka_message, temporal_message
 from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal
 
 
@@ -57,6 +64,16 @@ async def check_postgres(settings: Settings) -> CheckResult:
         problems.append(f"publication {settings.publication!r} does not cover domain_events")
     if plugin not in (None, "pgoutput"):
         problems.append(f"slot {settings.slot_name!r} uses plugin {plugin!r}, not pgoutput")
+    try:
+        finding = await asyncio.to_thread(pooler.probe, settings.database_url)
+    except psycopg.Error as exc:
+        return CheckResult("postgres", False, f"pooler probe failed: {str(exc).strip()}")
+    if finding.pooled:
+        problems.append(
+            "a connection pooler answers, not PostgreSQL itself: "
+            + "; ".join(finding.evidence)
+            + f". {DIRECT_HOST_HINT}"
+        )
     if problems:
         return CheckResult("postgres", False, "; ".join(problems))
     slot = (
@@ -64,7 +81,13 @@ async def check_postgres(settings: Settings) -> CheckResult:
         if plugin
         else f"slot {settings.slot_name} will be created"
     )
-    return CheckResult("postgres", True, f"wal_level=logical, replication allowed, {slot}")
+    seen = "; ".join(finding.notes)
+    return CheckResult(
+        "postgres",
+        True,
+        f"wal_level=logical, replication allowed, {slot}, no pooler"
+        + (f" ({seen})" if seen else ""),
+    )
 
 
 async def check_kafka(settings: Settings) -> CheckResult:
@@ -75,10 +98,22 @@ async def check_kafka(settings: Settings) -> CheckResult:
         await asyncio.wait_for(admin.start(), 10)
         cluster = await admin.describe_cluster()
         topics = set(await admin.list_topics())
+        names = [t for t in (settings.topic, settings.dead_letter_topic) if t in topics]
+        described = await admin.describe_topics(names) if names else []
     except (KafkaError, OSError, TimeoutError) as exc:
-        return CheckResult("kafka", False, f"{settings.kafka_bootstrap_servers}: {exc!r}")
+        return CheckResult("kafka", False, kafka_message(settings.kafka_bootstrap_servers, exc))
     finally:
         await admin.close()
+    # `pipeline run` refuses a topic whose partition count differs from the setting.
+    problems = [
+        f"topic {meta['topic']} has {len(meta['partitions'])} partitions, but "
+        f"PIPELINE_TOPIC_PARTITIONS is {settings.topic_partitions}: set it to "
+        f"{len(meta['partitions'])}"
+        for meta in described
+        if len(meta["partitions"]) != settings.topic_partitions
+    ]
+    if problems:
+        return CheckResult("kafka", False, "; ".join(problems))
     brokers = len(cluster.get("brokers", []))
     topic = "exists" if settings.topic in topics else "will be created"
     return CheckResult("kafka", True, f"{brokers} broker(s); topic {settings.topic} {topic}")
@@ -93,7 +128,7 @@ async def check_temporal(settings: Settings) -> CheckResult:
             DescribeNamespaceRequest(namespace=settings.temporal_namespace)
         )
     except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
-        return CheckResult("temporal", False, f"{settings.temporal_address}: {exc}")
+        return CheckResult("temporal", False, temporal_message(settings.temporal_address, exc))
     return CheckResult("temporal", True, f"namespace {settings.temporal_namespace} reachable")
 
 

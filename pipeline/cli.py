@@ -11,21 +11,30 @@ import logging
 import os
 import signal
 import sys
-import time
-import uuid
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 import typer
+from aiokafka.errors import KafkaError
 
-from pipeline import deadletters, events
-from pipeline.config import Settings, database_url_from_env, load_settings, reader_config
+from pipeline import deadletters, envdoc, reach
+from pipeline.config import (
+    DEFAULT_WEB_PORT,
+    Settings,
+    database_url_from_env,
+    load_settings,
+    placeholder_problems,
+    reader_config,
+)
 from pipeline.dev import services
 from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import load_layout
+from pipeline.emit_cli import emit_app
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.eventstore import NewEvent, emit_sync
+from pipeline.progress import Progress
 from replication.lsn import LSN
 
 if TYPE_CHECKING:
@@ -40,8 +49,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-dev_app = typer.Typer(help="Local services without Docker: PostgreSQL, Kafka, Temporal.")
-emit_app = typer.Typer(help="Emit domain events (test emissions).")
+dev_app = typer.Typer(
+    help="Local services without Docker: PostgreSQL, Kafka, Temporal.",
+    epilog=envdoc.epilog(*envdoc.DEV),
+)
 app.add_typer(dev_app, name="dev")
 app.add_typer(emit_app, name="emit")
 app.add_typer(deadletters.app, name="dead-letters")
@@ -52,9 +63,28 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _version() -> str:
+    try:
+        return package_version("pipeline")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pipeline {_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -110,9 +140,49 @@ def dev_status() -> None:
 
 @dev_app.command("env")
 def dev_env() -> None:
-    """Print `export` lines pointing the pipeline at the local services."""
-    for name, value in load_layout().env().items():
+    """Print `export` lines pointing the pipeline at the local services, with every port."""
+    layout = load_layout()
+    web_port = os.environ.get("PIPELINE_WEB_PORT", "").strip() or str(DEFAULT_WEB_PORT)
+    exports = {
+        **layout.env(),
+        "PIPELINE_WEB_PORT": web_port,
+        "PIPELINE_DEV_DIR": str(layout.state_dir),
+        "PIPELINE_DEV_PG_PORT": str(layout.pg_port),
+        "PIPELINE_DEV_KAFKA_PORT": str(layout.kafka_port),
+        "PIPELINE_DEV_KAFKA_CONTROLLER_PORT": str(layout.kafka_controller_port),
+        "PIPELINE_DEV_TEMPORAL_PORT": str(layout.temporal_port),
+        "PIPELINE_DEV_TEMPORAL_UI_PORT": str(layout.temporal_ui_port),
+    }
+    for name, value in exports.items():
         typer.echo(f"export {name}={value}")
+
+
+@dev_app.command(
+    "kafka", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def dev_kafka(
+    ctx: typer.Context,
+    tool: Annotated[
+        str, typer.Argument(help="kafka-configs, kafka-topics, kafka-consumer-groups, ...")
+    ],
+) -> None:
+    """Run one of Kafka's own tools with the arguments that follow, e.g.
+    `pipeline dev kafka kafka-configs --bootstrap-server HOST:PORT --describe --entity-type
+    topics --entity-name domain-events` (the jars are fetched once, like the broker's).
+    """
+    import subprocess
+
+    from pipeline.dev.kafka_tools import TOOLS, KafkaTools
+
+    if tool.removesuffix(".sh") not in TOOLS:
+        raise _fail(
+            f"unknown Kafka tool {tool!r}: use one of {', '.join(sorted(TOOLS))}", EXIT_CONFIG
+        )
+    try:
+        argv = KafkaTools(load_layout()).command(tool, ctx.args)
+    except ServiceError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(subprocess.call(argv))
 
 
 def _settings() -> Settings:
@@ -131,28 +201,45 @@ async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> 
     await main(stop)
 
 
-@app.command()
+@app.command(epilog=envdoc.epilog(*envdoc.RUN))
 def run() -> None:
     """Run the WAL -> Kafka reader and the Faust agents (the pipeline) until SIGTERM."""
+    from pipeline.agents.errors import TopicLayoutError
     from pipeline.runner import run as run_pipeline
 
-    run_pipeline(_settings())
+    settings = _settings()
+    try:
+        run_pipeline(settings)
+    except TopicLayoutError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from exc
+    except (KafkaError, OSError) as exc:
+        raise _fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
 
 
-@app.command()
+@app.command(epilog=envdoc.epilog(*envdoc.SETTINGS))
 def reader() -> None:
     """Run only the WAL -> Kafka reader (`run` runs it together with the agents)."""
     from replication.errors import ReaderSetupError
     from replication.reader import Reader
 
     settings = _settings()
+
+    async def main(stop: asyncio.Event) -> None:
+        # Unreachable at start: fail now; once running, the reader retries outages itself.
+        await reach.kafka(settings.kafka_bootstrap_servers)
+        await Reader(reader_config(settings)).run(stop)
+
     try:
-        asyncio.run(_until_signalled(Reader(reader_config(settings)).run))
+        asyncio.run(_until_signalled(main))
     except ReaderSetupError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from exc
+    except reach.Unreachable as exc:
+        raise _fail(str(exc)) from exc
+    except KafkaError as exc:
+        raise _fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
 
 
-@app.command()
+@app.command(epilog=envdoc.epilog(*envdoc.WORKER))
 def worker() -> None:
     """Run the Temporal worker of the organization bootstrap (graceful on SIGTERM)."""
     from pipeline.bootstrap.settings import from_env
@@ -162,41 +249,18 @@ def worker() -> None:
         settings = from_env(os.environ)
     except PipelineError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from exc
-    asyncio.run(run_worker(settings))
+    placeholders = placeholder_problems(os.environ, envdoc.variables(*envdoc.WORKER))
+    if placeholders:
+        raise _fail("invalid configuration:\n  - " + "\n  - ".join(placeholders), EXIT_CONFIG)
 
+    async def main() -> None:
+        await reach.temporal(settings.temporal_address, settings.temporal_namespace)
+        await run_worker(settings)
 
-class _Progress:
-    """A one-line progress bar on stderr (records done / total, rate)."""
-
-    def __init__(self, label: str) -> None:
-        self.label, self.done, self.of = label, 0, 0
-        self.started = self.shown = time.monotonic()
-
-    def total(self, n: int) -> None:
-        self.of = n
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.shown >= 0.2:
-            self.shown = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        pct = 100.0 * self.done / self.of if self.of else 100.0
-        rate = self.done / max(now - self.started, 1e-6)
-        width = 30
-        filled = int(width * pct / 100)
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{self.done}/{self.of} ({pct:5.1f}%) {rate:,.0f}/s"
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.of:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
+    try:
+        asyncio.run(main())
+    except reach.Unreachable as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _lsn(value: str | None) -> LSN | None:
@@ -208,7 +272,7 @@ def _lsn(value: str | None) -> LSN | None:
         raise typer.BadParameter(f"{value!r} is not an LSN like 16/B374D848") from exc
 
 
-@app.command()
+@app.command(epilog=envdoc.epilog(*envdoc.SETTINGS))
 def replay(
     from_lsn: Annotated[str, typer.Option("--from-lsn", help="First commit LSN to re-drive, X/X.")],
     to_lsn: Annotated[
@@ -221,17 +285,25 @@ def replay(
     """Re-drive the agents over the retained topic from --from-lsn (the slot is never rewound).
 
     Idempotent: over a fully processed range it changes nothing; it repairs missing
-    projection rows, queue events and workflow starts. Exit code 2 when --from-lsn is
-    older than the oldest retained record (the message names that record's LSN).
+    projection rows, queue events and workflow starts. Exit code 2 when the range has a
+    hole (records deleted from a partition at or after --from-lsn; the message names the
+    partitions and the smallest safe --from-lsn) or --to-lsn is below --from-lsn. The
+    summary counts what this replay did.
     """
     from pipeline.replay import ReplayRangeError
     from pipeline.replay import replay as run_replay
 
     start, end = _lsn(from_lsn), _lsn(to_lsn)
     assert start is not None
+    if end is not None and end < start:
+        raise _fail(
+            f"--to-lsn {end} is below --from-lsn {start}: the range is empty; "
+            "give --to-lsn at or after --from-lsn (or leave it out for everything after)",
+            EXIT_CONFIG,
+        )
     settings = _settings()
 
-    bar = _Progress("replaying")
+    bar = Progress("replaying")
 
     async def go() -> ReplaySummary:
         try:
@@ -247,6 +319,8 @@ def replay(
         raise _fail(str(exc), EXIT_CONFIG) from exc
     except PipelineError as exc:
         raise _fail(str(exc)) from exc
+    except (KafkaError, OSError) as exc:
+        raise _fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
     word = "would re-drive" if summary.dry_run else "re-drove"
     typer.echo(
         f"scanned {summary.records_scanned} record(s); {word} {summary.events_redriven} "
@@ -262,7 +336,7 @@ def replay(
         )
 
 
-@app.command()
+@app.command(epilog=envdoc.epilog(*envdoc.SETTINGS))
 def check() -> None:
     """Validate the configuration and reach each service, without side effects."""
     from pipeline.check import run_checks
@@ -280,47 +354,32 @@ def check() -> None:
         raise typer.Exit(EXIT_FAILURE)
 
 
-@app.command()
+@app.command(epilog=envdoc.epilog(*envdoc.SETTINGS))
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Slot, reader holder, Kafka consumer lag, queue projection counts, dead letters."""
+    """Slot, reader holder, Kafka consumer lag, queue projection counts, dead letters.
+
+    A service that cannot be reached is named (exit 1) after everything else was shown.
+    """
     import orjson
 
-    from pipeline.status import gather
+    from pipeline.status import gather, render
 
     settings = _settings()
-    try:
-        report = asyncio.run(gather(settings))
-    except (psycopg.Error, OSError) as exc:
-        raise _fail(f"status unavailable: {exc}") from exc
+    report = asyncio.run(gather(settings))
     if as_json:
         typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-        return
-    slot, kafka = report["slot"], report["kafka"]
-    if slot["exists"]:
-        holder = f"pid {slot['active_pid']}" if slot["active"] else "nobody (no reader active)"
-        typer.echo(
-            f"slot      {slot['name']}: confirmed {slot['confirmed_flush_lsn']}, "
-            f"lag {slot['lag_bytes']} bytes, held by {holder}"
-        )
     else:
-        typer.echo(f"slot      {slot['name']}: not created yet")
-    lags = ", ".join(f"p{p['partition']}={p['lag']}" for p in kafka["partitions"])
-    typer.echo(
-        f"kafka     {kafka['topic']} group {kafka['consumer_group']}: lag {kafka['total_lag']} ({lags})"
-    )
-    typer.echo("queue     " + ", ".join(f"{k}={v}" for k, v in report["queue"].items()))
-    typer.echo(f"dead      {kafka['dead_letters']} record(s) in the dead-letter topic")
-    typer.echo(
-        "          open={open}, not sent={not_sent}, redriven={redriven}".format(
-            **report["dead_letters"]
+        for line in render(report):
+            typer.echo(line)
+    if report["unavailable"]:
+        raise _fail(
+            "\n".join(f"{name} unavailable: {why}" for name, why in report["unavailable"].items())
         )
-        + " (`pipeline dead-letters list`)"
-    )
 
 
-@app.command()
+@app.command(epilog=envdoc.epilog("pipeline.migrate", extra=("PIPELINE_DATABASE_URL",)))
 def migrate() -> None:
     """Apply pending SQL migrations (sql/migrations); a no-op when up to date."""
     from pipeline.migrate import migrate as run_migrations
@@ -333,60 +392,3 @@ def migrate() -> None:
     except (PipelineError, psycopg.Error) as exc:
         raise _fail(f"migration failed: {exc}") from exc
     typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
-
-
-def _parse_admin(raw: str) -> dict[str, str]:
-    email, _, role = raw.partition(":")
-    return {"email": email, "role": role or "organization_admin"}
-
-
-@emit_app.command("bootstrap")
-def emit_bootstrap(
-    name: Annotated[str, typer.Option(help="Organization name.")],
-    subdomain: Annotated[str, typer.Option(help="Subdomain label, e.g. acme.")],
-    admin: Annotated[list[str], typer.Option(help="EMAIL[:ROLE], repeatable.")],
-    org_id: Annotated[str | None, typer.Option(help="Organization id (default: new).")] = None,
-    signature: Annotated[
-        str, typer.Option(help="Which emit_domain_event signature: stream or aggregate.")
-    ] = "stream",
-) -> None:
-    """Emit organization.bootstrap.initiated, as the reference document's test emission."""
-    try:
-        dsn = database_url_from_env()
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
-    org = uuid.UUID(org_id) if org_id else uuid.uuid4()
-    data = {"name": name, "subdomain": subdomain, "admins": [_parse_admin(a) for a in admin]}
-    event = NewEvent(
-        stream_id=org,
-        stream_type=events.STREAM_TYPE_ORGANIZATION,
-        event_type=events.BOOTSTRAP_INITIATED,
-        event_data=data,
-        event_metadata={"source": "pipeline-cli"},
-        idempotency_key=f"cli:{org}:{events.BOOTSTRAP_INITIATED}",
-    )
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            if signature == "aggregate":
-                from psycopg.types.json import Jsonb
-
-                row = conn.execute(
-                    "SELECT api.emit_domain_event(p_event_id => %s, p_event_type => %s, "
-                    "p_aggregate_type => %s, p_aggregate_id => %s, p_event_data => %s, "
-                    "p_event_metadata => %s, p_idempotency_key => %s)",
-                    (
-                        uuid.uuid4(),
-                        event.event_type,
-                        event.stream_type,
-                        org,
-                        Jsonb(data),
-                        Jsonb(dict(event.event_metadata)),
-                        event.idempotency_key,
-                    ),
-                ).fetchone()
-                event_id = row[0] if row else None
-            else:
-                event_id = emit_sync(conn, event)
-    except psycopg.Error as exc:
-        raise _fail(f"emit failed: {exc}") from exc
-    typer.echo(f"organization {org}: event {event_id} ({events.BOOTSTRAP_INITIATED})")

