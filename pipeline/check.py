@@ -9,11 +9,13 @@ import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
 from temporalio.service import RPCError
 
 from pipeline.config import Settings
+from pipeline.handshake import kafka_handshake, temporal_failure
+from pipeline.security import connect_temporal
 from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal
+from replication.kafka_client import client_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +23,8 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    # A TLS or SASL handshake was refused: the configuration is wrong (exit 2).
+    refused: bool = False
 
 
 async def check_postgres(settings: Settings) -> CheckResult:
@@ -69,13 +73,18 @@ async def check_postgres(settings: Settings) -> CheckResult:
 
 async def check_kafka(settings: Settings) -> CheckResult:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        request_timeout_ms=5000,
+        **client_options(settings.kafka_security),
     )
     try:
         await asyncio.wait_for(admin.start(), 10)
         cluster = await admin.describe_cluster()
         topics = set(await admin.list_topics())
     except (KafkaError, OSError, TimeoutError) as exc:
+        shake = await kafka_handshake(settings.kafka_bootstrap_servers, settings.kafka_security)
+        if shake.refused:
+            return CheckResult("kafka", False, shake.detail, refused=True)
         return CheckResult("kafka", False, f"{settings.kafka_bootstrap_servers}: {exc!r}")
     finally:
         await admin.close()
@@ -87,13 +96,17 @@ async def check_kafka(settings: Settings) -> CheckResult:
 async def check_temporal(settings: Settings) -> CheckResult:
     try:
         client = await asyncio.wait_for(
-            Client.connect(settings.temporal_address, namespace=settings.temporal_namespace), 10
+            connect_temporal(
+                settings.temporal_address, settings.temporal_namespace, settings.temporal_security
+            ),
+            10,
         )
         await client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=settings.temporal_namespace)
         )
     except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
-        return CheckResult("temporal", False, f"{settings.temporal_address}: {exc}")
+        shake = temporal_failure(settings.temporal_address, exc, settings.temporal_security)
+        return CheckResult("temporal", False, shake.detail, refused=shake.refused)
     return CheckResult("temporal", True, f"namespace {settings.temporal_namespace} reachable")
 
 

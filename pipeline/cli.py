@@ -121,6 +121,22 @@ def _settings() -> Settings:
         raise _fail(str(exc), EXIT_CONFIG) from exc
 
 
+def _handshakes(settings: Settings, *, kafka: bool = True, temporal: bool = False) -> None:
+    """Exit 2 with one line when a secured Kafka / Temporal refuses the handshake."""
+    from pipeline.handshake import refusal
+
+    reason = asyncio.run(
+        refusal(
+            (settings.kafka_bootstrap_servers, settings.kafka_security) if kafka else None,
+            (settings.temporal_address, settings.temporal_namespace, settings.temporal_security)
+            if temporal
+            else None,
+        )
+    )
+    if reason is not None:
+        raise _fail(reason, EXIT_CONFIG)
+
+
 async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run main(stop) with SIGTERM/SIGINT setting stop (graceful shutdown)."""
     stop = asyncio.Event()
@@ -135,7 +151,9 @@ def run() -> None:
     """Run the WAL -> Kafka reader and the Faust agents (the pipeline) until SIGTERM."""
     from pipeline.runner import run as run_pipeline
 
-    run_pipeline(_settings())
+    settings = _settings()
+    _handshakes(settings, temporal=True)
+    run_pipeline(settings)
 
 
 @app.command()
@@ -145,6 +163,7 @@ def reader() -> None:
     from replication.reader import Reader
 
     settings = _settings()
+    _handshakes(settings)
     try:
         asyncio.run(_until_signalled(Reader(reader_config(settings)).run))
     except ReaderSetupError as exc:
@@ -161,6 +180,12 @@ def worker() -> None:
         settings = from_env(os.environ)
     except PipelineError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from exc
+    from pipeline.handshake import refusal
+
+    target = (settings.temporal_address, settings.temporal_namespace, settings.temporal_security)
+    reason = asyncio.run(refusal(temporal=target))
+    if reason is not None:
+        raise _fail(reason, EXIT_CONFIG)
     asyncio.run(run_worker(settings))
 
 
@@ -229,6 +254,7 @@ def replay(
     start, end = _lsn(from_lsn), _lsn(to_lsn)
     assert start is not None
     settings = _settings()
+    _handshakes(settings, temporal=not dry_run)
 
     bar = _Progress("replaying")
 
@@ -276,7 +302,8 @@ def check() -> None:
         )
         typer.echo(f"{mark} {result.name:9} {result.detail}")
     if not all(r.ok for r in results):
-        raise typer.Exit(EXIT_FAILURE)
+        # A refused TLS/SASL handshake is configuration (2); an unreachable service is 1.
+        raise typer.Exit(EXIT_CONFIG if any(r.refused for r in results) else EXIT_FAILURE)
 
 
 @app.command()
@@ -289,6 +316,7 @@ def status(
     from pipeline.status import gather
 
     settings = _settings()
+    _handshakes(settings)
     try:
         report = asyncio.run(gather(settings))
     except (psycopg.Error, OSError) as exc:

@@ -10,12 +10,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
+from pipeline.security import SOURCES as SECURITY_SOURCES
+from pipeline.security import (
+    TemporalSecurity,
+    kafka_security_from_env,
+    temporal_security_from_env,
+)
 from replication.dsn import pooler_problem
+from replication.kafka_client import PLAINTEXT, KafkaSecurity
 
 if TYPE_CHECKING:
     from replication.reader import ReaderConfig
@@ -29,6 +36,7 @@ SOURCES: dict[str, str] = {
     "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_ADDRESS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_NAMESPACE": f"ConfigMap {CONFIGMAP}",
+    **SECURITY_SOURCES,  # Kafka SASL/TLS, Temporal TLS/API key (pipeline.security)
 }
 REQUIRED = (
     "PIPELINE_DATABASE_URL",
@@ -60,6 +68,9 @@ class Settings:
     pgoutput_binary: bool = True
     web_port: int = 6066
     ready_max_lag_bytes: int = 64 * 1024 * 1024
+    # How every Kafka client and Temporal client authenticates and encrypts.
+    kafka_security: KafkaSecurity = PLAINTEXT
+    temporal_security: TemporalSecurity = field(default_factory=TemporalSecurity)
 
 
 def _where(name: str) -> str:
@@ -154,6 +165,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     ready_lag = _int_setting(env, "PIPELINE_READY_MAX_LAG_BYTES", 64 * 1024 * 1024, problems)
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
     binary = _bool_setting(env, "PIPELINE_PGOUTPUT_BINARY", True, problems)
+    # Kafka SASL/TLS and Temporal TLS: every file is checked (exists, PEM) here.
+    secure: list[tuple[str, str]] = []
+    kafka_security = kafka_security_from_env(env, secure)
+    temporal_security = temporal_security_from_env(env, secure)
+    problems.extend(_problem(name, message) for name, message in secure)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -173,6 +189,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pgoutput_binary=binary,
         web_port=web_port,
         ready_max_lag_bytes=ready_lag,
+        kafka_security=kafka_security,
+        temporal_security=temporal_security,
     )
 
 
@@ -205,4 +223,5 @@ def reader_config(settings: Settings) -> ReaderConfig:
         dead_letter_topic=settings.dead_letter_topic,
         initial_snapshot=settings.initial_snapshot,
         binary=settings.pgoutput_binary,
+        kafka_security=settings.kafka_security,
     )

@@ -31,6 +31,7 @@ from pipeline.agents.records import header_map, parse_position
 from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
+from replication.kafka_client import client_options
 from replication.lsn import LSN, Position
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,10 @@ def _position(record: Record) -> Position | None:
 
 
 async def _partitions(settings: Settings) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings.kafka_security),
+    )
     await admin.start()
     try:
         described = await admin.describe_topics([settings.topic])
@@ -136,7 +140,10 @@ def build_runtime(settings: Settings, producer: AIOKafkaProducer) -> AgentRuntim
         starter_db=effects.Database(settings.database_url, "replay-starter"),
         projection_db=effects.Database(settings.database_url, "replay-projection"),
         temporal=effects.TemporalStarter(
-            settings.temporal_address, settings.temporal_namespace, settings.temporal_task_queue
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings.temporal_task_queue,
+            security=settings.temporal_security,
         ),
         dead_letter=dead_letter,
     )
@@ -159,10 +166,14 @@ async def replay(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
         max_partition_fetch_bytes=32 * 1024 * 1024,
+        **client_options(settings.kafka_security),
     )
     await consumer.start()
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_idempotence=True,
+        acks="all",
+        **client_options(settings.kafka_security),
     )
     runtime: AgentRuntime | None = None
     try:

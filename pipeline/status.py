@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.config import Settings
+from replication.kafka_client import client_options
 
 
 class SlotStatus(TypedDict):
@@ -110,9 +111,10 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicParti
 
 
 async def _kafka(settings: Settings) -> KafkaStatus:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    security = client_options(settings.kafka_security)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **security
     )
     await admin.start()
     await consumer.start()

@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from replication.batcher import PartitionBatcher
+from replication.kafka_client import PLAINTEXT, KafkaSecurity, client_options
 from replication.lsn import Position
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ class TopicSpec:
     retention_ms: int = -1
 
 
-async def ensure_topic(bootstrap: str, spec: TopicSpec) -> int:
+async def ensure_topic(bootstrap: str, spec: TopicSpec, security: KafkaSecurity = PLAINTEXT) -> int:
     """Create the topic if missing; returns its partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
     await admin.start()
     try:
         try:
@@ -80,7 +81,13 @@ class EventProducer:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, on_acks: AcksCallback, *, linger: float = 0.0
+        self,
+        bootstrap: str,
+        topic: str,
+        on_acks: AcksCallback,
+        *,
+        linger: float = 0.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.topic = topic
         self._on_acks = on_acks
@@ -93,6 +100,7 @@ class EventProducer:
             max_batch_size=1024 * 1024,
             max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=30000,
+            **client_options(security),
         )
         self._batcher: PartitionBatcher | None = None
 

@@ -89,7 +89,9 @@ class Reader:
             await drop_inactive_slot(cfg.dsn, cfg.slot)
             state = SlotState(exists=False)
         await ensure_topic(
-            cfg.kafka_bootstrap, TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor)
+            cfg.kafka_bootstrap,
+            TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor),
+            cfg.kafka_security,
         )
         session = Session(self.config, self.stats, state, self._ack_hook)
         await session.run(stop)

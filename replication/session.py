@@ -27,6 +27,7 @@ from replication.decoder import decode_pgoutput, encode_standby_status, parse_co
 from replication.errors import DecodeError, DeliveryError, SlotInUse
 from replication.hotpath import INSERT, FrameLoop, payload_tag, wal_end
 from replication.hotpath import insert as hot_insert
+from replication.kafka_client import PLAINTEXT, KafkaSecurity
 from replication.lsn import LSN, Position, lsn_from_uint64
 from replication.messages import PrimaryKeepalive, Relation, TupleData
 from replication.producer import EventProducer, is_too_large
@@ -69,6 +70,8 @@ class ReaderConfig:
     # pgoutput's binary mode (PostgreSQL 14+): columns in their types' send formats, which
     # the walsender produces with less CPU than text output (the drain's ceiling).
     binary: bool = True
+    # SASL / TLS of the reader's Kafka clients (replication.kafka_client).
+    kafka_security: KafkaSecurity = PLAINTEXT
 
 
 # The first PostgreSQL version whose pgoutput accepts ``binary 'true'``.
@@ -136,7 +139,11 @@ class Session:
         self.failure: BaseException | None = None
         self.drained = asyncio.Event()
         self.producer = EventProducer(
-            self.cfg.kafka_bootstrap, self.cfg.topic, self._on_acks, linger=self.cfg.batch_linger
+            self.cfg.kafka_bootstrap,
+            self.cfg.topic,
+            self._on_acks,
+            linger=self.cfg.batch_linger,
+            security=self.cfg.kafka_security,
         )
         # Begin/Insert/Commit frames -> tracker and producer; holds the in-flight count
         # and the highest wal_end received.
