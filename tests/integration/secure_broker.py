@@ -171,7 +171,19 @@ def _properties(b: SecureBroker, ports: dict[str, int], keystore: Path, data: Pa
 
 
 async def start_secure_broker(root: Path) -> SecureBroker:
-    """Make the certificates, format the storage with SCRAM users, start the broker."""
+    """Make the certificates, format the storage with SCRAM users, start the broker and
+    wait until a SCRAM login over TLS succeeds."""
+    broker, proc = launch(root)
+    try:
+        await _wait_ready(broker, proc)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+def launch(root: Path) -> tuple[SecureBroker, subprocess.Popen[bytes]]:
+    """Everything up to the broker's process (not waited for)."""
     root.mkdir(parents=True, exist_ok=True)
     ca = make_ca(root, "test-ca")
     untrusted, _ = make_ca(root, "untrusted-ca")
@@ -213,12 +225,7 @@ async def start_secure_broker(root: Path) -> SecureBroker:
             start_new_session=True, env={**os.environ},
         )  # fmt: skip
     broker.pid = proc.pid
-    try:
-        await _wait_ready(broker, proc)
-    except BaseException:
-        broker.stop()
-        raise
-    return broker
+    return broker, proc
 
 
 async def _wait_ready(
