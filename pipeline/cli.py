@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import psycopg
 import typer
@@ -121,6 +121,15 @@ def _settings() -> Settings:
         raise _fail(str(exc), EXIT_CONFIG) from exc
 
 
+def _exit_now(code: int) -> NoReturn:
+    """Exit without interpreter finalization once a Temporal client ran: its core's
+    threads can abort a finalizing interpreter ("PyGILState_Release", temporalio
+    sdk-python issue 300), which turned an exit 2 into 134 about one time in three."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _handshakes(settings: Settings, *, kafka: bool = True, temporal: bool = False) -> None:
     """Exit 2 with one line when a secured Kafka / Temporal refuses the handshake."""
     from pipeline.handshake import refusal
@@ -134,7 +143,10 @@ def _handshakes(settings: Settings, *, kafka: bool = True, temporal: bool = Fals
         )
     )
     if reason is not None:
-        raise _fail(reason, EXIT_CONFIG)
+        _fail(reason, EXIT_CONFIG)
+        if temporal:
+            _exit_now(EXIT_CONFIG)
+        raise typer.Exit(EXIT_CONFIG)
 
 
 async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -185,7 +197,8 @@ def worker() -> None:
     target = (settings.temporal_address, settings.temporal_namespace, settings.temporal_security)
     reason = asyncio.run(refusal(temporal=target))
     if reason is not None:
-        raise _fail(reason, EXIT_CONFIG)
+        _fail(reason, EXIT_CONFIG)
+        _exit_now(EXIT_CONFIG)
     asyncio.run(run_worker(settings))
 
 
@@ -303,7 +316,8 @@ def check() -> None:
         typer.echo(f"{mark} {result.name:9} {result.detail}")
     if not all(r.ok for r in results):
         # A refused TLS/SASL handshake is configuration (2); an unreachable service is 1.
-        raise typer.Exit(EXIT_CONFIG if any(r.refused for r in results) else EXIT_FAILURE)
+        _exit_now(EXIT_CONFIG if any(r.refused for r in results) else EXIT_FAILURE)
+    _exit_now(0)
 
 
 @app.command()

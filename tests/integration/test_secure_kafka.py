@@ -21,6 +21,7 @@ from temporalio.client import Client
 from pipeline import events
 from pipeline.bootstrap.settings import from_env
 from pipeline.bootstrap.worker import build_worker
+from pipeline.dev.layout import DevLayout
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.pipeline_process import (
     RunningPipeline,
@@ -31,8 +32,9 @@ from tests.integration.pipeline_process import (
     start_pipeline,
     stop_pipeline,
 )
-from tests.integration.secure_broker import SecureBroker, start_secure_broker
+from tests.integration.secure_broker import SecureBroker, issue, make_ca, start_secure_broker
 from tests.integration.test_end_to_end import emit_bootstrap
+from tests.integration.tls_proxy import start_tls_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +77,38 @@ def secured_env(
     return env | broker.env(protocol, mechanism)
 
 
+@pytest.fixture(scope="module")
+async def temporal_mtls(
+    dev_layout: DevLayout, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, str]]:
+    """The dev Temporal behind mutual TLS: the ``PIPELINE_TEMPORAL_*`` that reach it."""
+    root = tmp_path_factory.mktemp("temporal-mtls")
+    ca = make_ca(root, "temporal-ca")
+    server = issue(root, ca, "frontend", "IP:127.0.0.1")
+    client = issue(root, ca, "pipeline", "DNS:pipeline")
+    proxy = await start_tls_proxy(dev_layout.temporal_address, *server, client_ca=ca[0])
+    yield {
+        "PIPELINE_TEMPORAL_ADDRESS": proxy.address,
+        "PIPELINE_TEMPORAL_TLS_CA_FILE": str(ca[0]),
+        "PIPELINE_TEMPORAL_TLS_CERT_FILE": str(client[0]),
+        "PIPELINE_TEMPORAL_TLS_KEY_FILE": str(client[1]),
+    }
+    await proxy.close()
+
+
 async def test_reader_agents_replay_status_and_check_through_sasl_ssl(
-    secure_broker: SecureBroker, fresh_db: str, temporal_client: Client, tmp_path: Path
+    secure_broker: SecureBroker,
+    temporal_mtls: dict[str, str],
+    fresh_db: str,
+    temporal_client: Client,
+    tmp_path: Path,
 ) -> None:
+    # Kafka through SASL_SSL with SCRAM-SHA-512; the agents' workflow starts through
+    # mutual TLS (the bootstrap worker polls the dev server directly).
     env = secured_env(
         secure_broker, fresh_db, temporal_client.service_client.config.target_host, tmp_path
     )
+    env |= temporal_mtls
     org = uuid.uuid4()
     worker = build_worker(temporal_client, from_env(env))
     running: RunningPipeline = start_pipeline(env, tmp_path)
@@ -127,7 +155,7 @@ async def test_reader_agents_replay_status_and_check_through_sasl_ssl(
     assert '"total_lag": 0' in status.stdout
     check = await cli(["check"], env)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "kafka" in check.stdout
+    assert "kafka" in check.stdout and "namespace default reachable" in check.stdout
 
 
 @pytest.mark.parametrize(
