@@ -223,3 +223,24 @@ def test_the_dsn_keeps_sslmode_verify_full_down_to_the_replication_connection() 
     assert params["sslmode"] == "verify-full"
     assert params["sslrootcert"] == "/etc/pipeline/tls/pg-ca.pem"
     assert params["replication"] == "database"
+
+
+def test_temporal_failures_name_the_handshake_that_failed() -> None:
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from pipeline.handshake import temporal_failure
+    from pipeline.security import TemporalSecurity
+
+    tls = TemporalSecurity(tls=True, ca_file="/etc/ca.pem")
+    unknown = RuntimeError(
+        "Failed client connect: Server connection error: tonic::transport::Error(Transport, "
+        "ConnectError(Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }))"
+    )
+    shake = temporal_failure("t:7233", unknown, tls)
+    assert shake.refused and "certificate verify failed" in shake.detail
+    assert "\n" not in shake.detail
+    denied = RPCError("bad key", RPCStatusCode.UNAUTHENTICATED, b"")
+    shake = temporal_failure("t:7233", denied, TemporalSecurity(tls=True, api_key="k"))
+    assert shake.refused and "PIPELINE_TEMPORAL_API_KEY" in shake.detail
+    refused = RuntimeError("Failed client connect: tcp connect error: Connection refused")
+    assert not temporal_failure("t:7233", refused, tls).refused  # down is not misconfigured
