@@ -314,10 +314,13 @@ def check() -> None:
             else typer.style("FAIL", fg=typer.colors.RED)
         )
         typer.echo(f"{mark} {result.name:9} {result.detail}")
-    if not all(r.ok for r in results):
-        # A refused TLS/SASL handshake is configuration (2); an unreachable service is 1.
-        _exit_now(EXIT_CONFIG if any(r.refused for r in results) else EXIT_FAILURE)
-    _exit_now(0)
+    # A refused TLS/SASL handshake is configuration (2); an unreachable service is 1.
+    code = 0 if all(r.ok for r in results) else EXIT_FAILURE
+    code = EXIT_CONFIG if any(r.refused for r in results) else code
+    if settings.temporal_security.tls:
+        _exit_now(code)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
