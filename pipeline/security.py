@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -184,36 +184,51 @@ def kafka_security_from_env(env: Mapping[str, str], problems: Problems) -> Kafka
     if tls and len(problems) == start:
         _prove_pem(
             problems,
-            lambda: ssl_context(security),
-            "PIPELINE_KAFKA_SSL_CA_FILE" if ca_file else None,
-            "PIPELINE_KAFKA_SSL_CERT_FILE" if cert_file else None,
+            "PIPELINE_KAFKA_SSL",
+            ca_file,
+            cert_file,
+            key_file,
+            key_password=security.key_password,
         )
     return security
 
 
 def _prove_pem(
     problems: Problems,
-    build: Callable[[], object],
-    ca_name: str | None,
-    cert_name: str | None,
+    prefix: str,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+    *,
+    key_password: str | None = None,
 ) -> None:
-    """Build the TLS context once: a file that is not PEM (or a key that does not match
-    its certificate) is a configuration problem, reported before any connection."""
-    try:
-        build()
-    except ssl.SSLError as exc:
-        name = cert_name if cert_name and "KEY" in str(exc.reason or "").upper() else None
-        name = name or ca_name or cert_name or "TLS"
-        problems.append((name, f"cannot be loaded: {exc.reason or exc}"))
-    except (OSError, ValueError) as exc:
-        problems.append((ca_name or cert_name or "TLS", f"cannot be loaded: {exc}"))
+    """Load the files into a TLS context once: a file that is not PEM, or a key that does
+    not match its certificate, is a configuration problem, reported before any
+    connection and against the variable that names the file."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file:
+        try:
+            context.load_verify_locations(ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            problems.append(
+                (f"{prefix}_CA_FILE", f"{ca_file} is not a PEM certificate: {_why(exc)}")
+            )
+    if cert_file:
+        try:
+            context.load_cert_chain(cert_file, key_file, password=key_password)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            problems.append(
+                (
+                    f"{prefix}_CERT_FILE",
+                    f"{cert_file} with {prefix}_KEY_FILE {key_file} is not a PEM certificate "
+                    f"and its key: {_why(exc)}",
+                )
+            )
 
 
-def _temporal_context(security: TemporalSecurity) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=security.ca_file)
-    if security.cert_file:
-        context.load_cert_chain(security.cert_file, security.key_file)
-    return context
+def _why(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason or exc)
 
 
 def temporal_security_from_env(env: Mapping[str, str], problems: Problems) -> TemporalSecurity:
@@ -238,13 +253,8 @@ def temporal_security_from_env(env: Mapping[str, str], problems: Problems) -> Te
         server_name=r.text("PIPELINE_TEMPORAL_TLS_SERVER_NAME"),
         api_key=api_key,
     )
-    if tls and (ca_file or cert_file) and len(problems) == start:
-        _prove_pem(
-            problems,
-            lambda: _temporal_context(security),
-            "PIPELINE_TEMPORAL_TLS_CA_FILE" if ca_file else None,
-            "PIPELINE_TEMPORAL_TLS_CERT_FILE" if cert_file else None,
-        )
+    if tls and len(problems) == start:
+        _prove_pem(problems, "PIPELINE_TEMPORAL_TLS", ca_file, cert_file, key_file)
     return security
 
 

@@ -113,9 +113,18 @@ def test_a_file_that_is_not_pem_is_a_config_error(pki: dict[str, Path]) -> None:
             "PIPELINE_KAFKA_SSL_CA_FILE": str(pki["not_pem"]),
         }
     )
-    assert "PIPELINE_KAFKA_SSL_CA_FILE" in text and "cannot be loaded" in text
+    assert "PIPELINE_KAFKA_SSL_CA_FILE (ConfigMap" in text and "is not a PEM certificate" in text
     text = problems({"PIPELINE_TEMPORAL_TLS_CA_FILE": str(pki["not_pem"])})
-    assert "PIPELINE_TEMPORAL_TLS_CA_FILE" in text and "cannot be loaded" in text
+    assert "PIPELINE_TEMPORAL_TLS_CA_FILE (ConfigMap" in text and "not a PEM certificate" in text
+    # A key that is not the certificate's: named against the certificate variable.
+    text = problems(
+        {
+            "PIPELINE_TEMPORAL_TLS_CERT_FILE": str(pki["ca"]),
+            "PIPELINE_TEMPORAL_TLS_KEY_FILE": str(pki["key"]),
+        }
+    )
+    assert "PIPELINE_TEMPORAL_TLS_CERT_FILE (ConfigMap" in text
+    assert "KEY_VALUES_MISMATCH" in text
 
 
 def test_sasl_needs_a_mechanism_and_credentials_from_the_secret() -> None:
