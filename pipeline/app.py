@@ -42,6 +42,8 @@ from pipeline.batching import InOrderAcks, take_ready
 from pipeline.config import Settings, load_settings
 from pipeline.contract import default_contract
 from pipeline.health import not_ready_reasons
+from pipeline.security import faust_credentials
+from replication.kafka_client import client_options
 from replication.producer import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,9 @@ async def ensure_topics(settings: Settings) -> None:
     (the topic is the log ``pipeline replay`` re-reads; dead letters are kept until
     handled) and room for large events; replication factor from the settings.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=_servers(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=_servers(settings), **client_options(settings.kafka_security)
+    )
     await admin.start()
     try:
         names = [settings.topic, settings.dead_letter_topic]
@@ -300,6 +304,7 @@ def create_app(
     app = PipelineApp(
         settings.consumer_group,
         broker=[f"kafka://{server}" for server in _servers(settings)],
+        broker_credentials=faust_credentials(settings.kafka_security),
         datadir=str(data_dir),
         web_port=settings.web_port,
         topic_partitions=settings.topic_partitions,
@@ -346,6 +351,7 @@ def create_app(
             settings.temporal_namespace,
             settings.temporal_task_queue,
             client=temporal_client,
+            security=settings.temporal_security,
         ),
         dead_letter=dead_letter,
     )

@@ -14,13 +14,15 @@ import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
 from temporalio.service import RPCError
 
 from pipeline import pooler
 from pipeline.config import Settings
+from pipeline.handshake import kafka_handshake, temporal_failure
 from pipeline.reach import kafka_message, temporal_message
+from pipeline.security import connect_temporal
 from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal
+from replication.kafka_client import client_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,8 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    # A TLS or SASL handshake was refused: the configuration is wrong (exit 2).
+    refused: bool = False
 
 
 async def check_postgres(settings: Settings) -> CheckResult:
@@ -92,7 +96,9 @@ async def check_postgres(settings: Settings) -> CheckResult:
 
 async def check_kafka(settings: Settings) -> CheckResult:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        request_timeout_ms=5000,
+        **client_options(settings.kafka_security),
     )
     try:
         await asyncio.wait_for(admin.start(), 10)
@@ -101,6 +107,9 @@ async def check_kafka(settings: Settings) -> CheckResult:
         names = [t for t in (settings.topic, settings.dead_letter_topic) if t in topics]
         described = await admin.describe_topics(names) if names else []
     except (KafkaError, OSError, TimeoutError) as exc:
+        shake = await kafka_handshake(settings.kafka_bootstrap_servers, settings.kafka_security)
+        if shake.refused:
+            return CheckResult("kafka", False, shake.detail, refused=True)
         return CheckResult("kafka", False, kafka_message(settings.kafka_bootstrap_servers, exc))
     finally:
         await admin.close()
@@ -122,12 +131,18 @@ async def check_kafka(settings: Settings) -> CheckResult:
 async def check_temporal(settings: Settings) -> CheckResult:
     try:
         client = await asyncio.wait_for(
-            Client.connect(settings.temporal_address, namespace=settings.temporal_namespace), 10
+            connect_temporal(
+                settings.temporal_address, settings.temporal_namespace, settings.temporal_security
+            ),
+            10,
         )
         await client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=settings.temporal_namespace)
         )
     except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
+        shake = temporal_failure(settings.temporal_address, exc, settings.temporal_security)
+        if shake.refused:
+            return CheckResult("temporal", False, shake.detail, refused=True)
         return CheckResult("temporal", False, temporal_message(settings.temporal_address, exc))
     return CheckResult("temporal", True, f"namespace {settings.temporal_namespace} reachable")
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import psycopg
 import typer
@@ -192,6 +192,34 @@ def _settings() -> Settings:
         raise _fail(str(exc), EXIT_CONFIG) from exc
 
 
+def _exit_now(code: int) -> NoReturn:
+    """Exit without interpreter finalization once a Temporal client ran: its core's
+    threads can abort a finalizing interpreter ("PyGILState_Release", temporalio
+    sdk-python issue 300), which turned an exit 2 into 134 about one time in three."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _handshakes(settings: Settings, *, kafka: bool = True, temporal: bool = False) -> None:
+    """Exit 2 with one line when a secured Kafka / Temporal refuses the handshake."""
+    from pipeline.handshake import refusal
+
+    reason = asyncio.run(
+        refusal(
+            (settings.kafka_bootstrap_servers, settings.kafka_security) if kafka else None,
+            (settings.temporal_address, settings.temporal_namespace, settings.temporal_security)
+            if temporal
+            else None,
+        )
+    )
+    if reason is not None:
+        _fail(reason, EXIT_CONFIG)
+        if temporal:
+            _exit_now(EXIT_CONFIG)
+        raise typer.Exit(EXIT_CONFIG)
+
+
 async def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run main(stop) with SIGTERM/SIGINT setting stop (graceful shutdown)."""
     stop = asyncio.Event()
@@ -208,6 +236,7 @@ def run() -> None:
     from pipeline.runner import run as run_pipeline
 
     settings = _settings()
+    _handshakes(settings, temporal=True)
     try:
         run_pipeline(settings)
     except TopicLayoutError as exc:
@@ -223,10 +252,11 @@ def reader() -> None:
     from replication.reader import Reader
 
     settings = _settings()
+    _handshakes(settings)
 
     async def main(stop: asyncio.Event) -> None:
         # Unreachable at start: fail now; once running, the reader retries outages itself.
-        await reach.kafka(settings.kafka_bootstrap_servers)
+        await reach.kafka(settings.kafka_bootstrap_servers, settings.kafka_security)
         await Reader(reader_config(settings)).run(stop)
 
     try:
@@ -252,9 +282,18 @@ def worker() -> None:
     placeholders = placeholder_problems(os.environ, envdoc.variables(*envdoc.WORKER))
     if placeholders:
         raise _fail("invalid configuration:\n  - " + "\n  - ".join(placeholders), EXIT_CONFIG)
+    from pipeline.handshake import refusal
+
+    target = (settings.temporal_address, settings.temporal_namespace, settings.temporal_security)
+    reason = asyncio.run(refusal(temporal=target))
+    if reason is not None:
+        _fail(reason, EXIT_CONFIG)
+        _exit_now(EXIT_CONFIG)
 
     async def main() -> None:
-        await reach.temporal(settings.temporal_address, settings.temporal_namespace)
+        await reach.temporal(
+            settings.temporal_address, settings.temporal_namespace, settings.temporal_security
+        )
         await run_worker(settings)
 
     try:
@@ -302,6 +341,7 @@ def replay(
             EXIT_CONFIG,
         )
     settings = _settings()
+    _handshakes(settings, temporal=not dry_run)
 
     bar = Progress("replaying")
 
@@ -350,8 +390,13 @@ def check() -> None:
             else typer.style("FAIL", fg=typer.colors.RED)
         )
         typer.echo(f"{mark} {result.name:9} {result.detail}")
-    if not all(r.ok for r in results):
-        raise typer.Exit(EXIT_FAILURE)
+    # A refused TLS/SASL handshake is configuration (2); an unreachable service is 1.
+    code = 0 if all(r.ok for r in results) else EXIT_FAILURE
+    code = EXIT_CONFIG if any(r.refused for r in results) else code
+    if settings.temporal_security.tls:
+        _exit_now(code)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command(epilog=envdoc.epilog(*envdoc.SETTINGS))
@@ -367,6 +412,7 @@ def status(
     from pipeline.status import gather, render
 
     settings = _settings()
+    _handshakes(settings)
     report = asyncio.run(gather(settings))
     if as_json:
         typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

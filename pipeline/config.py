@@ -10,12 +10,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
+from pipeline.security import SOURCES as SECURITY_SOURCES
+from pipeline.security import (
+    TemporalSecurity,
+    kafka_security_from_env,
+    temporal_security_from_env,
+)
 from replication.dsn import pooler_problem
+from replication.kafka_client import PLAINTEXT, KafkaSecurity
 
 if TYPE_CHECKING:
     from replication.reader import ReaderConfig
@@ -29,6 +36,7 @@ SOURCES: dict[str, str] = {
     "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_ADDRESS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_NAMESPACE": f"ConfigMap {CONFIGMAP}",
+    **SECURITY_SOURCES,  # Kafka SASL/TLS, Temporal TLS/API key (pipeline.security)
 }
 REQUIRED = (
     "PIPELINE_DATABASE_URL",
@@ -68,6 +76,9 @@ class Settings:
     kafka_transactions: bool = True
     web_port: int = DEFAULT_WEB_PORT
     ready_max_lag_bytes: int = 64 * 1024 * 1024
+    # How every Kafka client and Temporal client authenticates and encrypts.
+    kafka_security: KafkaSecurity = PLAINTEXT
+    temporal_security: TemporalSecurity = field(default_factory=TemporalSecurity)
 
 
 def _where(name: str) -> str:
@@ -189,6 +200,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     binary = _bool_setting(env, "PIPELINE_PGOUTPUT_BINARY", True, problems)
     transactions = _bool_setting(env, "PIPELINE_KAFKA_TRANSACTIONS", True, problems)
     problems += placeholder_problems(env, [*REQUIRED, *names, *_NUMBERS])
+    # Kafka SASL/TLS and Temporal TLS: every file is checked (exists, PEM) here.
+    secure: list[tuple[str, str]] = []
+    kafka_security = kafka_security_from_env(env, secure)
+    temporal_security = temporal_security_from_env(env, secure)
+    problems.extend(_problem(name, message) for name, message in secure)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -209,6 +225,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kafka_transactions=transactions,
         web_port=web_port,
         ready_max_lag_bytes=ready_lag,
+        kafka_security=kafka_security,
+        temporal_security=temporal_security,
     )
 
 
@@ -243,4 +261,5 @@ def reader_config(settings: Settings) -> ReaderConfig:
         initial_snapshot=settings.initial_snapshot,
         binary=settings.pgoutput_binary,
         transactional=settings.kafka_transactions,
+        kafka_security=settings.kafka_security,
     )

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError
 from replication.deadletter_store import decode_headers
+from replication.kafka_client import client_options
 from replication.producer import MAX_MESSAGE_BYTES
 
 app = typer.Typer(help="See, inspect and re-drive dead letters (docs/operations.md).")
@@ -202,4 +203,5 @@ def producer(settings: Settings) -> AIOKafkaProducer:
         enable_idempotence=True,
         acks="all",
         max_request_size=MAX_MESSAGE_BYTES,
+        **client_options(settings.kafka_security),
     )

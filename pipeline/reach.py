@@ -11,10 +11,11 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from temporalio.client import Client
 from temporalio.service import RPCError
 
 from pipeline.errors import PipelineError
+from pipeline.security import TemporalSecurity, connect_temporal
+from replication.kafka_client import PLAINTEXT, KafkaSecurity, client_options
 
 CONNECT_TIMEOUT_S = 15.0
 
@@ -48,9 +49,11 @@ def postgres_message(exc: BaseException) -> str:
     )
 
 
-async def kafka(servers: str) -> None:
+async def kafka(servers: str, security: KafkaSecurity = PLAINTEXT) -> None:
     """Raise :class:`Unreachable` unless a broker of ``servers`` answers."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=servers, request_timeout_ms=5000, **client_options(security)
+    )
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # its "Unable connect" line would repeat ours
@@ -63,9 +66,9 @@ async def kafka(servers: str) -> None:
         await admin.close()
 
 
-async def temporal(address: str, namespace: str) -> None:
+async def temporal(address: str, namespace: str, security: TemporalSecurity) -> None:
     """Raise :class:`Unreachable` unless the Temporal frontend at ``address`` answers."""
     try:
-        await asyncio.wait_for(Client.connect(address, namespace=namespace), CONNECT_TIMEOUT_S)
+        await asyncio.wait_for(connect_temporal(address, namespace, security), CONNECT_TIMEOUT_S)
     except (RPCError, RuntimeError, OSError, TimeoutError) as exc:
         raise Unreachable(temporal_message(address, exc)) from exc

@@ -34,6 +34,7 @@ from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.replay_range import Hole, PartitionHead, find_hole, safe_start
+from replication.kafka_client import client_options
 from replication.lsn import LSN, Position
 from replication.producer import MAX_MESSAGE_BYTES
 
@@ -88,7 +89,10 @@ def _position(record: Record) -> Position | None:
 
 
 async def _partitions(settings: Settings) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings.kafka_security),
+    )
     await admin.start()
     try:
         described = await admin.describe_topics([settings.topic])
@@ -167,7 +171,10 @@ def build_runtime(settings: Settings, producer: AIOKafkaProducer) -> AgentRuntim
         starter_db=effects.Database(settings.database_url, "replay-starter"),
         projection_db=effects.Database(settings.database_url, "replay-projection"),
         temporal=effects.TemporalStarter(
-            settings.temporal_address, settings.temporal_namespace, settings.temporal_task_queue
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings.temporal_task_queue,
+            security=settings.temporal_security,
         ),
         dead_letter=dead_letter,
     )
@@ -191,6 +198,7 @@ async def replay(
         enable_auto_commit=False,
         max_partition_fetch_bytes=32 * 1024 * 1024,
         isolation_level="read_committed",  # the reader writes in Kafka transactions
+        **client_options(settings.kafka_security),
     )
     await consumer.start()
     producer = AIOKafkaProducer(
@@ -198,6 +206,7 @@ async def replay(
         enable_idempotence=True,
         acks="all",
         max_request_size=MAX_MESSAGE_BYTES,  # dead letters as large as the topic takes
+        **client_options(settings.kafka_security),
     )
     runtime: AgentRuntime | None = None
     try:

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline import reach
 from pipeline.config import Settings
+from replication.kafka_client import client_options
 
 
 class SlotStatus(TypedDict):
@@ -134,12 +135,14 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicParti
 
 
 async def _kafka(settings: Settings) -> KafkaStatus:
-    await reach.kafka(settings.kafka_bootstrap_servers)  # fails fast with the fix
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    security = client_options(settings.kafka_security)
+    await reach.kafka(settings.kafka_bootstrap_servers, settings.kafka_security)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
         isolation_level="read_committed",  # ends = what consumers can read
+        **security,
     )
     try:
         await admin.start()

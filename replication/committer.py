@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from replication import killpoint
+from replication.kafka_client import client_options
 from replication.lsn import Position
 from replication.resume import ResumeFilter, read_last_positions, resume_positions
 
@@ -95,6 +96,7 @@ class Committer:
             # (the former reader's), which the consumer has to read past.
             max_partition_fetch_bytes=16 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            **client_options(cfg.kafka_security),
         )
         await consumer.start()
         try:

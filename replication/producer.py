@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyEx
 
 from replication import killpoint
 from replication.batcher import PartitionBatcher, RecordBatch
+from replication.kafka_client import PLAINTEXT, KafkaSecurity, client_options
 from replication.lsn import Position
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ class TopicSpec:
     retention_ms: int = -1
 
 
-async def ensure_topic(bootstrap: str, spec: TopicSpec) -> int:
+async def ensure_topic(bootstrap: str, spec: TopicSpec, security: KafkaSecurity = PLAINTEXT) -> int:
     """Create the topic if missing; returns its partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
     await admin.start()
     try:
         try:
@@ -158,6 +159,7 @@ class EventProducer:
         linger: float = 0.0,
         transactional_id: str | None = None,
         client_id: str | None = None,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.topic = topic
         self._on_acks = on_acks
@@ -174,6 +176,7 @@ class EventProducer:
             max_batch_size=1024 * 1024,
             max_request_size=MAX_MESSAGE_BYTES,
             request_timeout_ms=30000,
+            **client_options(security),
         )
         self._gate = _TransactionGate(self._producer)
         self._batcher: PartitionBatcher | None = None

@@ -132,7 +132,9 @@ class Reader:
             await drop_inactive_slot(cfg.dsn, cfg.slot)
             state = SlotState(exists=False)
         await ensure_topic(
-            cfg.kafka_bootstrap, TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor)
+            cfg.kafka_bootstrap,
+            TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor),
+            cfg.kafka_security,
         )
         session = Session(cfg, self.stats, state, self._ack_hook)
         await session.run(stop, wire)

@@ -26,6 +26,7 @@ from replication.decoder import decode_pgoutput, encode_standby_status, parse_co
 from replication.errors import DecodeError, DeliveryError, SlotInUse
 from replication.hotpath import INSERT, FrameLoop, payload_tag, wal_end
 from replication.hotpath import insert as hot_insert
+from replication.kafka_client import PLAINTEXT, KafkaSecurity
 from replication.lsn import LSN, Position, lsn_from_uint64
 from replication.messages import PrimaryKeepalive, Relation, TupleData
 from replication.producer import EventProducer, is_too_large, transactional_id
@@ -79,6 +80,8 @@ class ReaderConfig:
     # and a restarted reader's resume positions are exact (DESIGN invariants 6 and 8).
     # Off: an idempotent producer only (benchmarks compare the two).
     transactional: bool = True
+    # SASL / TLS of the reader's Kafka clients (replication.kafka_client).
+    kafka_security: KafkaSecurity = PLAINTEXT
 
 
 # The first PostgreSQL version whose pgoutput accepts ``binary 'true'``.
@@ -153,6 +156,7 @@ class Session:
             transactional_id=(
                 transactional_id(self.cfg.topic, self.cfg.slot) if self.cfg.transactional else None
             ),
+            security=self.cfg.kafka_security,
         )
         # Begin/Insert/Commit frames -> tracker and producer; holds the in-flight count
         # and the highest wal_end received.

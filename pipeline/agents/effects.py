@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from pipeline import metrics
 from pipeline.agents.starter import JOB_DONE, STARTED_OR_DONE, StartPlan, retry_delay
 from pipeline.eventstore import NewEvent, emit
+from pipeline.security import TemporalSecurity, connect_temporal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -177,8 +178,14 @@ class TemporalStarter:
     """Starts a plan's workflow once: a second start returns the first run's id."""
 
     def __init__(
-        self, address: str, namespace: str, task_queue: str, client: Client | None = None
+        self,
+        address: str,
+        namespace: str,
+        task_queue: str,
+        client: Client | None = None,
+        security: TemporalSecurity | None = None,
     ) -> None:
+        self._security = security or TemporalSecurity()
         self._address = address
         self._namespace = namespace
         self.task_queue = task_queue
@@ -187,7 +194,7 @@ class TemporalStarter:
     async def client(self) -> Client:
         """The Temporal client, connected on first use (Temporal may be down at start-up)."""
         if self._client is None:
-            self._client = await Client.connect(self._address, namespace=self._namespace)
+            self._client = await connect_temporal(self._address, self._namespace, self._security)
         return self._client
 
     async def run_id_of(self, workflow_id: str) -> str | None:

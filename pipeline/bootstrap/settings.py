@@ -16,6 +16,7 @@ from typing import TypeVar
 from pipeline.bootstrap.inputs import RetryTuning
 from pipeline.bootstrap.validation import validate_hostname
 from pipeline.errors import ConfigError
+from pipeline.security import SOURCES, TemporalSecurity, temporal_security_from_env
 
 DNS_PROVIDERS = frozenset({"local", "cloudflare"})
 EMAIL_PROVIDERS = frozenset({"smtp", "local"})
@@ -54,6 +55,7 @@ class BootstrapSettings:
     invitation_ttl: timedelta = timedelta(days=7)
     graceful_shutdown_s: float = 30.0
     retry: RetryTuning = field(default_factory=RetryTuning)
+    temporal_security: TemporalSecurity = field(default_factory=TemporalSecurity)
 
     @property
     def dns_target(self) -> str:
@@ -141,6 +143,16 @@ def _retry_from_env(r: _Reader) -> RetryTuning:
     )
 
 
+def _temporal_security(r: _Reader) -> TemporalSecurity:
+    """Temporal TLS / mTLS / API key, the same variables as ``pipeline run`` reads."""
+    problems: list[tuple[str, str]] = []
+    security = temporal_security_from_env(r.env, problems)
+    r.problems.extend(
+        f"{name}: {message} ({SOURCES.get(name, 'ConfigMap')})" for name, message in problems
+    )
+    return security
+
+
 def from_env(env: Mapping[str, str]) -> BootstrapSettings:
     """Build and validate the settings; raise :class:`ConfigError` listing every problem."""
     r = _Reader(env)
@@ -194,6 +206,7 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
         invitation_ttl=timedelta(days=ttl_days),
         graceful_shutdown_s=r.real("PIPELINE_WORKER_GRACEFUL_SHUTDOWN_S", d.graceful_shutdown_s),
         retry=_retry_from_env(r),
+        temporal_security=_temporal_security(r),
     )
     if settings.smtp_username is not None and settings.smtp_password is None:
         r.problems.append("PIPELINE_SMTP_PASSWORD is required with PIPELINE_SMTP_USERNAME (Secret)")

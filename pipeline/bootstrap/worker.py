@@ -22,6 +22,7 @@ from pipeline.bootstrap.providers.dns import DnsProvider
 from pipeline.bootstrap.providers.email import EmailProvider
 from pipeline.bootstrap.settings import BootstrapSettings
 from pipeline.bootstrap.workflows import OrganizationBootstrapWorkflow
+from pipeline.security import connect_temporal
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ async def run_worker(settings: BootstrapSettings, *, stop: asyncio.Event | None 
     loop = asyncio.get_running_loop()
     installed = _install_signal_handlers(stop)
     try:
-        client = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace
+        client = await connect_temporal(
+            settings.temporal_address, settings.temporal_namespace, settings.temporal_security
         )
         worker = build_worker(client, settings)
         logger.info(

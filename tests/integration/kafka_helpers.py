@@ -10,6 +10,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from replication.kafka_client import PLAINTEXT, KafkaSecurity, client_options
 from replication.lsn import LSN, Position
 
 
@@ -40,7 +41,11 @@ def _record(m: ConsumerRecord[bytes, bytes]) -> Record:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, expected: int, timeout: float = 120
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout: float = 120,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[Record]:
     """Read until `expected` records arrived (or timeout), from the beginning; records
     already there beyond `expected` (duplicates) are returned too."""
@@ -53,6 +58,7 @@ async def read_topic(
         enable_auto_commit=False,
         max_partition_fetch_bytes=32 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
+        **client_options(security),
     )
     await consumer.start()
     records: list[Record] = []

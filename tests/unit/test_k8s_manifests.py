@@ -29,7 +29,12 @@ K8S = REPO / "deploy" / "k8s"
 # The newest Kubernetes the installed kubernetes-validate has schemas for (1.37.0).
 KUBERNETES_VERSION = "1.37"
 # The files whose quoted PIPELINE_* names are the variables the processes read.
-ENV_READERS = ("pipeline/config.py", "pipeline/bootstrap/settings.py", "pipeline/app.py")
+ENV_READERS = (
+    "pipeline/config.py",
+    "pipeline/bootstrap/settings.py",
+    "pipeline/app.py",
+    "pipeline/security.py",
+)
 SCHEMALESS_KINDS = frozenset({"Kustomization"})
 
 Manifest = dict[str, Any]
