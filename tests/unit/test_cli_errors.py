@@ -24,7 +24,7 @@ BASE = {
 
 
 def pipeline(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 90
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
     return subprocess.run(
@@ -113,6 +113,7 @@ def test_status_says_which_services_it_could_not_read() -> None:
 def test_worker_with_temporal_unreachable_is_a_runtime_failure() -> None:
     env = {"PIPELINE_DNS_PROVIDER": "local", "PIPELINE_EMAIL_PROVIDER": "local"}
     result = pipeline("worker", env=env)
+    # Under load the connect may time out instead of being refused: same message.
     assert_clear(result, 1, f"Temporal is unreachable at {CLOSED}", "PIPELINE_TEMPORAL_ADDRESS")
 
 
