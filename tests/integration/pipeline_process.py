@@ -5,7 +5,10 @@ in-process on its own task queue."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 import psycopg
@@ -23,6 +27,9 @@ from temporalio.client import Client
 from pipeline.bootstrap.settings import from_env
 from pipeline.bootstrap.worker import build_worker
 from pipeline.config import Settings, load_settings
+
+# The worker's HMAC key for invitation tokens (a test value; production's is a Secret).
+INVITATION_KEY = "test-invitation-key-" + "0" * 32
 
 
 def free_port() -> int:
@@ -51,7 +58,22 @@ def pipeline_env(dsn: str, kafka: str, temporal: str, tmp: Path) -> dict[str, st
         "PIPELINE_EMAIL_OUTBOX_DIR": str(tmp / "outbox"),
         "PIPELINE_DNS_PROVIDER": "local",
         "PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS": "100",
+        "PIPELINE_INVITATION_KEY": INVITATION_KEY,
     }
+
+
+def emailed_token(body: str) -> str:
+    """The invitation token of the accept link in an email body."""
+    match = re.search(r"invitations/accept\?token=([A-Za-z0-9._~-]+)", body)
+    assert match is not None, body
+    return match[1]
+
+
+def eml_token(raw: str) -> str:
+    """The invitation token of a whole message file (the local provider's outbox)."""
+    message = email.message_from_string(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return emailed_token(str(message.get_content()))
 
 
 def pipeline_cli() -> str:

@@ -20,11 +20,13 @@ from psycopg.types.json import Jsonb
 from temporalio.client import Client
 
 from pipeline import events
+from pipeline.invitations.tokens import token_hash
 from pipeline.replay import ReplayRangeError, replay
 from replication.lsn import LSN
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.pipeline_process import (
     RunningPipeline,
+    eml_token,
     event_types,
     eventually,
     pipeline_and_worker,
@@ -102,7 +104,7 @@ def snapshot(dsn: str) -> dict[str, object]:
                 "SELECT id, status, subdomain_metadata, last_commit_lsn::text FROM organizations_projection ORDER BY id"
             ).fetchall(),
             "invitations": conn.execute(
-                "SELECT id, status, token FROM invitations_projection ORDER BY id"
+                "SELECT id, status, token_hash FROM invitations_projection ORDER BY id"
             ).fetchall(),
         }
 
@@ -160,18 +162,19 @@ async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
         assert org_row is not None and org_row[0] == "active"
         assert org_row[1] == f"e2e-{org.hex[:8]}"
         # The emails were delivered (local provider: one message file per admin), each
-        # with its invitation's token.
+        # with a token whose hash is its invitation's.
         with psycopg.connect(fresh_db) as conn:
-            tokens = [
+            hashes = {
                 str(r[0])
                 for r in conn.execute(
-                    "SELECT token FROM invitations_projection WHERE organization_id = %s", (org,)
+                    "SELECT token_hash FROM invitations_projection WHERE organization_id = %s",
+                    (org,),
                 ).fetchall()
-            ]
+            }
         outbox = Path(running.env["PIPELINE_EMAIL_OUTBOX_DIR"])
         messages = [p.read_text() for p in outbox.glob("*.eml")]
-        assert len(tokens) == 2
-        assert all(sum(token in m for m in messages) == 1 for token in tokens)
+        assert len(hashes) == 2
+        assert {token_hash(eml_token(m)) for m in messages} == hashes
 
         # Metrics moved on the web port of `pipeline run`.
         page = await asyncio.to_thread(http_get, f"http://127.0.0.1:{settings.web_port}/metrics")
