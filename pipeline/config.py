@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from pipeline import webauth
 from pipeline.errors import ConfigError
 from replication.dsn import pooler_problem
 
@@ -154,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     ready_lag = _int_setting(env, "PIPELINE_READY_MAX_LAG_BYTES", 64 * 1024 * 1024, problems)
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
     binary = _bool_setting(env, "PIPELINE_PGOUTPUT_BINARY", True, problems)
+    problems.extend(webauth.problems(env))  # PIPELINE_WEB_AUTH_* (pipeline/webauth.py)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
