@@ -27,6 +27,7 @@ SECRET = "pipeline-secrets"
 # Where each variable lives in Kubernetes; a secret never appears in a ConfigMap.
 SOURCES: dict[str, str] = {
     "PIPELINE_DATABASE_URL": f"Secret {SECRET}",
+    "PIPELINE_READER_DATABASE_URL": f"Secret {SECRET}",
     "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_ADDRESS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_NAMESPACE": f"ConfigMap {CONFIGMAP}",
@@ -61,6 +62,8 @@ class Settings:
     pgoutput_binary: bool = True
     web_port: int = 6066
     ready_max_lag_bytes: int = 64 * 1024 * 1024
+    # The reader's own DSN (role pipeline_reader, sql/roles.sql); empty = database_url.
+    reader_database_url: str = ""
 
 
 def _where(name: str) -> str:
@@ -156,6 +159,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     snapshot = _bool_setting(env, "PIPELINE_INITIAL_SNAPSHOT", True, problems)
     binary = _bool_setting(env, "PIPELINE_PGOUTPUT_BINARY", True, problems)
     problems.extend(webauth.problems(env))  # PIPELINE_WEB_AUTH_* (pipeline/webauth.py)
+    reader_dsn = env.get("PIPELINE_READER_DATABASE_URL", "").strip()
+    if reader_dsn:
+        _check_dsn("PIPELINE_READER_DATABASE_URL", reader_dsn, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -175,6 +181,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pgoutput_binary=binary,
         web_port=web_port,
         ready_max_lag_bytes=ready_lag,
+        reader_database_url=reader_dsn,
     )
 
 
@@ -197,7 +204,7 @@ def reader_config(settings: Settings) -> ReaderConfig:
     from replication.reader import ReaderConfig
 
     return ReaderConfig(
-        dsn=settings.database_url,
+        dsn=settings.reader_database_url or settings.database_url,
         kafka_bootstrap=settings.kafka_bootstrap_servers,
         topic=settings.topic,
         partitions=settings.topic_partitions,

@@ -152,7 +152,8 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
     """Build and validate the settings; raise :class:`ConfigError` listing every problem."""
     r = _Reader(env)
     d = BootstrapSettings(database_url="")
-    database_url = r.text("PIPELINE_DATABASE_URL", "")
+    # The worker's own role (pipeline_worker, sql/roles.sql) when set.
+    database_url = r.text("PIPELINE_WORKER_DATABASE_URL", "") or r.text("PIPELINE_DATABASE_URL", "")
     if not database_url:
         r.problems.append("PIPELINE_DATABASE_URL is required (Secret)")
     base_domain = r.text("PIPELINE_BASE_DOMAIN", d.base_domain).lower()

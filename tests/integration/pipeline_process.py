@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from temporalio.client import Client
@@ -116,12 +117,41 @@ def stop_pipeline(p: RunningPipeline, sig: signal.Signals = signal.SIGTERM) -> N
             p.proc.wait()
 
 
+ROLES_SQL = Path(__file__).resolve().parents[2] / "sql" / "roles.sql"
+
+
+def as_role(dsn: str, role: str) -> str:
+    """``dsn`` logging in as ``role`` instead (the dev cluster trusts local logins)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+def least_privilege_env(dsn: str, env: dict[str, str]) -> dict[str, str]:
+    """Create the roles of sql/roles.sql in ``dsn``'s database (as its superuser) and
+    point the agents, the reader and the worker at their own roles."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(ROLES_SQL.read_text().encode())
+    return {
+        **env,
+        "PIPELINE_DATABASE_URL": as_role(dsn, "pipeline_agents"),
+        "PIPELINE_READER_DATABASE_URL": as_role(dsn, "pipeline_reader"),
+        "PIPELINE_WORKER_DATABASE_URL": as_role(dsn, "pipeline_worker"),
+    }
+
+
 @asynccontextmanager
 async def pipeline_and_worker(
-    dsn: str, kafka: str, client: Client, tmp: Path
+    dsn: str, kafka: str, client: Client, tmp: Path, *, least_privilege: bool = False
 ) -> AsyncIterator[RunningPipeline]:
-    """`pipeline run` plus the real bootstrap worker, stopped afterwards."""
+    """`pipeline run` plus the real bootstrap worker, stopped afterwards.
+
+    ``least_privilege``: the reader, agents and worker log in as the roles of
+    sql/roles.sql instead of the superuser that owns ``dsn``'s database.
+    """
     env = pipeline_env(dsn, kafka, client.service_client.config.target_host, tmp)
+    if least_privilege:
+        env = least_privilege_env(dsn, env)
     worker = build_worker(client, from_env(env))
     running = start_pipeline(env, tmp)
     try:

@@ -128,11 +128,25 @@ async def wait_completed(dsn: str, org: uuid.UUID, running: RunningPipeline) -> 
     await eventually(projected, f"projections of {org}", running)
 
 
-@pytest.mark.parametrize("signature", ["stream", "aggregate"])
+@pytest.mark.parametrize(
+    ("signature", "least_privilege"),
+    [("stream", False), ("aggregate", False), ("stream", True)],
+    ids=["stream", "aggregate", "stream-least-privilege-roles"],
+)
 async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
-    fresh_db: str, kafka_bootstrap: str, temporal_client: Client, tmp_path: Path, signature: str
+    fresh_db: str,
+    kafka_bootstrap: str,
+    temporal_client: Client,
+    tmp_path: Path,
+    signature: str,
+    least_privilege: bool,
 ) -> None:
-    async with pipeline_and_worker(fresh_db, kafka_bootstrap, temporal_client, tmp_path) as running:
+    """With ``least_privilege`` the reader, agents, worker, replay and status run as the
+    roles of sql/roles.sql (docs/security.md); the test's own reads and damage stay the
+    superuser's."""
+    async with pipeline_and_worker(
+        fresh_db, kafka_bootstrap, temporal_client, tmp_path, least_privilege=least_privilege
+    ) as running:
         settings = running.settings
         await eventually(lambda: slot_active(fresh_db, settings.slot_name), "the reader", running)
         org = uuid.uuid4()
@@ -196,6 +210,30 @@ async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
         assert 'pipeline_workflow_starts_total{outcome="started"} 1.0' in page
         assert "pipeline_reader_active 1.0" in page
         assert "pipeline_events_consumed_total" in page
+
+        if least_privilege:
+            with psycopg.connect(fresh_db) as conn:
+                users = {
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT usename FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchall()
+                }
+            assert (
+                {"pipeline_reader", "pipeline_agents"}
+                <= users
+                <= {
+                    "pipeline_reader",
+                    "pipeline_agents",
+                    "pipeline_worker",
+                }
+            )
+        # `pipeline check` passes, and warns when a DSN logs in as a superuser.
+        checked = await run_cli(["check"], running.env)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        warned = "WARNING: connected as superuser" in checked.stdout + checked.stderr
+        assert warned == (not least_privilege), checked.stdout + checked.stderr
 
         # Status: the documented JSON schema.
         result = await run_cli(["status", "--json"], running.env)
