@@ -34,6 +34,7 @@ from prometheus_client import generate_latest
 from temporalio.client import Client
 
 from pipeline import fetching, metrics
+from pipeline import web as pipeline_web
 from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
 from pipeline.agents.errors import TopicLayoutError
@@ -405,6 +406,7 @@ def create_app(
 
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
+    pipeline_web.install(app, settings.database_url, env)  # accept page, write auth
     app.early_tasks = list(extra_tasks)
 
     async def close_runtime(

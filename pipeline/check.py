@@ -36,8 +36,11 @@ class CheckResult:
 
 async def check_postgres(settings: Settings) -> CheckResult:
     try:
+        # The replication checks concern the reader's role (sql/roles.sql).
         async with await psycopg.AsyncConnection.connect(
-            settings.database_url, autocommit=True, connect_timeout=5
+            settings.reader_database_url or settings.database_url,
+            autocommit=True,
+            connect_timeout=5,
         ) as conn:
             row = await (
                 await conn.execute(
@@ -50,6 +53,7 @@ async def check_postgres(settings: Settings) -> CheckResult:
                     (settings.publication, settings.slot_name),
                 )
             ).fetchone()
+            superuser = await superuser_warning(settings)
     except psycopg.Error as exc:
         text = str(exc).strip()
         if looks_like_pooler_refusal(text):
@@ -90,7 +94,28 @@ async def check_postgres(settings: Settings) -> CheckResult:
         "postgres",
         True,
         f"wal_level=logical, replication allowed, {slot}, no pooler"
-        + (f" ({seen})" if seen else ""),
+        + (f" ({seen})" if seen else "")
+        + superuser,
+    )
+
+
+async def superuser_warning(settings: Settings) -> str:
+    """``; WARNING ...`` naming each configured DSN that logs in as a superuser, or ``''``."""
+    found = []
+    for dsn in dict.fromkeys(filter(None, (settings.database_url, settings.reader_database_url))):
+        async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=5) as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+                )
+            ).fetchone()
+        if row is not None and row[1]:
+            found.append(str(row[0]))
+    if not found:
+        return ""
+    return (
+        f"; WARNING: connected as superuser {', '.join(sorted(set(found)))}: use the "
+        "least-privilege roles of sql/roles.sql (docs/security.md)"
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from pipeline import webauth
 from pipeline.errors import ConfigError
 from pipeline.security import SOURCES as SECURITY_SOURCES
 from pipeline.security import (
@@ -33,6 +34,7 @@ SECRET = "pipeline-secrets"
 # Where each variable lives in Kubernetes; a secret never appears in a ConfigMap.
 SOURCES: dict[str, str] = {
     "PIPELINE_DATABASE_URL": f"Secret {SECRET}",
+    "PIPELINE_READER_DATABASE_URL": f"Secret {SECRET}",
     "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_ADDRESS": f"ConfigMap {CONFIGMAP}",
     "PIPELINE_TEMPORAL_NAMESPACE": f"ConfigMap {CONFIGMAP}",
@@ -79,6 +81,8 @@ class Settings:
     # How every Kafka client and Temporal client authenticates and encrypts.
     kafka_security: KafkaSecurity = PLAINTEXT
     temporal_security: TemporalSecurity = field(default_factory=TemporalSecurity)
+    # The reader's own DSN (role pipeline_reader, sql/roles.sql); empty = database_url.
+    reader_database_url: str = ""
 
 
 def _where(name: str) -> str:
@@ -205,6 +209,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     kafka_security = kafka_security_from_env(env, secure)
     temporal_security = temporal_security_from_env(env, secure)
     problems.extend(_problem(name, message) for name, message in secure)
+    problems.extend(webauth.problems(env))  # PIPELINE_WEB_AUTH_* (pipeline/webauth.py)
+    reader_dsn = env.get("PIPELINE_READER_DATABASE_URL", "").strip()
+    if reader_dsn:
+        _check_dsn("PIPELINE_READER_DATABASE_URL", reader_dsn, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -227,6 +235,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ready_max_lag_bytes=ready_lag,
         kafka_security=kafka_security,
         temporal_security=temporal_security,
+        reader_database_url=reader_dsn,
     )
 
 
@@ -250,7 +259,7 @@ def reader_config(settings: Settings) -> ReaderConfig:
     from replication.reader import ReaderConfig
 
     return ReaderConfig(
-        dsn=settings.database_url,
+        dsn=settings.reader_database_url or settings.database_url,
         kafka_bootstrap=settings.kafka_bootstrap_servers,
         topic=settings.topic,
         partitions=settings.topic_partitions,

@@ -14,9 +14,10 @@ event_data by type (all ids are UUID strings, times RFC 3339):
 - organization.created              {name, subdomain}
 - organization.dns.created          {subdomain, fqdn, record_type, content, provider, record_id}
 - organization.dns.removed          {fqdn, record_id, reason}
-- user.invited                      {invitation_id, email, role, token, expires_at}
+- user.invited                      {invitation_id, email, role, token_hash, expires_at}
 - invitation.email.sent             {invitation_id, email}
 - invitation.revoked                {invitation_id, reason}
+- invitation.accepted               {invitation_id, email, role}
 - organization.bootstrap.completed  {workflow_id}
 - organization.bootstrap.failed     {workflow_id, stage, reason}
 - workflow.queue.completed          {job_id, workflow_id}
@@ -46,6 +47,7 @@ DNS_RECORD_REMOVED: Final = "organization.dns.removed"
 USER_INVITED: Final = "user.invited"
 INVITATION_EMAIL_SENT: Final = "invitation.email.sent"
 INVITATION_REVOKED: Final = "invitation.revoked"
+INVITATION_ACCEPTED: Final = "invitation.accepted"
 BOOTSTRAP_COMPLETED: Final = "organization.bootstrap.completed"
 BOOTSTRAP_FAILED: Final = "organization.bootstrap.failed"
 QUEUE_COMPLETED: Final = "workflow.queue.completed"
@@ -63,6 +65,7 @@ ALL_EVENT_TYPES: Final = frozenset(
         USER_INVITED,
         INVITATION_EMAIL_SENT,
         INVITATION_REVOKED,
+        INVITATION_ACCEPTED,
         BOOTSTRAP_COMPLETED,
         BOOTSTRAP_FAILED,
         QUEUE_COMPLETED,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +41,7 @@ from pipeline.bootstrap.providers.email import EmailProvider
 from pipeline.bootstrap.settings import BootstrapSettings
 from pipeline.bootstrap.validation import validate_bootstrap
 from pipeline.eventstore import NewEvent, idempotency_key
+from pipeline.invitations import tokens
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ SOURCE = "org-bootstrap-worker"
 INVALID_INPUT = "InvalidBootstrapInput"
 STORE_UNAVAILABLE = "EventStoreUnavailable"
 STORE_REJECTED = "EventStoreRejected"
+INVITATION_KEY_CHANGED = "InvitationKeyChanged"
 MAX_KEY = 255
 
 
@@ -217,14 +218,20 @@ class BootstrapActivities:
 
     @activity.defn(name="bootstrap.invite_user")
     async def invite_user(self, request: InviteInput) -> Invitation:
-        """Emit ``user.invited`` with a fresh token; a retry returns the first token."""
-        expires_at = datetime.now(UTC) + self._settings.invitation_ttl
+        """Emit ``user.invited`` with the hash of a derived token; a retry returns the first.
+
+        The token itself is never recorded: it is an HMAC of the invitation's id and
+        expiry, which the email step derives again (pipeline/invitations/tokens.py).
+        """
+        invitation_id = str(uuid.uuid4())
+        expires_at = (datetime.now(UTC) + self._settings.invitation_ttl).isoformat()
+        token = tokens.derive_token(self._settings.invitation_key, invitation_id, expires_at)
         data = {
-            "invitation_id": str(uuid.uuid4()),
+            "invitation_id": invitation_id,
             "email": request.admin.email,
             "role": request.admin.role,
-            "token": secrets.token_urlsafe(32),
-            "expires_at": expires_at.isoformat(),
+            "token_hash": tokens.token_hash(token),
+            "expires_at": expires_at,
         }
         event = self._event(request.step, ev.USER_INVITED, data, request.admin.email.lower())
         with _classified():
@@ -233,9 +240,23 @@ class BootstrapActivities:
             invitation_id=_str(stored, "invitation_id"),
             email=_str(stored, "email"),
             role=_str(stored, "role"),
-            token=_str(stored, "token"),
+            token_hash=_str(stored, "token_hash"),
             expires_at=_str(stored, "expires_at"),
         )
+
+    def _token(self, inv: Invitation) -> str:
+        """The invitation's token, derived again; refused if the key changed since."""
+        token = tokens.derive_token(
+            self._settings.invitation_key, inv.invitation_id, inv.expires_at
+        )
+        if not tokens.matches(token, inv.token_hash):
+            raise ApplicationError(
+                f"invitation {inv.invitation_id}: PIPELINE_INVITATION_KEY is not the key it was "
+                "issued with, so its emailed link could not be accepted",
+                type=INVITATION_KEY_CHANGED,
+                non_retryable=True,
+            )
+        return token
 
     @activity.defn(name="bootstrap.send_invitation_email")
     async def send_invitation_email(self, request: EmailInput) -> bool:
@@ -254,11 +275,13 @@ class BootstrapActivities:
         with _classified():
             if await store.find_by_key(self._dsn, event.idempotency_key) is not None:
                 return False
+            token = self._token(inv)
             message = render_invitation_email(
                 organization_name=request.organization_name,
                 fqdn=request.fqdn,
                 invitation=inv,
-                accept_url=self._settings.accept_url(request.fqdn, inv.token),
+                token=token,
+                accept_url=self._settings.accept_url(request.fqdn, token),
             )
             await self._email.send(message)
             await store.emit_events(self._dsn, [event])

@@ -124,12 +124,16 @@ class InviteInput:
 
 @dataclass(frozen=True, slots=True)
 class Invitation:
-    """An invitation as recorded in its ``user.invited`` event."""
+    """An invitation as recorded in its ``user.invited`` event.
+
+    Only the token's hash crosses into Temporal's history; the email step derives the
+    token itself (pipeline/invitations/tokens.py).
+    """
 
     invitation_id: str
     email: str
     role: str
-    token: str
+    token_hash: str
     expires_at: str
 
 

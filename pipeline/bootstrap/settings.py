@@ -7,6 +7,7 @@ Secret for credentials), as DESIGN.md invariant 7 asks.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +17,7 @@ from typing import TypeVar
 from pipeline.bootstrap.inputs import RetryTuning
 from pipeline.bootstrap.validation import validate_hostname
 from pipeline.errors import ConfigError
+from pipeline.invitations.tokens import MIN_KEY_BYTES
 from pipeline.security import SOURCES, TemporalSecurity, temporal_security_from_env
 
 DNS_PROVIDERS = frozenset({"local", "cloudflare"})
@@ -23,6 +25,9 @@ EMAIL_PROVIDERS = frozenset({"smtp", "local"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _T = TypeVar("_T")
+# Only for settings built in code (tests): from_env requires PIPELINE_INVITATION_KEY.
+# One key per process, so every worker of one test process derives the same tokens.
+_PROCESS_INVITATION_KEY = secrets.token_bytes(MIN_KEY_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,8 @@ class BootstrapSettings:
     # Empty means ``https://{fqdn}/invitations/accept`` (the organization's own site).
     invitation_accept_url: str = ""
     invitation_ttl: timedelta = timedelta(days=7)
+    # The HMAC key invitation tokens are derived with (pipeline/invitations/tokens.py).
+    invitation_key: bytes = field(default=_PROCESS_INVITATION_KEY, repr=False)
     graceful_shutdown_s: float = 30.0
     retry: RetryTuning = field(default_factory=RetryTuning)
     temporal_security: TemporalSecurity = field(default_factory=TemporalSecurity)
@@ -157,7 +164,8 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
     """Build and validate the settings; raise :class:`ConfigError` listing every problem."""
     r = _Reader(env)
     d = BootstrapSettings(database_url="")
-    database_url = r.text("PIPELINE_DATABASE_URL", "")
+    # The worker's own role (pipeline_worker, sql/roles.sql) when set.
+    database_url = r.text("PIPELINE_WORKER_DATABASE_URL", "") or r.text("PIPELINE_DATABASE_URL", "")
     if not database_url:
         r.problems.append("PIPELINE_DATABASE_URL is required (Secret)")
     base_domain = r.text("PIPELINE_BASE_DOMAIN", d.base_domain).lower()
@@ -181,6 +189,12 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
             )
     email_provider = r.choice("PIPELINE_EMAIL_PROVIDER", d.email_provider, EMAIL_PROVIDERS)
     ttl_days = r.real("PIPELINE_INVITATION_TTL_DAYS", d.invitation_ttl.days, 0.001)
+    invitation_key = r.text("PIPELINE_INVITATION_KEY", "")
+    if len(invitation_key.encode()) < MIN_KEY_BYTES:
+        r.problems.append(
+            f"PIPELINE_INVITATION_KEY is required: at least {MIN_KEY_BYTES} bytes of random"
+            " text, e.g. `openssl rand -base64 48` (Secret)"
+        )
     settings = BootstrapSettings(
         database_url=database_url,
         temporal_address=r.text("PIPELINE_TEMPORAL_ADDRESS", d.temporal_address),
@@ -204,6 +218,7 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
         email_outbox_dir=Path(r.text("PIPELINE_EMAIL_OUTBOX_DIR", str(d.email_outbox_dir))),
         invitation_accept_url=r.text("PIPELINE_INVITATION_ACCEPT_URL", ""),
         invitation_ttl=timedelta(days=ttl_days),
+        invitation_key=invitation_key.encode(),
         graceful_shutdown_s=r.real("PIPELINE_WORKER_GRACEFUL_SHUTDOWN_S", d.graceful_shutdown_s),
         retry=_retry_from_env(r),
         temporal_security=_temporal_security(r),

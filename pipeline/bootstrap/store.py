@@ -1,7 +1,7 @@
 """The bootstrap's reads and writes of the event store (a connection per call).
 
 Activities are retried, so every write goes through ``api.emit_domain_event`` with an
-idempotency key, and the values a retry must reproduce (an invitation's token) are read
+idempotency key, and the values a retry must reproduce (an invitation's id and expiry) are read
 back from the stored event rather than generated again.
 """
 
@@ -25,7 +25,7 @@ async def emit_and_read(dsn: str, event: NewEvent) -> Mapping[str, object]:
     """Append ``event`` and return the ``event_data`` actually stored under its key.
 
     On a repeated key that is the first attempt's data, which is how a retried activity
-    returns the token it generated the first time.
+    returns the invitation id and expiry it generated the first time.
     """
     async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
         event_id = await emit(conn, event)

@@ -56,6 +56,8 @@ class DevLayout:
             "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "PIPELINE_TEMPORAL_ADDRESS": self.temporal_address,
             "PIPELINE_TEMPORAL_NAMESPACE": "default",
+            # Local services only: production's key is a random Secret (docs/security.md).
+            "PIPELINE_INVITATION_KEY": "dev-only-invitation-key-never-use-in-production",
         }
 
 

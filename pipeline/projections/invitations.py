@@ -1,7 +1,11 @@
 """``invitations_projection``: one row per invitation, folded from the organization's stream.
 
-- ``user.invited`` creates the row (``pending``, with email, role, token, expires_at);
+- ``user.invited`` creates the row (``pending``, with email, role, token_hash, expires_at;
+  an event written before migration 0006 carries the plaintext ``token`` instead, and its
+  row gets no hash, so that invitation can never be accepted);
 - ``invitation.email.sent`` makes it ``sent``;
+- ``invitation.accepted`` makes it ``accepted``: a later ``sent`` (the invitee followed
+  the link before the worker recorded the email) does not undo it;
 - ``invitation.revoked`` makes it ``revoked``, which is final: a later ``sent`` (an email
   that went out while the bootstrap was being compensated) does not revive it.
 
@@ -27,7 +31,12 @@ from replication.lsn import Position
 PENDING = "pending"
 SENT = "sent"
 REVOKED = "revoked"
-_STATUS_BY_EVENT = {ev.INVITATION_EMAIL_SENT: SENT, ev.INVITATION_REVOKED: REVOKED}
+ACCEPTED = "accepted"
+_STATUS_BY_EVENT = {
+    ev.INVITATION_EMAIL_SENT: SENT,
+    ev.INVITATION_REVOKED: REVOKED,
+    ev.INVITATION_ACCEPTED: ACCEPTED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +45,7 @@ class InvitationDetails:
 
     email: str
     role: str
-    token: str
+    token_hash: str | None
     expires_at: datetime
 
 
@@ -61,7 +70,7 @@ class InvitationRow:
     email: str
     role: str
     status: str
-    token: str
+    token_hash: str | None
     expires_at: datetime
     created_at: datetime
     updated_at: datetime
@@ -84,7 +93,7 @@ def invitation_upsert(row: er.EventRow) -> InvitationUpsert | None:
         details = InvitationDetails(
             email=er.text(data, "email", row),
             role=er.text(data, "role", row),
-            token=er.text(data, "token", row),
+            token_hash=_hash_of(data),
             expires_at=er.time_of(data.get("expires_at"), "event_data.expires_at", row),
         )
         return replace(base, details=details)
@@ -97,8 +106,15 @@ def invitation_upserts(rows: Iterable[er.EventRow]) -> list[InvitationUpsert]:
     return [u for u in upserts if u is not None]
 
 
+def _hash_of(data: Mapping[str, object]) -> str | None:
+    value = data.get("token_hash")
+    return value if isinstance(value, str) else None
+
+
 def _next_status(current: str, new: str) -> str:
-    return current if current == REVOKED else new
+    if current == REVOKED or (current == ACCEPTED and new == SENT):
+        return current
+    return new
 
 
 def apply_upsert(current: InvitationRow | None, up: InvitationUpsert) -> InvitationRow | None:
@@ -113,7 +129,7 @@ def apply_upsert(current: InvitationRow | None, up: InvitationUpsert) -> Invitat
             email=d.email,
             role=d.role,
             status=PENDING,
-            token=d.token,
+            token_hash=d.token_hash,
             expires_at=d.expires_at,
             created_at=up.at,
             updated_at=up.at,
@@ -124,7 +140,7 @@ def apply_upsert(current: InvitationRow | None, up: InvitationUpsert) -> Invitat
     if up.details is not None:
         d = up.details
         changed = replace(
-            current, email=d.email, role=d.role, token=d.token, expires_at=d.expires_at
+            current, email=d.email, role=d.role, token_hash=d.token_hash, expires_at=d.expires_at
         )
     else:
         changed = replace(current, status=_next_status(current.status, up.status or PENDING))
@@ -145,14 +161,14 @@ def fold_invitations(
 
 _UPSERT_SQL = """
 INSERT INTO invitations_projection AS i
-    (id, organization_id, email, role, status, token, expires_at,
+    (id, organization_id, email, role, status, token_hash, expires_at,
      created_at, updated_at, last_commit_lsn, last_idx)
-VALUES (%(id)s, %(org)s, %(email)s, %(role)s, 'pending', %(token)s, %(expires_at)s,
+VALUES (%(id)s, %(org)s, %(email)s, %(role)s, 'pending', %(token_hash)s, %(expires_at)s,
         %(at)s, %(at)s, %(lsn)s::pg_lsn, %(idx)s)
 ON CONFLICT (id) DO UPDATE SET
     email = EXCLUDED.email,
     role = EXCLUDED.role,
-    token = EXCLUDED.token,
+    token_hash = EXCLUDED.token_hash,
     expires_at = EXCLUDED.expires_at,
     updated_at = EXCLUDED.updated_at,
     last_commit_lsn = EXCLUDED.last_commit_lsn,
@@ -160,10 +176,14 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE (i.last_commit_lsn, i.last_idx) < (EXCLUDED.last_commit_lsn, EXCLUDED.last_idx)
 """
 
-# 'revoked' is final; see the module docstring.
+# 'revoked' is final, 'accepted' outlives 'sent'; see the module docstring.
 _STATUS_SQL = """
 UPDATE invitations_projection AS i SET
-    status = CASE WHEN i.status = 'revoked' THEN i.status ELSE %(status)s::text END,
+    status = CASE
+        WHEN i.status = 'revoked' THEN i.status
+        WHEN i.status = 'accepted' AND %(status)s::text = 'sent' THEN i.status
+        ELSE %(status)s::text
+    END,
     updated_at = %(at)s,
     last_commit_lsn = %(lsn)s::pg_lsn,
     last_idx = %(idx)s
@@ -192,7 +212,7 @@ async def apply_invitation_events(
             params |= {
                 "email": up.details.email,
                 "role": up.details.role,
-                "token": up.details.token,
+                "token_hash": up.details.token_hash,
                 "expires_at": up.details.expires_at,
             }
         statements.append((_UPSERT_SQL if up.details is not None else _STATUS_SQL, params))

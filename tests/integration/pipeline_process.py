@@ -5,7 +5,10 @@ in-process on its own task queue."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,7 +18,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from temporalio.client import Client
@@ -23,6 +28,9 @@ from temporalio.client import Client
 from pipeline.bootstrap.settings import from_env
 from pipeline.bootstrap.worker import build_worker
 from pipeline.config import Settings, load_settings
+
+# The worker's HMAC key for invitation tokens (a test value; production's is a Secret).
+INVITATION_KEY = "test-invitation-key-" + "0" * 32
 
 
 def free_port() -> int:
@@ -51,7 +59,22 @@ def pipeline_env(dsn: str, kafka: str, temporal: str, tmp: Path) -> dict[str, st
         "PIPELINE_EMAIL_OUTBOX_DIR": str(tmp / "outbox"),
         "PIPELINE_DNS_PROVIDER": "local",
         "PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS": "100",
+        "PIPELINE_INVITATION_KEY": INVITATION_KEY,
     }
+
+
+def emailed_token(body: str) -> str:
+    """The invitation token of the accept link in an email body."""
+    match = re.search(r"invitations/accept\?token=([A-Za-z0-9._~-]+)", body)
+    assert match is not None, body
+    return match[1]
+
+
+def eml_token(raw: str) -> str:
+    """The invitation token of a whole message file (the local provider's outbox)."""
+    message = email.message_from_string(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return emailed_token(str(message.get_content()))
 
 
 def pipeline_cli() -> str:
@@ -94,12 +117,41 @@ def stop_pipeline(p: RunningPipeline, sig: signal.Signals = signal.SIGTERM) -> N
             p.proc.wait()
 
 
+ROLES_SQL = Path(__file__).resolve().parents[2] / "sql" / "roles.sql"
+
+
+def as_role(dsn: str, role: str) -> str:
+    """``dsn`` logging in as ``role`` instead (the dev cluster trusts local logins)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+def least_privilege_env(dsn: str, env: dict[str, str]) -> dict[str, str]:
+    """Create the roles of sql/roles.sql in ``dsn``'s database (as its superuser) and
+    point the agents, the reader and the worker at their own roles."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(ROLES_SQL.read_text().encode())
+    return {
+        **env,
+        "PIPELINE_DATABASE_URL": as_role(dsn, "pipeline_agents"),
+        "PIPELINE_READER_DATABASE_URL": as_role(dsn, "pipeline_reader"),
+        "PIPELINE_WORKER_DATABASE_URL": as_role(dsn, "pipeline_worker"),
+    }
+
+
 @asynccontextmanager
 async def pipeline_and_worker(
-    dsn: str, kafka: str, client: Client, tmp: Path
+    dsn: str, kafka: str, client: Client, tmp: Path, *, least_privilege: bool = False
 ) -> AsyncIterator[RunningPipeline]:
-    """`pipeline run` plus the real bootstrap worker, stopped afterwards."""
+    """`pipeline run` plus the real bootstrap worker, stopped afterwards.
+
+    ``least_privilege``: the reader, agents and worker log in as the roles of
+    sql/roles.sql instead of the superuser that owns ``dsn``'s database.
+    """
     env = pipeline_env(dsn, kafka, client.service_client.config.target_host, tmp)
+    if least_privilege:
+        env = least_privilege_env(dsn, env)
     worker = build_worker(client, from_env(env))
     running = start_pipeline(env, tmp)
     try:

@@ -34,6 +34,8 @@ from pipeline.bootstrap.workflows import OrganizationBootstrapWorkflow
 from pipeline.contract import validate_event
 from pipeline.dev.layout import DevLayout
 from pipeline.eventstore import NewEvent, emit_sync
+from pipeline.invitations.tokens import token_hash
+from tests.integration.pipeline_process import emailed_token, eml_token
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +216,8 @@ async def test_happy_path_emits_the_chain_and_mails_each_admin(
     assert [t for t, _ in events] == HAPPY_CHAIN
     invited = [data for t, data in events if t == ev.USER_INVITED]
     assert [d["email"] for d in invited] == ["alice@example.org", "bob@example.org"]
-    assert {i.token for i in result.invitations} == {d["token"] for d in invited}
+    assert {i.token_hash for i in result.invitations} == {d["token_hash"] for d in invited}
+    assert all("token" not in d for d in invited)
     dns = next(data for t, data in events if t == ev.DNS_RECORD_CREATED)
     assert dns["fqdn"] == result.fqdn and dns["provider"] == "local"
     assert events[-1][1] == {"job_id": request.job_id, "workflow_id": result.workflow_id}
@@ -223,8 +226,11 @@ async def test_happy_path_emits_the_chain_and_mails_each_admin(
     for invitation in result.invitations:
         message = next(m for m in mailbox.messages if m["To"] == invitation.email)
         body = message.get_content()
-        assert invitation.token in body
-        assert f"https://{result.fqdn}/invitations/accept?token={invitation.token}" in body
+        token = emailed_token(body)
+        assert token_hash(token) == invitation.token_hash
+        assert f"https://{result.fqdn}/invitations/accept?token={token}" in body
+        assert f"invitation token: {token}" in body
+        assert all(token not in str(data) for _, data in events)
         assert (
             message["Message-ID"].strip()
             == f"<invitation-{invitation.invitation_id}@{result.fqdn}>"
@@ -236,11 +242,11 @@ async def test_happy_path_emits_the_chain_and_mails_each_admin(
     assert row == (request.org_id, "example.test")
 
     # A second run of the same bootstrap (same workflow id) is a no-op: every step finds
-    # its event, the invitations come back with their first tokens, no email is resent.
+    # its event, the invitations come back with their first token hashes, no email is resent.
     with smtp_server(mailbox, port):
         again, _ = await run_bootstrap(temporal_client, settings, request)
     assert again.status == "completed"
-    assert [i.token for i in again.invitations] == [i.token for i in result.invitations]
+    assert [i.token_hash for i in again.invitations] == [i.token_hash for i in result.invitations]
     assert stored_events(fresh_db, request.org_id) == events
     assert len(mailbox.messages) == 2
 
@@ -417,7 +423,7 @@ async def test_run_worker_serves_until_stopped(
         text = (
             tmp_path / "outbox" / f"invitation-{invitation.invitation_id}_{result.fqdn}.eml"
         ).read_text()
-        assert invitation.token in text
+        assert token_hash(eml_token(text)) == invitation.token_hash
 
 
 class SlowMailbox(Mailbox):

@@ -20,11 +20,13 @@ from psycopg.types.json import Jsonb
 from temporalio.client import Client
 
 from pipeline import events
+from pipeline.invitations.tokens import token_hash
 from pipeline.replay import ReplayRangeError, replay
 from replication.lsn import LSN
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.pipeline_process import (
     RunningPipeline,
+    eml_token,
     event_types,
     eventually,
     pipeline_and_worker,
@@ -102,7 +104,7 @@ def snapshot(dsn: str) -> dict[str, object]:
                 "SELECT id, status, subdomain_metadata, last_commit_lsn::text FROM organizations_projection ORDER BY id"
             ).fetchall(),
             "invitations": conn.execute(
-                "SELECT id, status, token FROM invitations_projection ORDER BY id"
+                "SELECT id, status, token_hash FROM invitations_projection ORDER BY id"
             ).fetchall(),
         }
 
@@ -126,11 +128,25 @@ async def wait_completed(dsn: str, org: uuid.UUID, running: RunningPipeline) -> 
     await eventually(projected, f"projections of {org}", running)
 
 
-@pytest.mark.parametrize("signature", ["stream", "aggregate"])
+@pytest.mark.parametrize(
+    ("signature", "least_privilege"),
+    [("stream", False), ("aggregate", False), ("stream", True)],
+    ids=["stream", "aggregate", "stream-least-privilege-roles"],
+)
 async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
-    fresh_db: str, kafka_bootstrap: str, temporal_client: Client, tmp_path: Path, signature: str
+    fresh_db: str,
+    kafka_bootstrap: str,
+    temporal_client: Client,
+    tmp_path: Path,
+    signature: str,
+    least_privilege: bool,
 ) -> None:
-    async with pipeline_and_worker(fresh_db, kafka_bootstrap, temporal_client, tmp_path) as running:
+    """With ``least_privilege`` the reader, agents, worker, replay and status run as the
+    roles of sql/roles.sql (docs/security.md); the test's own reads and damage stay the
+    superuser's."""
+    async with pipeline_and_worker(
+        fresh_db, kafka_bootstrap, temporal_client, tmp_path, least_privilege=least_privilege
+    ) as running:
         settings = running.settings
         await eventually(lambda: slot_active(fresh_db, settings.slot_name), "the reader", running)
         org = uuid.uuid4()
@@ -160,18 +176,19 @@ async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
         assert org_row is not None and org_row[0] == "active"
         assert org_row[1] == f"e2e-{org.hex[:8]}"
         # The emails were delivered (local provider: one message file per admin), each
-        # with its invitation's token.
+        # with a token whose hash is its invitation's.
         with psycopg.connect(fresh_db) as conn:
-            tokens = [
+            hashes = {
                 str(r[0])
                 for r in conn.execute(
-                    "SELECT token FROM invitations_projection WHERE organization_id = %s", (org,)
+                    "SELECT token_hash FROM invitations_projection WHERE organization_id = %s",
+                    (org,),
                 ).fetchall()
-            ]
+            }
         outbox = Path(running.env["PIPELINE_EMAIL_OUTBOX_DIR"])
         messages = [p.read_text() for p in outbox.glob("*.eml")]
-        assert len(tokens) == 2
-        assert all(sum(token in m for m in messages) == 1 for token in tokens)
+        assert len(hashes) == 2
+        assert {token_hash(eml_token(m)) for m in messages} == hashes
 
         # Metrics moved on the web port of `pipeline run`.
         page = await asyncio.to_thread(http_get, f"http://127.0.0.1:{settings.web_port}/metrics")
@@ -193,6 +210,30 @@ async def test_bootstrap_chain_then_replay_repairs_and_changes_nothing_else(
         assert 'pipeline_workflow_starts_total{outcome="started"} 1.0' in page
         assert "pipeline_reader_active 1.0" in page
         assert "pipeline_events_consumed_total" in page
+
+        if least_privilege:
+            with psycopg.connect(fresh_db) as conn:
+                users = {
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT usename FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchall()
+                }
+            assert (
+                {"pipeline_reader", "pipeline_agents"}
+                <= users
+                <= {
+                    "pipeline_reader",
+                    "pipeline_agents",
+                    "pipeline_worker",
+                }
+            )
+        # `pipeline check` passes, and warns when a DSN logs in as a superuser.
+        checked = await run_cli(["check"], running.env)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        warned = "WARNING: connected as superuser" in checked.stdout + checked.stderr
+        assert warned == (not least_privilege), checked.stdout + checked.stderr
 
         # Status: the documented JSON schema.
         result = await run_cli(["status", "--json"], running.env)

@@ -132,7 +132,7 @@ def org_rows(dsn: str) -> dict[uuid.UUID, OrganizationRow]:
 def invitation_rows(dsn: str) -> dict[uuid.UUID, InvitationRow]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT id, organization_id, email, role, status, token, expires_at, created_at, "
+            "SELECT id, organization_id, email, role, status, token_hash, expires_at, created_at, "
             "updated_at, last_commit_lsn::text, last_idx FROM invitations_projection"
         ).fetchall()
     return {
@@ -172,8 +172,8 @@ async def test_completed_bootstrap_projects_and_reapplying_is_a_no_op(
     completed = next(e for e in events if e["event_type"] == ev.BOOTSTRAP_COMPLETED)
     assert org.last_position == Position(LSN.parse(str(completed["commit_lsn"])), completed["idx"])
     invitations = invitation_rows(fresh_db)
-    assert {(i.email, i.role, i.status, i.token) for i in invitations.values()} == {
-        (inv.email, inv.role, "sent", inv.token) for inv in result.invitations
+    assert {(i.email, i.role, i.status, i.token_hash) for i in invitations.values()} == {
+        (inv.email, inv.role, "sent", inv.token_hash) for inv in result.invitations
     }
     # The SQL and the pure fold agree.
     assert orgs == fold_organizations(events)

@@ -18,6 +18,7 @@ from pipeline.bootstrap.providers.email import to_mime
 from pipeline.bootstrap.settings import BootstrapSettings, from_env
 from pipeline.bootstrap.validation import validate_bootstrap, validate_email, validate_subdomain
 from pipeline.errors import ConfigError
+from pipeline.invitations.tokens import token_hash
 
 
 def request(**changes: object) -> BootstrapInput:
@@ -115,8 +116,11 @@ def test_invalid_requests_name_the_field(changes: dict[str, object], field: str)
     assert err.value.field == field
 
 
+KEY = "k" * 32
+
+
 def test_settings_defaults() -> None:
-    s = from_env({"PIPELINE_DATABASE_URL": "postgresql://db/x"})
+    s = from_env({"PIPELINE_DATABASE_URL": "postgresql://db/x", "PIPELINE_INVITATION_KEY": KEY})
     assert s.task_queue == "org-bootstrap"
     assert s.base_domain == "example.test"
     assert (s.dns_provider, s.email_provider) == ("local", "local")
@@ -132,6 +136,7 @@ def test_settings_from_env_reads_every_knob() -> None:
     s = from_env(
         {
             "PIPELINE_DATABASE_URL": "postgresql://db/x",
+            "PIPELINE_INVITATION_KEY": KEY,
             "PIPELINE_TEMPORAL_ADDRESS": "temporal:7233",
             "PIPELINE_TEMPORAL_TASK_QUEUE": "q",
             "PIPELINE_BASE_DOMAIN": "Clinics.Example",
@@ -191,11 +196,12 @@ def test_settings_report_every_problem_with_its_source() -> None:
 
 
 def test_invitation_email_carries_token_link_and_stable_message_id() -> None:
+    token = "e4d64ef8-071b-4c3d-a849-b4c5d6e7f809." + "M" * 43
     invitation = Invitation(
         invitation_id="e4d64ef8-071b-4c3d-a849-b4c5d6e7f809",
         email="alice@example.org",
         role="admin",
-        token="q3Jd8Zx1Vb7Nc2Lm5Kp0Rt9Ws4Yh6Ga",
+        token_hash=token_hash(token),
         expires_at="2025-12-03T03:01:01+00:00",
     )
     settings = BootstrapSettings(database_url="postgresql://db/x")
@@ -203,15 +209,26 @@ def test_invitation_email_carries_token_link_and_stable_message_id() -> None:
         organization_name="Acme",
         fqdn="acme.example.test",
         invitation=invitation,
-        accept_url=settings.accept_url("acme.example.test", invitation.token),
+        token=token,
+        accept_url=settings.accept_url("acme.example.test", token),
     )
     assert message.to == "alice@example.org"
-    assert invitation.token in message.body
-    assert f"https://acme.example.test/invitations/accept?token={invitation.token}" in message.body
+    assert token in message.body
+    assert f"https://acme.example.test/invitations/accept?token={token}" in message.body
     assert message.message_id == f"<invitation-{invitation.invitation_id}@acme.example.test>"
     mime = to_mime(message, "no-reply@example.test")
     assert mime["From"] == "no-reply@example.test"
-    assert invitation.token in mime.get_content()
+    assert token in mime.get_content()
+
+
+def test_invitation_key_is_required_long_and_kept_out_of_repr() -> None:
+    with pytest.raises(ConfigError, match="PIPELINE_INVITATION_KEY is required: at least 32 bytes"):
+        from_env({"PIPELINE_DATABASE_URL": "postgresql://db/x"})
+    with pytest.raises(ConfigError, match="PIPELINE_INVITATION_KEY"):
+        from_env({"PIPELINE_DATABASE_URL": "postgresql://db/x", "PIPELINE_INVITATION_KEY": "short"})
+    s = from_env({"PIPELINE_DATABASE_URL": "postgresql://db/x", "PIPELINE_INVITATION_KEY": KEY})
+    assert s.invitation_key == KEY.encode()
+    assert KEY not in repr(s)
 
 
 @pytest.mark.parametrize(

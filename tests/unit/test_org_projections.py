@@ -166,7 +166,7 @@ def invited(lsn: str, idx: int = 0) -> EventRow:
             "invitation_id": str(INV),
             "email": "a@x.org",
             "role": "admin",
-            "token": "t" * 43,
+            "token_hash": "a" * 64,
             "expires_at": "2025-12-03T03:00:00+00:00",
         },
         lsn,
@@ -183,10 +183,10 @@ def status_event(event_type: str, lsn: str, idx: int = 0) -> EventRow:
 def test_an_invitation_goes_pending_then_sent() -> None:
     rows = fold_invitations([invited("0/100")])
     assert rows[INV].status == "pending"
-    assert (rows[INV].organization_id, rows[INV].email, rows[INV].token) == (
+    assert (rows[INV].organization_id, rows[INV].email, rows[INV].token_hash) == (
         ORG,
         "a@x.org",
-        "t" * 43,
+        "a" * 64,
     )
     assert rows[INV].expires_at == datetime(2025, 12, 3, 3, tzinfo=UTC)
     rows = fold_invitations([status_event(ev.INVITATION_EMAIL_SENT, "0/200")], rows)
@@ -215,3 +215,36 @@ def test_invitation_guard_ignores_redelivery() -> None:
 
 def test_status_before_the_invitation_exists_creates_nothing() -> None:
     assert fold_invitations([status_event(ev.INVITATION_EMAIL_SENT, "0/100")]) == {}
+
+
+def test_accepted_outlives_a_late_sent_and_revoked_still_wins() -> None:
+    accepted = event(
+        ev.INVITATION_ACCEPTED,
+        {"invitation_id": str(INV), "email": "a@x.org", "role": "admin"},
+        "0/200",
+        0,
+        6,
+    )
+    rows = fold_invitations(
+        [invited("0/100"), accepted, status_event(ev.INVITATION_EMAIL_SENT, "0/300")]
+    )
+    assert rows[INV].status == "accepted"
+    rows = fold_invitations([status_event(ev.INVITATION_REVOKED, "0/400")], rows)
+    assert rows[INV].status == "revoked"
+
+
+def test_a_legacy_invitation_with_a_plaintext_token_gets_no_hash() -> None:
+    legacy = event(
+        ev.USER_INVITED,
+        {
+            "invitation_id": str(INV),
+            "email": "a@x.org",
+            "role": "admin",
+            "token": "t" * 43,
+            "expires_at": "2025-12-03T03:00:00+00:00",
+        },
+        "0/100",
+    )
+    rows = fold_invitations([legacy])
+    assert rows[INV].token_hash is None
+    assert "t" * 43 not in repr(rows[INV])

@@ -1,0 +1,1 @@
+"""Invitation tokens (derived, never stored) and the page that accepts them."""
