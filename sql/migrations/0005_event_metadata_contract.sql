@@ -33,6 +33,7 @@ BEGIN
         'user.invited',
         'invitation.email.sent',
         'invitation.revoked',
+        'invitation.accepted',
         'organization.bootstrap.completed',
         'organization.bootstrap.failed',
         'workflow.queue.completed',

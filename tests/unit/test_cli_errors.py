@@ -111,7 +111,11 @@ def test_status_says_which_services_it_could_not_read() -> None:
 
 
 def test_worker_with_temporal_unreachable_is_a_runtime_failure() -> None:
-    env = {"PIPELINE_DNS_PROVIDER": "local", "PIPELINE_EMAIL_PROVIDER": "local"}
+    env = {
+        "PIPELINE_DNS_PROVIDER": "local",
+        "PIPELINE_EMAIL_PROVIDER": "local",
+        "PIPELINE_INVITATION_KEY": "a-test-only-invitation-key-of-at-least-32-bytes",
+    }
     result = pipeline("worker", env=env)
     # Under load the connect may time out instead of being refused: same message.
     assert_clear(result, 1, f"Temporal is unreachable at {CLOSED}", "PIPELINE_TEMPORAL_ADDRESS")

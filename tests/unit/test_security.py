@@ -178,7 +178,10 @@ def test_temporal_mtls_and_api_key(pki: dict[str, Path]) -> None:
 
 
 def test_the_worker_reads_the_same_temporal_settings(pki: dict[str, Path]) -> None:
-    env = {"PIPELINE_DATABASE_URL": BASE["PIPELINE_DATABASE_URL"]}
+    env = {
+        "PIPELINE_DATABASE_URL": BASE["PIPELINE_DATABASE_URL"],
+        "PIPELINE_INVITATION_KEY": "a-test-only-invitation-key-of-at-least-32-bytes",
+    }
     worker = from_env(env | {"PIPELINE_TEMPORAL_TLS_CA_FILE": str(pki["ca"])})
     assert worker.temporal_security.tls
     assert worker.temporal_security.ca_file == str(pki["ca"])
