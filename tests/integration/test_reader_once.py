@@ -25,9 +25,11 @@ import orjson
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from replication.lsn import LSN, Position
+from replication.producer import EventProducer, TopicSpec, ensure_topic, transactional_id
 
 pytestmark = pytest.mark.integration
 
@@ -281,8 +283,10 @@ async def test_a_frozen_reader_whose_slot_was_taken_over_writes_nothing_after_si
     """Reader A freezes (SIGSTOP) with a Kafka batch in its hands, just before producing
     it: the kill point ``reader.before_produce`` with ``PIPELINE_KILL_SIGNAL=STOP``. Its
     walsender is terminated, reader B takes the slot over and writes every event. When A
-    is SIGCONTed it produces its batch: Kafka refuses it (B's start fenced A's producer
-    epoch), so the topic holds not one record more than before, and every event once.
+    is SIGCONTed it goes on producing its batch: Kafka refuses it (B's start fenced A's
+    producer epoch; A's log shows ProducerFenced when the request reaches the broker before
+    A's session notices its cut stream), so the topic holds not one record more than
+    before, and every event once.
     Before, A's batch was appended (a duplicate, out of order behind B's records)."""
     suffix = uuid.uuid4().hex[:10]
     topic, slot = f"frozen-{suffix}", f"frozen_{suffix}"
@@ -326,19 +330,59 @@ async def test_a_frozen_reader_whose_slot_was_taken_over_writes_nothing_after_si
 
             a.send_signal(signal.SIGCONT)
 
-            async def a_fenced() -> bool:
-                text = log_a.read_text(errors="replace")
-                return "ProducerFenced" in text or "InvalidProducerEpoch" in text
-
-            await _until(a_fenced, lambda: _tail(log_a), timeout=90)
-
             async def a_waits() -> bool:
-                # A's next session finds B holding the slot: it waits, it does not fight.
+                # A's session has ended (its batch refused by the broker or aborted, its
+                # stream cut) and its next one finds B holding the slot: it waits.
                 return "waiting to take over" in log_a.read_text(errors="replace")
 
             await _until(a_waits, lambda: _tail(log_a), timeout=90)
+            await asyncio.sleep(3.0)  # anything A could still send has had its chance
             assert await _high_watermarks(kafka_bootstrap, topic) == before, _tail(log_a)
             assert a.poll() is None, _tail(log_a)
             b.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(b.wait, 60) == 0, _tail(log_b)
     _assert_each_event_once_in_order(fresh_db, await _read_all(kafka_bootstrap, topic))
+
+
+async def test_a_new_producer_of_the_slot_fences_the_former_one(kafka_bootstrap: str) -> None:
+    """The mechanism itself: the former reader's producer has a record written in its open
+    transaction; the new one starts with the same transactional id. The former one's open
+    transaction is aborted (a read_committed consumer never sees its record), its next
+    batch is refused by the broker and its commit fails; the topic gains no record."""
+    topic = f"fence-{uuid.uuid4().hex[:10]}"
+    await ensure_topic(kafka_bootstrap, TopicSpec(topic, PARTITIONS))
+    tid = transactional_id(topic, "fence_test")
+    reports: list[tuple[list[Position], BaseException | None]] = []
+    old = EventProducer(
+        kafka_bootstrap, topic, lambda p, e: reports.append((p, e)), transactional_id=tid
+    )
+    new = EventProducer(kafka_bootstrap, topic, lambda p, e: None, transactional_id=tid)
+    await old.start()
+    try:
+        old.add(Position(LSN(0x10), 0), b"stream", b"{}", [])
+        await old.flush()
+        assert reports == [([Position(LSN(0x10), 0)], None)]  # written, not committed
+        await new.start()  # fences `old`: its open transaction is aborted
+        before = await _high_watermarks(kafka_bootstrap, topic)
+        old.add(Position(LSN(0x10), 1), b"stream", b"{}", [])
+        with contextlib.suppress(KafkaError):
+            await asyncio.wait_for(old.flush(), 30)
+        assert reports[-1][0] == [Position(LSN(0x10), 1)]
+        assert isinstance(reports[-1][1], KafkaError), reports
+        with pytest.raises(KafkaError):
+            await asyncio.wait_for(old.commit(), 30)
+        assert await _high_watermarks(kafka_bootstrap, topic) == before
+    finally:
+        with contextlib.suppress(KafkaError, TimeoutError):
+            await asyncio.wait_for(old.stop(), 30)
+        await new.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got = await consumer.getmany(timeout_ms=2000)
+        assert not any(got.values()), got
+    finally:
+        await consumer.stop()
