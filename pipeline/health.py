@@ -38,3 +38,19 @@ def reader_lag_check(
         return None
 
     return check
+
+
+def reader_dead_letters_check(unsent: Callable[[], int]) -> ReadinessCheck:
+    """Not ready while rows the reader set aside have no copy in the dead-letter topic
+    (kept in pipeline_dead_letters with published = false; the slot moved on regardless)."""
+
+    def check() -> str | None:
+        count = unsent()
+        if count:
+            return (
+                f"{count} row(s) the reader could not convert have no copy in the dead-letter "
+                "topic (pipeline dead-letters list; redrive sends them)"
+            )
+        return None
+
+    return check

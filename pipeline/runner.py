@@ -57,6 +57,7 @@ def reader_task(settings: Settings) -> tuple[Reader, BackgroundTask]:
             lambda: stats.active, lambda: stats.backlog_bytes, settings.ready_max_lag_bytes
         )
     )
+    health.register(health.reader_dead_letters_check(lambda: stats.dead_letters_unsent))
 
     async def run_reader() -> None:
         try:

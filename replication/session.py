@@ -106,6 +106,8 @@ class ReaderStats:
     events_read: int = 0
     events_acked: int = 0
     dead_lettered: int = 0
+    # Rows set aside whose dead-letter copy could not be sent (kept, published = false).
+    dead_letters_unsent: int = 0
     snapshot_rows: int = 0
     transactions: int = 0
     confirmed_lsn: LSN = field(default_factory=lambda: LSN.ZERO)
@@ -252,7 +254,9 @@ class Session:
         error = await send_reader_dead_letter(
             self.cfg.dsn, letter, self.producer, self.cfg.dead_letter_topic, xid
         )
-        if error is None:
+        if error is not None:
+            self.stats.dead_letters_unsent += 1
+        else:
             self.stats.dead_lettered += 1
             log.error(
                 "cannot convert the row at lsn=%s idx=%d (%s): dead-lettered to %s key=%s",
