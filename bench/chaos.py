@@ -259,9 +259,9 @@ async def run(plan: Plan, args: argparse.Namespace, command: str) -> int:
             by_signature=dict(Counter(e.signature for e in emitted)),
         )
         outcome.unexpected_exits = {m.name: m.unexpected_exits for m in cluster.managed()}
-        for m in cluster.managed():
-            outcome.sigterm_seconds[m.name] = await m.stop(SIGTERM_GRACE)
         # Visibility lags: wait until it shows as many closed runs as SQL has outcomes.
+        # The worker keeps running meanwhile: a workflow whose last activity emitted the
+        # outcome closes only with its next workflow task.
         outcomes = sum(
             any(t in (ev.QUEUE_COMPLETED, ev.QUEUE_FAILED) for t, _ in chain)
             for chain in store.chains.values()
@@ -269,6 +269,8 @@ async def run(plan: Plan, args: argparse.Namespace, command: str) -> int:
         temporal = await observe.read_temporal(
             layout.temporal_address, f"chaos-{nonce}", outcomes, args.stall_timeout
         )
+        for m in cluster.managed():
+            outcome.sigterm_seconds[m.name] = await m.stop(SIGTERM_GRACE)
         topic = await observe.read_topic(layout.kafka_bootstrap, f"chaos-{nonce}", args.partitions)
         judge_run(outcome, emitted, store, temporal, topic)
         recoveries(outcome, cluster, store, t0_wall, load_end)
