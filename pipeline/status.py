@@ -7,6 +7,7 @@ the others: the slot's lag is shown while Kafka is down (exactly when the WAL gr
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypedDict
 
 import psycopg
@@ -134,6 +135,33 @@ async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicParti
     return [TopicPartition(topic, n) for n in numbers]
 
 
+# Up to this many offsets are read to count records exactly; past it the offset
+# difference is the (slightly high) count.
+EXACT_COUNT_MAX = 10_000
+
+
+async def _records_between(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
+) -> int:
+    """Records readable in ``[start, end)`` of ``tp``.
+
+    The reader writes in Kafka transactions: each commit leaves a marker that takes an
+    offset but is no record, so ``end - start`` counts one too many per transaction (a
+    caught-up consumer would show a lag of 1 on every partition). A small range is read
+    to count exactly; a large one keeps the offset difference.
+    """
+    if end <= start or end - start > EXACT_COUNT_MAX:
+        return max(0, end - start)
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    count = 0
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while await consumer.position(tp) < end and asyncio.get_running_loop().time() < deadline:
+        batch = await consumer.getmany(tp, timeout_ms=200)
+        count += sum(1 for r in batch.get(tp, []) if r.offset < end)
+    return count
+
+
 async def _kafka(settings: Settings) -> KafkaStatus:
     security = client_options(settings.kafka_security)
     await reach.kafka(settings.kafka_bootstrap_servers, settings.kafka_security)
@@ -162,14 +190,15 @@ async def _kafka(settings: Settings) -> KafkaStatus:
                         "partition": tp.partition,
                         "end_offset": ends[tp],
                         "committed_offset": offset,
-                        "lag": ends[tp] - (offset or 0),
+                        "lag": await _records_between(consumer, tp, offset or 0, ends[tp]),
                     }
                 )
         if settings.dead_letter_topic in topics:
             dparts = await _partitions(admin, settings.dead_letter_topic)
             starts = await consumer.beginning_offsets(dparts)
             ends = await consumer.end_offsets(dparts)
-            dead = sum(ends[tp] - starts[tp] for tp in dparts)
+            for tp in dparts:
+                dead += await _records_between(consumer, tp, starts[tp], ends[tp])
         return {
             "topic": settings.topic,
             "consumer_group": settings.consumer_group,

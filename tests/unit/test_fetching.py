@@ -23,3 +23,29 @@ async def test_the_worker_consumer_reads_only_committed_records() -> None:
     thread = app.consumer._thread  # type: ignore[attr-defined]
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._isolation_level == "read_committed"
+
+
+async def test_a_gap_of_commit_markers_does_not_hold_the_committed_offset_back() -> None:
+    """Offsets 5 and 8 are transaction markers (no records): once 4, 6, 7 and 9 are acked
+    the partition commits 10 in one step, and never past a record not acked yet."""
+    from faust.types import TP
+
+    fetching.install()
+    app = faust.App("fetching-test", broker="kafka://127.0.0.1:9", loop=asyncio.get_running_loop())
+    consumer = app.consumer
+    tp = TP("events", 0)
+    consumer._committed_offset[tp] = 4  # type: ignore[attr-defined]
+
+    def ack(offset: int) -> None:
+        consumer._acked[tp].append(offset)  # type: ignore[attr-defined]
+        consumer._acked_index[tp].add(offset)  # type: ignore[attr-defined]
+
+    ack(4)
+    await consumer._add_gap(tp, 5, 6)  # type: ignore[attr-defined]  # record 6 arrives after marker 5
+    ack(6)
+    ack(7)
+    await consumer._add_gap(tp, 8, 9)  # type: ignore[attr-defined]  # record 9 arrives after marker 8
+    assert consumer._new_offset(tp) == 8  # type: ignore[attr-defined]  # 9 not acked: not past it
+    consumer._committed_offset[tp] = 8  # type: ignore[attr-defined]  # what the commit records
+    ack(9)
+    assert consumer._new_offset(tp) == 10  # type: ignore[attr-defined]
