@@ -145,6 +145,7 @@ async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, byt
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
+        isolation_level="read_committed",  # what every consumer of the topic must read
         max_partition_fetch_bytes=32 * MB,
         fetch_max_bytes=64 * MB,
     )
@@ -167,7 +168,10 @@ async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, byt
                 fetched = await consumer.getmany(*remaining, timeout_ms=500)
                 for tp, msgs in fetched.items():
                     out.extend(m for m in msgs if m.offset < ends[tp])
-                    if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                # By position, not by the last record's offset: the reader writes in Kafka
+                # transactions, and a partition's last offset may be a commit marker.
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
         return out
     finally:

@@ -27,8 +27,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -46,29 +44,16 @@ from tests.integration.pipeline_process import (
     stop_pipeline,
     wait_exit,
 )
-from tests.integration.test_pipeline_crash import FAST_GROUP_ENV, emit_bootstraps
+
+# One check for "the group committed every record", the one that knows about the
+# reader's transaction markers.
+from tests.integration.test_pipeline_crash import (
+    FAST_GROUP_ENV,
+    consumed_everything,
+    emit_bootstraps,
+)
 
 HANG = 180.0  # bounds a hang only, nothing here is about speed
-
-
-async def consumed_everything(running: RunningPipeline) -> bool:
-    """Whether the consumer group has committed every record of the source topic (a
-    partition without records needs no commit)."""
-    settings = running.settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    await consumer.start()
-    try:
-        parts = [TopicPartition(settings.topic, p) for p in range(settings.topic_partitions)]
-        ends = await consumer.end_offsets(parts)
-        committed = await admin.list_consumer_group_offsets(settings.consumer_group)
-    finally:
-        await consumer.stop()
-        await admin.close()
-    return all(
-        ends[tp] == 0 or (tp in committed and committed[tp].offset == ends[tp]) for tp in parts
-    )
 
 
 def _closed_port() -> int:
