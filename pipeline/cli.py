@@ -299,7 +299,12 @@ def worker() -> None:
     try:
         asyncio.run(main())
     except reach.Unreachable as exc:
-        raise _fail(str(exc)) from exc
+        _fail(str(exc))
+        _exit_now(1)
+    # A clean stop too: the Temporal client's threads can abort interpreter finalization
+    # (exit 134 instead of 0 after "bootstrap worker stopped").
+    logging.shutdown()
+    _exit_now(0)
 
 
 def _lsn(value: str | None) -> LSN | None:

@@ -115,6 +115,8 @@ async def test_an_untrusted_frontend_certificate_is_one_line_and_exit_2(
     env = {
         "PIPELINE_DATABASE_URL": dev_layout.database_url,
         "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": dev_layout.kafka_bootstrap,
+        # The worker refuses to start without its invitation key (before any handshake).
+        "PIPELINE_INVITATION_KEY": "a-test-only-invitation-key-of-at-least-32-bytes",
         **tls_env(mtls_proxy, pki, ca="untrusted"),
     }
     result = await cli([command], env)
