@@ -128,11 +128,14 @@ def temporal_failure(address: str, exc: BaseException, security: TemporalSecurit
             )
         return Handshake(False, False, f"{what}: {_one_line(str(exc))}")
     # The SDK's core reports a connect failure as a RuntimeError whose text carries the
-    # TLS library's reason (rustls: "invalid peer certificate: UnknownIssuer", ...).
+    # TLS library's reason (rustls: "invalid peer certificate: UnknownIssuer", ...). A
+    # server that requires a client certificate may instead just close the stream during
+    # the handshake ("broken pipe"); a server that is down refuses the connection.
     text = _one_line(str(exc))
     lowered = text.lower()
     if security.tls and any(
-        word in lowered for word in ("certificate", "unknownissuer", "tls", "handshake")
+        word in lowered
+        for word in ("certificate", "unknownissuer", "tls", "handshake", "broken pipe")
     ):
         if "unknownissuer" in lowered or "invalid peer certificate" in lowered:
             reason = "certificate verify failed"
