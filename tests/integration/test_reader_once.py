@@ -300,7 +300,7 @@ async def test_a_frozen_reader_whose_slot_was_taken_over_writes_nothing_after_si
                 data = orjson.dumps({tag: i}).decode()
                 conn.execute(EMIT, (streams[i % len(streams)], data))
 
-    freeze = {"PIPELINE_KILL_AT": "reader.before_produce:5", "PIPELINE_KILL_SIGNAL": "STOP"}
+    freeze = {"PIPELINE_KILL_AT": "reader.before_produce:2", "PIPELINE_KILL_SIGNAL": "STOP"}
     with _reader(env, log_a, **freeze) as a:
 
         async def a_streams() -> bool:
@@ -312,7 +312,7 @@ async def test_a_frozen_reader_whose_slot_was_taken_over_writes_nothing_after_si
         state = _slot(fresh_db, slot)
         assert state is not None and state[1] is not None
         a_walsender = state[1]
-        emit(60, "one")  # one transaction each: A hands batches over, freezes at the 5th
+        emit(60, "one")  # one transaction each: A hands a batch over, freezes at the 2nd
 
         async def a_frozen() -> bool:
             return _stopped(a.pid)
