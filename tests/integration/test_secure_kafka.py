@@ -133,6 +133,15 @@ async def test_reader_agents_replay_status_and_check_through_sasl_ssl(
                 return row == ("completed",)
 
             await eventually(projected, "the queue projection of the secured run", running)
+
+            async def consumed() -> bool:
+                # The agents commit on an interval, and a stop does not wait for records
+                # in flight (they are delivered again): the group has consumed everything
+                # only once `status` says so, read while the pipeline still runs.
+                status = await cli(["status", "--json"], env)
+                return status.returncode == 0 and '"total_lag": 0' in status.stdout
+
+            await eventually(consumed, "the agents' group to consume every record", running)
     finally:
         stop_pipeline(running)
     assert "SaslAuthenticationFailed" not in running.log.read_text(errors="replace")
@@ -152,7 +161,7 @@ async def test_reader_agents_replay_status_and_check_through_sasl_ssl(
     assert f"scanned {total} record(s)" in replay.stdout
     status = await cli(["status", "--json"], env)
     assert status.returncode == 0, status.stderr
-    assert '"total_lag": 0' in status.stdout
+    assert '"total_lag": 0' in status.stdout, status.stdout
     check = await cli(["check"], env)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "kafka" in check.stdout and "namespace default reachable" in check.stdout
