@@ -20,7 +20,7 @@ import psycopg
 import typer
 from aiokafka.errors import KafkaError
 
-from pipeline import deadletters, envdoc, reach
+from pipeline import deadletters, envdoc, reach, trace
 from pipeline.config import (
     DEFAULT_WEB_PORT,
     Settings,
@@ -29,6 +29,7 @@ from pipeline.config import (
     placeholder_problems,
     reader_config,
 )
+from pipeline.console.cli import console
 from pipeline.dev import services
 from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import load_layout
@@ -56,6 +57,8 @@ dev_app = typer.Typer(
 app.add_typer(dev_app, name="dev")
 app.add_typer(emit_app, name="emit")
 app.add_typer(deadletters.app, name="dead-letters")
+app.command(epilog=envdoc.epilog(*envdoc.SETTINGS, "pipeline.console.cli"))(console)
+app.command(epilog=envdoc.epilog(extra=("PIPELINE_DATABASE_URL",)))(trace.trace)
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
