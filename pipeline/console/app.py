@@ -21,6 +21,7 @@ import psycopg
 from aiohttp import web
 
 from pipeline import deadletters, status, trace
+from pipeline import events as ev
 from pipeline.config import Settings
 from pipeline.console import form, guard, live
 from pipeline.contract import default_contract
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 HERE: Final = Path(__file__).resolve().parent
 HEADERS: Final = {
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
@@ -225,7 +226,7 @@ def build(console: Console) -> web.Application:
             chain = await trace.load(conn, org_id)
         return console.page(
             "organization.html",
-            title=f"Bootstrap of {(chain.organization or {}).get('name') or org_id}",
+            title=f"Bootstrap of {_name(chain) or org_id}",
             chain=chain,
             temporal_link=console.temporal_link(chain.workflow_id),
         )
@@ -269,6 +270,15 @@ def build(console: Console) -> web.Application:
     app.router.add_get("/dead-letters/{key}", dead_letter)
     app.router.add_static("/static", HERE / "static")
     return app
+
+
+def _name(chain: trace.Chain) -> str | None:
+    """The organization's name, from its ``initiated`` event (the projection may lag)."""
+    for event in chain.events:
+        name = event.data.get("name")
+        if event.event_type == ev.BOOTSTRAP_INITIATED and isinstance(name, str):
+            return name
+    return None
 
 
 def _next(raw: str | None) -> str:
