@@ -161,10 +161,13 @@ def validate(org: NewOrganization, contract: Contract) -> Errors:
         data = copy.deepcopy(base)
         data[name] = getattr(org, name)
         _check(contract, event, data, errors)
+    admins = base.get("admins")
+    sample = admins[0] if isinstance(admins, list) and admins else {}
     for index, admin in enumerate(org.admins):
-        data = copy.deepcopy(base)
-        data["admins"] = [{"email": admin.email, "role": admin.role}]
-        _check(contract, event, data, errors, admin_index=index)
+        for key in ("email", "role"):
+            data = copy.deepcopy(base)
+            data["admins"] = [{**sample, key: getattr(admin, key)}]
+            _check(contract, event, data, errors, admin_index=index)
     if not org.admins:
         errors.add("admins", "at least one administrator is needed")
     if not errors:
