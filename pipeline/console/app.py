@@ -267,7 +267,7 @@ def build(console: Console) -> web.Application:
     app.router.add_get("/organizations/{org_id}/events", organization_events)
     app.router.add_get("/pipeline", pipeline_page)
     app.router.add_get("/pipeline/events", pipeline_events)
-    app.router.add_get("/dead-letters/{key}", dead_letter)
+    app.router.add_get("/dead-letters/{key:.+}", dead_letter)
     app.router.add_static("/static", HERE / "static")
     return app
 

@@ -149,6 +149,11 @@ def drive(base: str, dsn: str, shots: Path) -> dict[str, str]:
         driver.get(f"{base}/pipeline")
         wait.until(lambda d: "Consumer lag" in d.find_element(By.TAG_NAME, "main").text)
         seen["pipeline_page"] = driver.find_element(By.TAG_NAME, "main").text
+        # It refreshes by itself: the time it was read at changes without a reload.
+        read_at = driver.find_element(By.CSS_SELECTOR, "#live p.muted").text
+        WebDriverWait(driver, 60).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#live p.muted").text != read_at
+        )
         screenshot(driver, shots, "pipeline")
     finally:
         driver.quit()
