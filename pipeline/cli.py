@@ -57,7 +57,9 @@ dev_app = typer.Typer(
 app.add_typer(dev_app, name="dev")
 app.add_typer(emit_app, name="emit")
 app.add_typer(deadletters.app, name="dead-letters")
-app.command(epilog=envdoc.epilog(*envdoc.SETTINGS, "pipeline.console.cli"))(console)
+app.command(epilog=envdoc.epilog(*envdoc.SETTINGS, "pipeline.webauth", "pipeline.console.cli"))(
+    console
+)
 app.command(epilog=envdoc.epilog(extra=("PIPELINE_DATABASE_URL",)))(trace.trace)
 
 
