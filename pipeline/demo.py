@@ -9,6 +9,7 @@ it started.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from pipeline import events
+from pipeline import events, trace
 from pipeline.dev import services
 from pipeline.dev.layout import DevLayout, load_layout
 from pipeline.eventstore import NewEvent, emit_sync
@@ -101,35 +102,15 @@ def _wait_for_chain(dsn: str, org_id: uuid.UUID, timeout: float = 180) -> str:
 
 
 def print_chain(dsn: str, org_id: uuid.UUID) -> int:
-    """Print the org's events with times relative to the first; returns how many."""
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT stream_version, event_type, created_at FROM domain_events "
-            "WHERE stream_id = %s ORDER BY stream_version",
-            (org_id,),
-        ).fetchall()
-        org = conn.execute(
-            "SELECT status, subdomain_metadata->>'fqdn' FROM organizations_projection WHERE id = %s",
-            (org_id,),
-        ).fetchone()
-        job = conn.execute(
-            "SELECT status, workflow_id, worker_id FROM workflow_queue_projection WHERE stream_id = %s",
-            (org_id,),
-        ).fetchone()
-        invitations = conn.execute(
-            "SELECT email, status FROM invitations_projection WHERE organization_id = %s", (org_id,)
-        ).fetchall()
-    if not rows:
+    """Print the org's events with times relative to ``initiated`` (``pipeline trace``'s
+    rendering) and its projections; returns how many events."""
+    chain = asyncio.run(trace.read(dsn, org_id))
+    if not chain.events:
         return 0
-    first = rows[0][2]
-    print(f"\n{'#':>3}  {'event':45} {'+ms':>9}")
-    for version, event_type, created_at in rows:
-        delta_ms = (created_at - first).total_seconds() * 1000
-        print(f"{version:>3}  {event_type:45} {delta_ms:>9.1f}")
-    print(f"\nqueue projection: {job}")
-    print(f"organizations_projection: {org}")
-    print(f"invitations_projection: {invitations}")
-    return len(rows)
+    print()
+    for line in trace.render(chain):
+        print(line)
+    return len(chain.events)
 
 
 def main() -> int:

@@ -246,7 +246,8 @@ def render(chain: Chain) -> list[str]:
     return lines
 
 
-async def _read(dsn: str, org_id: uuid.UUID) -> Chain:
+async def read(dsn: str, org_id: uuid.UUID) -> Chain:
+    """The chain of ``org_id``, on a connection of its own."""
     async with await psycopg.AsyncConnection.connect(
         dsn, autocommit=True, connect_timeout=10
     ) as conn:
@@ -281,7 +282,7 @@ def trace(
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_CONFIG) from exc
     try:
-        chain = asyncio.run(_read(dsn, org_id))
+        chain = asyncio.run(read(dsn, org_id))
     except (psycopg.Error, OSError) as exc:
         raise _fail(reach.postgres_message(exc), EXIT_FAILURE) from exc
     result = chain.verdict
