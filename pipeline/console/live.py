@@ -71,9 +71,8 @@ async def chain_stream(
                     await response.write(frame("done", ""))
                     break
                 await asyncio.sleep(CHAIN_INTERVAL_S)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         log.debug("console stream closed by the browser organization_id=%s", org_id)
-        raise
     except psycopg.Error as exc:
         log.warning("console stream: PostgreSQL failed organization_id=%s: %s", org_id, exc)
     return response
@@ -87,10 +86,13 @@ async def status_stream(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + MAX_STREAM_S
     last: Any = None
-    while loop.time() < deadline:
-        html = await render()
-        if html != last:
-            await response.write(frame("update", html))
-            last = html
-        await asyncio.sleep(STATUS_INTERVAL_S)
+    try:
+        while loop.time() < deadline:
+            html = await render()
+            if html != last:
+                await response.write(frame("update", html))
+                last = html
+            await asyncio.sleep(STATUS_INTERVAL_S)
+    except ConnectionResetError:
+        log.debug("console status stream closed by the browser")
     return response
