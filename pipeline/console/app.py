@@ -156,6 +156,9 @@ def build(console: Console) -> web.Application:
             csrf=csrf,
             next=_next(request.query.get("next")),
             enabled=console.guard.auth.token is not None,
+            proxy_header=console.guard.auth.proxy_header
+            if console.guard.auth.token is None
+            else None,
             error=None,
         )
         _with_csrf(request, response, csrf)
@@ -180,6 +183,7 @@ def build(console: Console) -> web.Application:
             csrf=csrf,
             next=target,
             enabled=True,
+            proxy_header=None,
             error="wrong token",
         )
 

@@ -134,3 +134,25 @@ async def test_a_dead_letter_is_listed_on_pipeline_and_shows_its_record(
     assert "event_data.subdomain: must match" in text
     assert "&lt;script&gt;" in text and "<script>" not in text  # escaped, never run
     assert record.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_sign_in_refuses_a_wrong_token_and_redirects_only_within_the_console(
+    client: Client,
+) -> None:
+    page = await (await client.get("/login")).text()
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None
+    csrf = match[1]
+    wrong = await client.post("/login", data={"csrf": csrf, "token": "nope", "next": "/"})
+    assert wrong.status == 401
+    assert "wrong token" in await wrong.text()
+    right = await client.post(
+        "/login",
+        data={"csrf": csrf, "token": TOKEN, "next": "//evil.example/"},
+        allow_redirects=False,
+    )
+    assert right.status == 303
+    assert right.headers["Location"] == "/organizations/new"  # never another site
+    assert TOKEN not in right.headers.get("Set-Cookie", "")
+    signed_in = await client.get("/organizations/new", allow_redirects=False)
+    assert signed_in.status == 200  # the session cookie, no bearer header
