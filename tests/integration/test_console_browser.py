@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -81,6 +82,22 @@ def domain_event_count(dsn: str) -> int:
     return int(row[0])
 
 
+def waiting(driver: WebDriver, seconds: float) -> WebDriverWait[WebDriver]:
+    """A wait that looks again when the live part was swapped under it (SSE updates
+    replace #live's HTML, leaving the elements found before stale)."""
+    return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def live_text(driver: WebDriver, css: str) -> str:
+    """The text of an element of the live part, found again if it was just replaced."""
+    for _ in range(50):
+        try:
+            return str(driver.find_element(By.CSS_SELECTOR, css).text)
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    raise AssertionError(f"{css} kept being replaced")
+
+
 def fill(driver: WebDriver, field_id: str, value: str) -> None:
     element = driver.find_element(By.ID, field_id)
     element.clear()
@@ -105,7 +122,7 @@ def drive(base: str, dsn: str, shots: Path) -> dict[str, str]:
     driver = browser()
     seen: dict[str, str] = {}
     try:
-        wait = WebDriverWait(driver, 30)
+        wait = waiting(driver, 30)
         driver.get(f"{base}/organizations/new")
         assert "/login" in driver.current_url  # writing needs the web auth token
         fill(driver, "token", TOKEN)
@@ -130,30 +147,30 @@ def drive(base: str, dsn: str, shots: Path) -> dict[str, str]:
         wait.until(lambda d: "/organizations/" in d.current_url and "/new" not in d.current_url)
         seen["org_url"] = driver.current_url
         # No reload from here on: what changes arrives over server-sent events.
-        WebDriverWait(driver, 240).until(
+        waiting(driver, 240).until(
             lambda d: d.find_elements(
                 By.CSS_SELECTOR, f'tr.event[data-type="{ev.QUEUE_COMPLETED}"]'
             )
         )
-        WebDriverWait(driver, 60).until(
+        waiting(driver, 60).until(
             lambda d: (
                 "completed" in d.find_element(By.ID, "state").text
                 and "completed" in d.find_element(By.CSS_SELECTOR, "table.kv").text
             )
         )
-        seen["org_page"] = driver.find_element(By.TAG_NAME, "main").text
-        link = driver.find_element(By.LINK_TEXT, "open in Temporal UI")
-        seen["temporal_link"] = str(link.get_attribute("href"))
+        # The stream ended (`done`): the page no longer changes under us.
+        seen["org_page"] = live_text(driver, "main")
+        seen["temporal_link"] = str(
+            driver.find_element(By.LINK_TEXT, "open in Temporal UI").get_attribute("href")
+        )
         screenshot(driver, shots, "organization")
 
         driver.get(f"{base}/pipeline")
         wait.until(lambda d: "Consumer lag" in d.find_element(By.TAG_NAME, "main").text)
-        seen["pipeline_page"] = driver.find_element(By.TAG_NAME, "main").text
+        seen["pipeline_page"] = live_text(driver, "main")
         # It refreshes by itself: the time it was read at changes without a reload.
-        read_at = driver.find_element(By.CSS_SELECTOR, "#live p.muted").text
-        WebDriverWait(driver, 60).until(
-            lambda d: d.find_element(By.CSS_SELECTOR, "#live p.muted").text != read_at
-        )
+        read_at = live_text(driver, "#live p.muted")
+        waiting(driver, 60).until(lambda d: live_text(d, "#live p.muted") != read_at)
         screenshot(driver, shots, "pipeline")
     finally:
         driver.quit()
