@@ -18,17 +18,41 @@ The same consumer reads with ``isolation_level=read_committed``: the reader writ
 Kafka transactions (replication.producer), and what a fenced or crashed reader left in
 an aborted transaction must never reach an agent. Faust picks read_committed only for
 its own exactly-once processing mode, which this project does not use.
+
+Reading transactions exposes three places where Faust's consumer mishandles offsets that
+hold no record (commit and abort markers, aborted records) or partitions never
+committed; each is corrected here and explained where it is: ``_PromptConsumer._add_gap``,
+``_PromptConsumer.getmany`` and :func:`seek_to_committed_or_beginning`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 FETCH_MAX_WAIT_MS: Final = 10
+
+
+async def seek_to_committed_or_beginning(consumer: aiokafka.AIOKafkaConsumer) -> Mapping[Any, Any]:
+    """Seek every assigned partition to its committed offset, and one the group never
+    committed to its beginning (what ``auto_offset_reset=earliest`` starts it at).
+
+    ``AIOKafkaConsumer.seek_to_committed`` leaves a partition without a committed offset
+    where it is. Faust calls it to drop what was fetched before a rebalance (records of
+    the old generation, or fetched while the flow was stopped, are discarded, not
+    delivered); a partition the group never committed kept its position past the
+    discarded records and they were never delivered: after a replica died before its
+    first commit on a partition, the survivor took the partition over and consumed
+    nothing of it (test_takeover, 2 of 6 runs). Returns what ``seek_to_committed`` does.
+    """
+    committed: Mapping[Any, Any] = await consumer.seek_to_committed()
+    never = [tp for tp, offset in committed.items() if not offset]
+    if never:
+        await consumer.seek_to_beginning(*never)
+    return committed
 
 
 class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -38,6 +62,14 @@ class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         consumer._isolation_level = "read_committed"
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[Any, Any]:
+        """Faust's seek to the committed offsets, a never-committed partition to its
+        beginning (:func:`seek_to_committed_or_beginning`)."""
+        result: Mapping[Any, Any] = await self.call_thread(
+            seek_to_committed_or_beginning, self._ensure_consumer()
+        )
+        return result
 
 
 class _PromptConsumer(faust_aiokafka.Consumer):

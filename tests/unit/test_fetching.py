@@ -88,3 +88,24 @@ async def test_no_gap_is_made_up_after_any_other_offset() -> None:
         consumer._read_offset[tp] = read  # type: ignore[attr-defined]
         await consumer.fill_gap_after_offset_zero(tp, offset, "events")  # type: ignore[attr-defined]
     assert not consumer._gap[tp]  # type: ignore[attr-defined]
+
+
+async def test_a_partition_never_committed_is_sought_to_its_beginning() -> None:
+    """Faust seeks to the committed offsets to drop what it fetched before a rebalance;
+    aiokafka leaves a never-committed partition where it is (past the dropped records)."""
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.to_beginning: tuple[str, ...] = ()
+
+        async def seek_to_committed(self) -> dict[str, int | None]:
+            return {"p0": 7, "p1": None, "p2": 0}
+
+        async def seek_to_beginning(self, *tps: str) -> bool:
+            self.to_beginning = tps
+            return True
+
+    consumer = Consumer()
+    committed = await fetching.seek_to_committed_or_beginning(consumer)  # type: ignore[arg-type]
+    assert committed == {"p0": 7, "p1": None, "p2": 0}
+    assert consumer.to_beginning == ("p1", "p2")
