@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Iterator
 
 import faust
+import pytest
 
 from pipeline import fetching
+
+
+@pytest.fixture(autouse=True)
+def _collect_apps() -> Iterator[None]:
+    """Collect each test's Faust app right after it: left to a later collection, their
+    finalizers once ran inside pytest's AST rewrite of a module imported at session end
+    (CPython 3.11.7: "SystemError: AST constructor recursion depth mismatch")."""
+    yield
+    gc.collect()
 
 
 async def test_the_worker_consumer_waits_at_most_the_short_fetch_wait() -> None:
