@@ -18,16 +18,41 @@ The same consumer reads with ``isolation_level=read_committed``: the reader writ
 Kafka transactions (replication.producer), and what a fenced or crashed reader left in
 an aborted transaction must never reach an agent. Faust picks read_committed only for
 its own exactly-once processing mode, which this project does not use.
+
+Reading transactions exposes three places where Faust's consumer mishandles offsets that
+hold no record (commit and abort markers, aborted records) or partitions never
+committed; each is corrected here and explained where it is: ``_PromptConsumer._add_gap``,
+``_PromptConsumer.getmany`` and :func:`seek_to_committed_or_beginning`.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 FETCH_MAX_WAIT_MS: Final = 10
+
+
+async def seek_to_committed_or_beginning(consumer: aiokafka.AIOKafkaConsumer) -> Mapping[Any, Any]:
+    """Seek every assigned partition to its committed offset, and one the group never
+    committed to its beginning (what ``auto_offset_reset=earliest`` starts it at).
+
+    ``AIOKafkaConsumer.seek_to_committed`` leaves a partition without a committed offset
+    where it is. Faust calls it to drop what was fetched before a rebalance (records of
+    the old generation, or fetched while the flow was stopped, are discarded, not
+    delivered); a partition the group never committed kept its position past the
+    discarded records and they were never delivered: after a replica died before its
+    first commit on a partition, the survivor took the partition over and consumed
+    nothing of it (test_takeover, 2 of 6 runs). Returns what ``seek_to_committed`` does.
+    """
+    committed: Mapping[Any, Any] = await consumer.seek_to_committed()
+    never = [tp for tp, offset in committed.items() if not offset]
+    if never:
+        await consumer.seek_to_beginning(*never)
+    return committed
 
 
 class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -37,6 +62,14 @@ class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         consumer._isolation_level = "read_committed"
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[Any, Any]:
+        """Faust's seek to the committed offsets, a never-committed partition to its
+        beginning (:func:`seek_to_committed_or_beginning`)."""
+        result: Mapping[Any, Any] = await self.call_thread(
+            seek_to_committed_or_beginning, self._ensure_consumer()
+        )
+        return result
 
 
 class _PromptConsumer(faust_aiokafka.Consumer):
@@ -56,6 +89,29 @@ class _PromptConsumer(faust_aiokafka.Consumer):
         commit interval and a restart redelivered minutes of records.
         """
         await super()._add_gap(tp, offset_from, offset_to - 1)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:  # noqa: ASYNC109  # Faust's signature
+        """Faust's records, with the gap Faust misses after a record at offset 0.
+
+        Faust's fetch loop records a gap only ``if gap > 1 and r_offset``, with r_offset
+        the offset of the partition's last record read: when that record is at offset 0,
+        the gap is silently skipped. After a SIGKILL of the reader this is the usual
+        layout of a new topic's partition: 0 the first record, 1 its transaction's
+        commit marker, then the dead reader's aborted records and the abort marker the
+        new reader's fencing wrote, then the new records. Without the gap, 0 is
+        committed (offset 1) and every later record is ``more than one offset past the
+        committed one``, which ``Consumer._new_offset`` never commits: the group's
+        offset stayed at 1 for good, and every restart redelivered the whole partition.
+        """
+        async for tp, message in super().getmany(timeout):
+            await self.fill_gap_after_offset_zero(tp, message.offset, message.topic)
+            yield tp, message
+
+    async def fill_gap_after_offset_zero(self, tp: Any, offset: int, topic: str) -> None:
+        """Record the gap before ``offset`` when the partition's last record read was
+        offset 0 (the case Faust's own check skips, see :meth:`getmany`)."""
+        if offset > 1 and self._read_offset[tp] == 0 and self.app.topics.acks_enabled_for(topic):
+            await self._add_gap(tp, 1, offset)
 
 
 def install() -> None:

@@ -123,6 +123,38 @@ async def _settled(running: RunningPipeline, dsn: str, org: uuid.UUID, status: s
     await eventually(done, f"the job {status} and every record consumed", running, HANG)
 
 
+async def test_workflow_started_is_recorded_when_the_workflow_finished_before_the_restart(
+    fresh_db: str, kafka_bootstrap: str, temporal_client: Client, tmp_path: Path
+) -> None:
+    async with _killed_after_start(fresh_db, kafka_bootstrap, temporal_client, tmp_path, {}) as (
+        env,
+        org,
+    ):
+        handle = temporal_client.get_workflow_handle(ev.workflow_id_for(str(org)))
+        await handle.result()  # the workflow completes while the pipeline is down
+        described = await handle.describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED
+
+        restarted = start_pipeline(env, tmp_path, "restarted")
+        try:
+            await _settled(restarted, fresh_db, org, "completed")
+            started = _started_events(fresh_db, org)
+            assert len(started) == 1, (started, event_types(fresh_db, org))
+            assert started[0][0] == described.run_id
+            assert _queue_row(fresh_db, org) == ("completed", described.run_id, True)
+            types = event_types(fresh_db, org)
+            assert types.index(ev.BOOTSTRAP_WORKFLOW_STARTED) < types.index(
+                ev.ORGANIZATION_CREATED
+            ), types
+            runs = [
+                w.run_id
+                async for w in temporal_client.list_workflows(f"WorkflowId = '{handle.id}'")
+            ]
+            assert runs == [described.run_id]
+        finally:
+            stop_pipeline(restarted)
+
+
 async def test_the_start_of_an_earlier_versions_finished_workflow_is_recorded_once(
     fresh_db: str, kafka_bootstrap: str, temporal_client: Client, tmp_path: Path
 ) -> None:
