@@ -133,9 +133,10 @@ def temporal_failure(address: str, exc: BaseException, security: TemporalSecurit
     # the handshake ("broken pipe"); a server that is down refuses the connection.
     text = _one_line(str(exc))
     lowered = text.lower()
-    if security.tls and "connection closed" in lowered:
+    if security.tls and ("connection closed" in lowered or "fatal alert" in lowered):
         # Temporal's server over TLS 1.3 checks the client certificate after the client
-        # finished its handshake, then closes the connection: the first call sees only that.
+        # finished its handshake, then sends an alert (UnknownCA, CertificateRequired) or
+        # just closes the connection: the first call sees one or the other.
         hint = (
             "the frontend may require a client certificate: set "
             "PIPELINE_TEMPORAL_TLS_CERT_FILE / PIPELINE_TEMPORAL_TLS_KEY_FILE"
@@ -145,7 +146,7 @@ def temporal_failure(address: str, exc: BaseException, security: TemporalSecurit
         return Handshake(
             False,
             True,
-            f"{what} TLS handshake failed: the server closed the connection; {hint} ({text})",
+            f"{what} TLS handshake failed: the server refused the session; {hint} ({text})",
         )
     if security.tls and any(
         word in lowered
