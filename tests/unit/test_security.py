@@ -254,5 +254,25 @@ def test_temporal_failures_name_the_handshake_that_failed() -> None:
     denied = RPCError("bad key", RPCStatusCode.UNAUTHENTICATED, b"")
     shake = temporal_failure("t:7233", denied, TemporalSecurity(tls=True, api_key="k"))
     assert shake.refused and "PIPELINE_TEMPORAL_API_KEY" in shake.detail
+    # Temporal's server (TLS 1.3) refusing a missing client certificate, as temporalio says it.
+    closed = RuntimeError(
+        "Failed client connect: `get_system_info` call error after connection: Status { "
+        'code: Cancelled, message: "operation was canceled", source: Some(tonic::transport::'
+        'Error(Transport, hyper::Error(Canceled, "connection closed"))) }'
+    )
+    shake = temporal_failure("t:7233", closed, tls)
+    assert shake.refused and "TLS handshake failed" in shake.detail
+    assert "PIPELINE_TEMPORAL_TLS_CERT_FILE" in shake.detail
+    assert not temporal_failure("t:7233", closed, TemporalSecurity()).refused
+    alert = RuntimeError(
+        "Failed client connect: `get_system_info` call error after connection: Status { "
+        'code: Unknown, message: "transport error", source: Some(tonic::transport::Error('
+        'Transport, hyper::Error(Io, Custom { kind: InvalidData, error: "received fatal '
+        'alert: UnknownCA" }))) }'
+    )
+    mtls = TemporalSecurity(tls=True, ca_file="/etc/ca.pem", cert_file="/c.pem", key_file="/k")
+    shake = temporal_failure("t:7233", alert, mtls)
+    assert shake.refused and "TLS handshake failed" in shake.detail
+    assert "signed by a CA the frontend trusts" in shake.detail
     refused = RuntimeError("Failed client connect: tcp connect error: Connection refused")
     assert not temporal_failure("t:7233", refused, tls).refused  # down is not misconfigured
