@@ -63,7 +63,7 @@ class ContractLoadError(ContractError):
 
 
 class ContractViolation(ContractError):
-    """An event (or its Kafka headers) does not match the contract.
+    """An event does not match the contract.
 
     ``event_type`` is the event's type, or ``None`` when the event has no usable one;
     ``path`` is the dotted JSON path of the offending value relative to the event
@@ -121,7 +121,6 @@ class Contract:
 
     __slots__ = (
         "_examples",
-        "_header_validators",
         "_messages",
         "_validators",
         "description",
@@ -150,11 +149,6 @@ class Contract:
         self._messages = {spec.event_type: spec for spec in messages}
         self._examples = dict(examples)
         self._validators = {spec.event_type: _compile(spec.payload_schema) for spec in messages}
-        self._header_validators = {
-            spec.event_type: _compile(spec.headers_schema)
-            for spec in messages
-            if spec.headers_schema is not None
-        }
 
     @classmethod
     def load(cls, path: Path | None = None) -> Contract:
@@ -197,21 +191,6 @@ class Contract:
                 f"{len(self._validators)} types (see {self.path.name})",
             )
         _run(validator, row, event_type)
-
-    def validate_headers(self, event_type: str, headers: Mapping[str, str]) -> None:
-        """Check the Kafka headers of an event, decoded to text, against the contract."""
-        validator = self._header_validators.get(event_type)
-        if validator is None:
-            if event_type not in self._messages:
-                raise ContractViolation(
-                    event_type, "event_type", f"unknown event type {event_type!r}"
-                )
-            return
-        try:
-            _run(validator, headers, event_type)
-        except ContractViolation as exc:
-            path = "headers" if exc.path == _ROOT_PATH else f"headers.{exc.path}"
-            raise ContractViolation(event_type, path, exc.message) from None
 
 
 def contract_path() -> Path:

@@ -220,7 +220,7 @@ class FrameLoop:
                     return i
                 idx = self.idx
                 self.in_flight += 1
-                pos: Position = _new(Position)  # position_unchecked, inlined
+                pos: Position = _new(Position)  # Position(commit_lsn, idx) without its checks
                 _set(pos, "commit_lsn", self.commit_lsn)
                 _set(pos, "idx", idx)
                 add(

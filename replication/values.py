@@ -1,8 +1,7 @@
-"""Kafka values built straight from pgoutput's text columns, without typed rows in between.
+"""Kafka values built straight from pgoutput's columns, without typed rows in between.
 
-:class:`~replication.rows.DomainEventRow` parses every column (uuids, jsonb, the
-timestamp) only for ``to_json_bytes`` to print them again. Most of PostgreSQL's text
-output is already what the JSON value needs: a uuid prints as the canonical string,
+Parsing every column (uuids, jsonb, the timestamp) only to print it again would be
+wasted work: most of PostgreSQL's text output is already what the JSON value needs: a uuid prints as the canonical string,
 an integer as a JSON number, and jsonb's output is JSON. So the value is assembled from
 the column bytes, validated where it must be:
 
@@ -30,8 +29,9 @@ byte, and a timestamptz (int64 microseconds since 2000-01-01 UTC) is printed in 
 converters (a unit test checks that), so an unknown type is refused when the plan is
 built, never encoded by guess.
 
-The result is equal, once parsed, to ``DomainEventRow.to_json_bytes()`` of the same
-tuple (tests/unit/test_values.py checks that over generated rows), and the key is the
+The result is equal, once parsed, to the same row read column by column into Python
+values and printed by orjson (tests/unit/row_oracle.py; tests/unit/test_values.py checks
+that over generated rows and the golden captures), and the key is the
 bytes of ``str(stream_id)``, so every key maps to the partition it always did.
 """
 
@@ -403,8 +403,7 @@ class ValueEncoder:
         """``(key, value)``: the stream_id's text and the row as JSON.
 
         Raises :class:`~replication.errors.DecodeError` for a row that cannot be
-        represented (the caller dead-letters it), with the same reasons as
-        :meth:`~replication.rows.RelationCache.domain_event`.
+        represented (the caller dead-letters it), naming the column.
         """
         rel = self._relations.get(relation_id)
         entry = self._plans.get(relation_id)

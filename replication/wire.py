@@ -124,25 +124,6 @@ class ReplicationWire:
         if result is None or result.status != pq.ExecStatus.COPY_BOTH:
             raise _error(pgconn, result)
 
-    async def read(self, timeout: float) -> bytes | None:  # noqa: ASYNC109
-        """The next CopyData payload, or None when nothing arrived within timeout."""
-        pgconn = self.pgconn
-        while True:
-            nbytes, data = pgconn.get_copy_data(1)
-            if nbytes > 0:
-                return bytes(data)
-            if nbytes == 0:
-                if not await _wait(pgconn.socket, timeout=timeout):
-                    return None
-                pgconn.consume_input()
-                continue
-            if nbytes == -1:
-                result = pgconn.get_result()
-                if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-                    raise StreamClosed(str(_error(pgconn, result)))
-                raise StreamClosed("the server ended the replication stream")
-            raise StreamClosed(str(_error(pgconn)))
-
     async def read_batch(self, timeout: float, limit: int = 512) -> list[bytes]:  # noqa: ASYNC109
         """The CopyData payloads already received, up to ``limit``; waits up to ``timeout``
         for the first one (empty list: nothing arrived).

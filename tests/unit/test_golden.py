@@ -27,9 +27,10 @@ from replication.decoder import (
     parse_copy_data,
 )
 from replication.lsn import LSN, Position
-from replication.rows import DomainEventRow, RelationCache
+from replication.rows import RelationCache
 from replication.tracker import FlushTracker
 from tests.unit.pgoutput_builder import read_frames
+from tests.unit.row_oracle import DomainEventRow, domain_event
 
 
 def uid(n: int) -> UUID:
@@ -76,9 +77,9 @@ def replay(name: str) -> Replay:
             cache.add(msg)
         elif isinstance(msg, Insert):
             out.insert_wal_starts.append(frame.wal_start)
-            rows.append(cache.domain_event(msg))
+            rows.append(domain_event(cache, msg))
         elif isinstance(msg, Commit | StreamCommit):
-            out.tracker.register(msg.commit_lsn, msg.end_lsn, len(rows))
+            out.tracker.register_at(msg.commit_lsn.value, msg.end_lsn.value, len(rows))
             out.commits.append((msg.commit_lsn, msg.end_lsn, len(rows)))
             out.events += [(Position(msg.commit_lsn, i), row) for i, row in enumerate(rows)]
             rows = []

@@ -197,6 +197,11 @@ def test_frame_loop_sends_what_the_decoder_reads(name: str) -> None:
             expected.append((Position(commit_lsn, idx), key, value, headers))
             idx += 1
     assert sink.events == expected
+    for (pos, *_), (want, *_) in zip(sink.events, expected, strict=True):
+        # Built without Position's __init__: still an ordinary, hashable, ordered Position.
+        assert type(pos) is Position
+        assert hash(pos) == hash(want)
+        assert str(pos) == str(want)
     assert loop.events == loop.in_flight == len(expected) > 0
     assert loop.transactions == 1
     assert not loop.in_txn

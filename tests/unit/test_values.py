@@ -27,6 +27,7 @@ from tests.unit.pgoutput_fixtures import (
     domain_events_cache,
     domain_events_insert,
 )
+from tests.unit.row_oracle import domain_event
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
 _cache = domain_events_cache
@@ -36,7 +37,7 @@ _insert = domain_events_insert
 def both(cache: RelationCache, msg: Insert) -> tuple[tuple[bytes, bytes] | str, bytes | str]:
     """(key, value) of the fast path and the row path's value, or the DecodeError text."""
     try:
-        row = cache.domain_event(msg)
+        row = domain_event(cache, msg)
         slow: bytes | str = row.to_json_bytes()
     except DecodeError as exc:
         slow = str(exc)
