@@ -160,7 +160,8 @@ class FrameLoop:
 
     :meth:`run` goes through a batch of frames until one needs the session's attention
     and returns its index: any other frame (keepalive, Relation, ...), an Insert whose
-    row cannot be converted (the session dead-letters it, then sets ``idx += 1``), an
+    row cannot be converted (kept for :meth:`take_rejected`: the session dead-letters
+    it without reading the frame again, then sets ``idx += 1``), an
     Insert frame above :data:`CAREFUL_FRAME_BYTES` (the session sends it, as a claim
     check if too large, then sets ``idx += 1``), an Insert outside a transaction, or an
     Insert while ``max_in_flight`` events are unacknowledged (the session waits, then calls :meth:`run` again from there).
@@ -186,6 +187,14 @@ class FrameLoop:
         self._commit_lsn_h = _NO_HEADER
         self._xid_h = _NO_HEADER
         self._commit_ts_h = _NO_HEADER
+        # The row of the Insert run() stopped at because it could not be converted.
+        self._rejected: tuple[int, TupleData, DecodeError] | None = None
+
+    def take_rejected(self) -> tuple[int, TupleData, DecodeError] | None:
+        """``(relation id, tuple, error)`` of the Insert :meth:`run` stopped at because its
+        row could not be converted, once; None when it stopped for another reason."""
+        rejected, self._rejected = self._rejected, None
+        return rejected
 
     def headers(self, idx: int) -> Headers:
         """The headers of the current transaction's event ``idx``."""
@@ -216,7 +225,8 @@ class FrameLoop:
                 relation_id, tup = insert(frame)
                 try:
                     key, value = encode(relation_id, tup)
-                except DecodeError:
+                except DecodeError as exc:
+                    self._rejected = (relation_id, tup, exc)
                     return i
                 idx = self.idx
                 self.in_flight += 1

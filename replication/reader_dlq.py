@@ -26,7 +26,7 @@ from replication.deadletter_store import MAX_REASON, DeadLetter, claim, mark
 from replication.errors import DecodeError
 from replication.lsn import Position
 from replication.messages import TupleData
-from replication.producer import EventProducer
+from replication.ports import RecordProducer
 from replication.rows import RelationCache, column_text
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def reader_dead_letter_value(
 async def send_reader_dead_letter(
     dsn: str,
     letter: DeadLetter,
-    producer: EventProducer,
+    producer: RecordProducer,
     topic: str,
     xid: int,
 ) -> str | None:

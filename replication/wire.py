@@ -78,6 +78,11 @@ class ReplicationWire:
         self.on_idle = on_idle
         self._pending_error: StreamClosed | None = None
 
+    @property
+    def server_version(self) -> int:
+        """The server's version number (e.g. 150004)."""
+        return self.conn.info.server_version
+
     async def _flush(self) -> None:
         while self.pgconn.flush() == 1:
             await _wait(self.pgconn.socket, write=True)
