@@ -35,6 +35,7 @@ COMPILED = (
     "decoder",
     "hotpath",
     "partitioner",
+    "record_value",
     "rows",
     "tracker",
     "values",

@@ -33,8 +33,9 @@ from replication.reader_dlq import (
     reader_dead_letter_value,
     send_reader_dead_letter,
 )
+from replication.record_value import CLAIM_CHECK_HEADER
 from replication.rows import RelationCache
-from replication.values import CLAIM_CHECK_HEADER, ValueEncoder
+from replication.values import ValueEncoder
 
 log = logging.getLogger(__name__)
 

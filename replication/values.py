@@ -50,6 +50,7 @@ import orjson
 from replication.errors import DecodeError
 from replication.hotpath import CommitTimeText
 from replication.messages import Relation, TupleData
+from replication.record_value import CLAIM_CHECK_BYTES, assemble, join_fields, join_reference
 from replication.rows import (
     OID_INT4,
     OID_INT8,
@@ -70,14 +71,7 @@ _ROW_KIND: Final = "domain_events row"
 
 # UTF-8 of a large document is checked in chunks of this size (no copy of the whole).
 _UTF8_CHUNK: Final = 1 << 20
-# Above this size (key + value) an event travels as a claim check: the topic takes
-# MAX_MESSAGE_BYTES (16 MiB) per record batch, and the headers and the batch's own
-# framing need room too (a few hundred bytes; 64 KiB leaves plenty).
-CLAIM_CHECK_BYTES: Final = 16 * 1024 * 1024 - 64 * 1024
 _PAYLOAD_FIELDS: Final = frozenset({"event_data", "event_metadata"})
-# The header that marks a claim-check record (docs/events.md, "Claim checks").
-CLAIM_CHECK_HEADER: Final = ("claim_check", b"1")
-
 _UUID: Final = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # PostgreSQL's ISO DateStyle output of a timestamptz with a whole-minute offset.
 _TIMESTAMPTZ: Final = re.compile(
@@ -271,88 +265,9 @@ def _parts(steps: tuple[_Step, ...], tup: TupleData) -> list[bytes]:
     return parts
 
 
-def needs_claim_check(key_bytes: int, value_bytes: int) -> bool:
-    """Whether an event of this size travels as a claim check (see CLAIM_CHECK_BYTES)."""
-    return key_bytes + value_bytes > CLAIM_CHECK_BYTES
-
-
-def _join(parts: list[bytes]) -> bytes:
-    (
-        event_id,
-        stream_id,
-        stream_type,
-        version,
-        event_type,
-        data,
-        meta,
-        key,
-        created,
-    ) = parts
-    return b"".join(
-        (
-            b'{"id":"',
-            event_id,
-            b'","stream_id":"',
-            stream_id,
-            b'","stream_type":',
-            stream_type,
-            b',"stream_version":',
-            version,
-            b',"event_type":',
-            event_type,
-            b',"event_data":',
-            data,
-            b',"event_metadata":',
-            meta,
-            b',"idempotency_key":',
-            key,
-            b',"created_at":',
-            created,
-            b"}",
-        )
-    )
-
-
-# The bytes _join adds around the parts (field names, quotes, braces).
-_FRAMING: Final = len(_join([b""] * 9))
-
-
-def _join_reference(parts: list[bytes]) -> bytes:
-    """The claim-check value: the row without event_data and event_metadata."""
-    event_id, stream_id, stream_type, version, event_type, _, _, key, created = parts
-    return b"".join(
-        (
-            b'{"id":"',
-            event_id,
-            b'","stream_id":"',
-            stream_id,
-            b'","stream_type":',
-            stream_type,
-            b',"stream_version":',
-            version,
-            b',"event_type":',
-            event_type,
-            b',"idempotency_key":',
-            key,
-            b',"created_at":',
-            created,
-            b"}",
-        )
-    )
-
-
 def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
     parts = _parts(steps, tup)
-    return parts[1], _join(parts)
-
-
-def assemble(parts: list[bytes]) -> tuple[bytes, bool]:
-    """The value of an event from its nine encoded fields (the order of ``_join``), and
-    whether it is a claim check; the full value is never built for one."""
-    size = _FRAMING + sum(len(p) for p in parts)
-    if needs_claim_check(len(parts[1]), size):
-        return _join_reference(parts), True
-    return _join(parts), False
+    return parts[1], join_fields(parts)
 
 
 def _skip(raw: bytes) -> bytes:
@@ -380,7 +295,7 @@ def _encode_sized(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, byte
             payload += len(raw) if raw is not None else 0
     if payload > CLAIM_CHECK_BYTES:
         parts = _parts(_without_payload(steps), tup)
-        return parts[1], _join_reference(parts), True
+        return parts[1], join_reference(parts), True
     parts = _parts(steps, tup)
     value, claim_checked = assemble(parts)
     return parts[1], value, claim_checked

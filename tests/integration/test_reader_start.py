@@ -30,6 +30,7 @@ def _config(dsn: str, bootstrap: str, **kw: object) -> ReaderConfig:
         "dsn": dsn,
         "kafka_bootstrap": bootstrap,
         "topic": f"start-{suffix}",
+        "dead_letter_topic": f"start-{suffix}-dlq",
         "partitions": 2,
         "slot": f"start_{suffix}",
         "status_interval": 0.2,
@@ -68,6 +69,16 @@ async def _topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
+async def _partitions(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([topic])
+        return len(meta["partitions"])
+    finally:
+        await admin.close()
+
+
 async def test_a_pooler_dsn_is_refused_leaving_no_lock_and_no_topic(
     fresh_db: str, kafka_bootstrap: str
 ) -> None:
@@ -102,6 +113,7 @@ async def test_a_pooler_dsn_is_refused_leaving_no_lock_and_no_topic(
         # While PgBouncer still holds its server connections: nothing of ours on them.
         assert _reader_lock_holders(fresh_db, cfg.slot) == []
         assert cfg.topic not in await _topics(kafka_bootstrap)
+        assert cfg.dead_letter_topic not in await _topics(kafka_bootstrap)
 
         reader = Reader(cfg)
         stop = asyncio.Event()
@@ -109,6 +121,10 @@ async def test_a_pooler_dsn_is_refused_leaving_no_lock_and_no_topic(
         try:
             await _wait_for(lambda: reader.stats.active, 60, reader.stats)
             assert reader.stats.waiting_for_slot_pid is None
+            # The reader created its topic and the dead-letter topic it writes to, with
+            # the configured partitions (not a broker's auto-created default).
+            for topic in (cfg.topic, cfg.dead_letter_topic):
+                assert await _partitions(kafka_bootstrap, topic) == cfg.partitions, topic
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
