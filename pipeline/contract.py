@@ -104,43 +104,20 @@ class Contract:
         "version",
     )
 
-    def __init__(
-        self,
-        *,
-        path: Path,
-        title: str,
-        version: str,
-        description: str,
-        topic: str,
-        messages: tuple[MessageSpec, ...],
-        examples: Mapping[str, tuple[MessageExample, ...]],
-    ) -> None:
-        self.path = path
-        self.title = title
-        self.version = version
-        self.description = description
-        self.topic = topic
-        self._messages = {spec.event_type: spec for spec in messages}
-        self._examples = dict(examples)
-        self._validators = {spec.event_type: _compile(spec.payload_schema) for spec in messages}
-
-    @classmethod
-    def from_document(cls, document: ContractDocument) -> Contract:
+    def __init__(self, document: ContractDocument) -> None:
         """Compile a document read by :func:`pipeline.contract_loader.read_document`."""
-        return cls(
-            path=document.path,
-            title=document.title,
-            version=document.version,
-            description=document.description,
-            topic=document.topic,
-            messages=document.messages,
-            examples=document.examples,
-        )
+        self.path, self.title, self.version = document.path, document.title, document.version
+        self.description, self.topic = document.description, document.topic
+        self._messages = {spec.event_type: spec for spec in document.messages}
+        self._examples = dict(document.examples)
+        self._validators = {
+            spec.event_type: _compile(spec.payload_schema) for spec in document.messages
+        }
 
     @classmethod
     def load(cls, path: Path | None = None) -> Contract:
         """Read, resolve and compile the contract at ``path`` (default: :func:`contract_path`)."""
-        return cls.from_document(read_document(path if path is not None else contract_path()))
+        return cls(read_document(path if path is not None else contract_path()))
 
     def event_types(self) -> frozenset[str]:
         """Every event type the contract describes."""

@@ -85,11 +85,8 @@ class Committer:
         fail: Callable[[BaseException], None],
         read_resume: ResumeReader | None = None,
     ) -> None:
-        self.cfg = config
-        self.producer = producer
-        self._tracker_acks = tracker_acks
-        self._dropped = dropped
-        self._fail = fail
+        self.cfg, self.producer = config, producer
+        self._tracker_acks, self._dropped, self._fail = tracker_acks, dropped, fail
         self._read_resume = read_resume or kafka_resume_reader(config)
         self._uncommitted: list[Position] = []
         self._wanted = asyncio.Event()

@@ -12,6 +12,21 @@ class ReplicationError(Exception):
     """Base class of every error raised by the ``replication`` package."""
 
 
+# --- the replication connection (replication.wire) ------------------------------------
+
+
+class ServerError(ReplicationError):
+    """The server answered a command with an error."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class StreamClosed(ReplicationError):
+    """The server ended the COPY stream or the connection dropped."""
+
+
 class LSNParseError(ReplicationError, ValueError):
     """A text LSN or position is not in PostgreSQL's ``X/X`` form.
 

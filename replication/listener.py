@@ -10,10 +10,9 @@ import re
 from typing import Final
 
 from replication.decoder import encode_standby_status
-from replication.errors import SlotInUse
+from replication.errors import ServerError, SlotInUse
 from replication.lsn import LSN
 from replication.ports import ReplicationStream
-from replication.wire import ServerError
 
 _ACTIVE_PID: Final = re.compile(r"active for PID (\d+)", re.I)
 _OBJECT_IN_USE: Final = "55006"

@@ -27,7 +27,7 @@ from replication.lsn import Position
 from replication.messages import PrimaryKeepalive, Relation, TupleData
 from replication.ports import RecordProducer
 from replication.producer import is_too_large
-from replication.reader_config import AckHook, ReaderConfig, ReaderStats
+from replication.reader_config import AckHook, ReaderConfig
 from replication.reader_dlq import (
     READER_REASON_KIND,
     reader_dead_letter_value,
@@ -48,7 +48,6 @@ class Processor:
     def __init__(
         self,
         config: ReaderConfig,
-        stats: ReaderStats,
         producer: RecordProducer,
         checkpointer: Checkpointer,
         *,
@@ -56,12 +55,9 @@ class Processor:
         delivered: Callable[[list[Position]], None],
         ack_hook: AckHook | None = None,
     ) -> None:
-        self.cfg = config
-        self.stats = stats
-        self.producer = producer
-        self.checkpointer = checkpointer
-        self._delivered = delivered
-        self._ack_hook = ack_hook
+        self.cfg, self.producer, self.checkpointer = config, producer, checkpointer
+        self.stats = checkpointer.stats
+        self._delivered, self._ack_hook = delivered, ack_hook
         self.relations = RelationCache()
         self.encoder = ValueEncoder(self.relations)
         self.failure: BaseException | None = None

@@ -82,9 +82,7 @@ class Session:
         producer: ProducerFactory | None = None,
         read_resume: ResumeReader | None = None,
     ) -> None:
-        self.cfg = config
-        self.stats = stats
-        self.state = state
+        self.cfg, self.stats, self.state = config, stats, state
         self._ack_hook = ack_hook
         self.producer = (producer or kafka_producer(config))(self._on_acks)
         self.checkpointer = Checkpointer(state.confirmed_flush or LSN.ZERO, stats)
@@ -120,7 +118,6 @@ class Session:
         try:
             self._processor = Processor(
                 cfg,
-                self.stats,
                 self.producer,
                 self.checkpointer,
                 add=resume or self.producer.direct_add,

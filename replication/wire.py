@@ -15,19 +15,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import pq
 
-from replication.errors import ReplicationError
-
-
-class ServerError(ReplicationError):
-    """The server answered a command with an error."""
-
-    def __init__(self, message: str, sqlstate: str | None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-
-
-class StreamClosed(ReplicationError):
-    """The server ended the COPY stream or the connection dropped."""
+from replication.errors import ServerError, StreamClosed
 
 
 async def _wait(fd: int, *, write: bool = False, timeout: float | None = None) -> bool:  # noqa: ASYNC109
