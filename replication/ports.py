@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from replication.batcher import AcksCallback
-from replication.hotpath import Add, Headers
+from replication.frame_loop import Add, Headers
 from replication.lsn import Position
 
 # Given the partition count, the position of the last record of each partition of the

@@ -1,5 +1,5 @@
 """The processor: frames to Kafka records. Begin, Insert and Commit (nearly all the
-traffic) go through :class:`~replication.hotpath.FrameLoop` without awaiting; here are
+traffic) go through :class:`~replication.frame_loop.FrameLoop` without awaiting; here are
 the frames it stops at (Relation, keepalives, a row it could not convert, a large row,
 backpressure), the dead-letter path, and Kafka's delivery reports.
 
@@ -20,8 +20,8 @@ from replication.checkpointer import Checkpointer
 from replication.deadletter_store import DeadLetter
 from replication.decoder import decode_pgoutput, parse_copy_data
 from replication.errors import DecodeError, DeliveryError
-from replication.hotpath import INSERT, Add, FrameLoop, Headers, payload_tag, wal_end
-from replication.hotpath import insert as hot_insert
+from replication.frame_loop import INSERT, Add, FrameLoop, Headers, payload_tag, wal_end
+from replication.frame_loop import insert as hot_insert
 from replication.listener import Listener
 from replication.lsn import Position
 from replication.messages import PrimaryKeepalive, Relation, TupleData
@@ -35,7 +35,7 @@ from replication.reader_dlq import (
 )
 from replication.record_value import CLAIM_CHECK_HEADER
 from replication.rows import RelationCache
-from replication.values import ValueEncoder
+from replication.value_encoder import ValueEncoder
 
 log = logging.getLogger(__name__)
 

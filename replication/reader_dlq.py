@@ -1,6 +1,6 @@
 """The reader's dead letters: a row it truly cannot convert, set aside once, bounded.
 
-Since jsonb is carried verbatim (:mod:`replication.values`), what is left here is a row
+Since jsonb is carried verbatim (:mod:`replication.value_encoder`), what is left here is a row
 no JSON value can represent faithfully: invalid UTF-8 (a ``SQL_ASCII`` database), a
 timestamp outside RFC 3339's years, a required column that is NULL. The dead-letter
 value names the reason and position and holds the columns' text, each cut at

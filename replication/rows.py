@@ -4,7 +4,7 @@
 
 pgoutput sends every column in PostgreSQL's *text* output format (kind ``'t'``), or, when
 the reader asked for ``binary 'true'`` (PostgreSQL 14+), in each type's binary send
-format (kind ``'b'``). The Kafka value itself is built by :mod:`replication.values`;
+format (kind ``'b'``). The Kafka value itself is built by :mod:`replication.value_encoder`;
 here are the parsers it falls back on (:func:`parse_timestamptz`, the binary layouts) and
 :func:`column_text`, a column as readable text for the dead-letter record. A type
 without a binary converter here is a :class:`~replication.errors.DecodeError` naming it,
@@ -236,7 +236,7 @@ class RelationCache:
         self._relations: dict[int, Relation] = {}
 
     def add(self, rel: Relation) -> None:
-        """Remember (or replace) a relation (:class:`~replication.values.ValueEncoder`
+        """Remember (or replace) a relation (:class:`~replication.value_encoder.ValueEncoder`
         builds a new plan when the relation it planned for is replaced)."""
         self._relations[rel.relation_id] = rel
 

@@ -1,6 +1,6 @@
 """A second, independent reading of a ``domain_events`` tuple, for the tests only: every
 column parsed to its Python type (uuids, ints, datetimes, JSON), the row printed with
-orjson. The reader's own path (:mod:`replication.values`) copies bytes instead; the
+orjson. The reader's own path (:mod:`replication.value_encoder`) copies bytes instead; the
 tests check, over golden captures and generated rows, that both give the same Kafka value
 and reject the same tuples. Production never runs this module.
 """

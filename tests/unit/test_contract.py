@@ -25,10 +25,10 @@ from pipeline.contract import (
     validate_event,
 )
 from replication.decoder import Relation, XLogData, decode_pgoutput, parse_copy_data
-from replication.hotpath import FrameLoop
+from replication.frame_loop import FrameLoop
 from replication.rows import RelationCache
 from replication.tracker import FlushTracker
-from replication.values import ValueEncoder
+from replication.value_encoder import ValueEncoder
 from tests.unit.pgoutput_builder import read_frames
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,5 @@
 """The relation cache, the column parsers of rows.py, and the reader's Kafka value of a
-text-format ``domain_events`` tuple (replication.values) against the typed reading of
+text-format ``domain_events`` tuple (replication.value_encoder) against the typed reading of
 tests/unit/row_oracle.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from replication.decoder import Insert, Relation, TupleData, decode_pgoutput
 from replication.errors import DecodeError, UnknownRelationError
 from replication.rows import RelationCache, parse_timestamptz
-from replication.values import ValueEncoder
+from replication.value_encoder import ValueEncoder
 from tests.unit import pgoutput_builder as b
 from tests.unit.row_oracle import DomainEventRow, convert_text_value, domain_event
 
@@ -208,7 +208,7 @@ def test_wrong_column_type_is_named() -> None:
         value_of(rel(cols), b_tuple(cols))
 
 
-# jsonb is embedded as PostgreSQL printed it, never parsed (replication.values): a
+# jsonb is embedded as PostgreSQL printed it, never parsed (replication.value_encoder): a
 # malformed one cannot come from the server and is not looked for.
 @pytest.mark.parametrize(
     ("column", "value"),

@@ -16,8 +16,8 @@ from aiokafka.errors import KafkaConnectionError
 
 from replication.batcher import AcksCallback
 from replication.errors import DeliveryError
+from replication.frame_loop import Add, Headers
 from replication.frames import parse_standby_status
-from replication.hotpath import Add, Headers
 from replication.lsn import LSN, Position
 from replication.partitioner import KeyPartitioner
 from replication.ports import RecordProducer

@@ -18,7 +18,7 @@ from replication.messages import TupleData
 from replication.record_value import CLAIM_CHECK_BYTES, CLAIM_CHECK_HEADER
 from replication.rows import RelationCache, parse_timestamptz
 from replication.snapshot import SnapshotRow, snapshot_record
-from replication.values import ValueEncoder
+from replication.value_encoder import ValueEncoder
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import (
     RELID,

@@ -1,4 +1,4 @@
-"""Kafka values built from text columns (values.py) against the typed-row path (rows.py).
+"""Kafka values built from text columns (value_encoder.py) against the typed-row path (rows.py).
 
 The contract: for every tuple, ``orjson.loads`` of the fast value equals ``orjson.loads``
 of ``DomainEventRow.to_json_bytes()``, the key is ``str(stream_id)``, and a tuple the
@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from replication.decoder import Insert, Relation, decode_pgoutput
 from replication.errors import DecodeError
 from replication.rows import RelationCache
-from replication.values import ValueEncoder, int_json, jsonb_json, timestamptz_json, uuid_json
+from replication.value_encoder import (
+    ValueEncoder,
+    int_json,
+    jsonb_json,
+    timestamptz_json,
+    uuid_json,
+)
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import (
     RELID,

@@ -1,7 +1,7 @@
 """pgoutput's binary mode (``binary 'true'``): the same Kafka value as text mode.
 
 For every generated row, the tuple PostgreSQL would send in text mode and the one it
-would send in binary mode go through both the fast path (values.py) and the typed row
+would send in binary mode go through both the fast path (value_encoder.py) and the typed row
 path (rows.py); all four values must be equal once parsed (``created_at`` as the same
 instant: binary mode has no session time zone and prints UTC, so with a UTC session,
 as the reader's is by default, even the strings are equal). Golden captures of both
@@ -19,13 +19,13 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from replication import rows, values
+from replication import rows, value_encoder
 from replication.decoder import Insert, decode_pgoutput, parse_copy_data
 from replication.errors import DecodeError
 from replication.messages import PG_EPOCH, XLogData
 from replication.rows import RelationCache, column_text, convert_binary_value
 from replication.session import ReaderConfig, start_replication_command
-from replication.values import ValueEncoder, binary_uuid_json
+from replication.value_encoder import ValueEncoder, binary_uuid_json
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import (
     RELID,
@@ -248,7 +248,7 @@ def test_every_accepted_type_has_a_binary_converter() -> None:
     clear refusal: both tables must cover every accepted type."""
     accepted = set().union(*(oids for _, oids, _ in rows._FIELDS))
     assert accepted <= set(rows._BINARY_CONVERTERS)
-    assert set(values._BINARY_ENCODERS) == set(values._ENCODERS) == accepted
+    assert set(value_encoder._BINARY_ENCODERS) == set(value_encoder._ENCODERS) == accepted
 
 
 def test_unknown_binary_type_is_a_clear_error() -> None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from replication.decoder import decode_pgoutput, parse_copy_data
 from replication.errors import DecodeError
-from replication.hotpath import (
+from replication.frame_loop import (
     BEGIN,
     COMMIT,
     INSERT,
@@ -26,7 +26,7 @@ from replication.lsn import LSN, Position
 from replication.messages import Begin, Commit, Insert, Relation, XLogData, pg_time_to_datetime
 from replication.rows import RelationCache
 from replication.tracker import FlushTracker
-from replication.values import ValueEncoder
+from replication.value_encoder import ValueEncoder
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import messages
 

@@ -48,7 +48,7 @@ from uuid import UUID
 import orjson
 
 from replication.errors import DecodeError
-from replication.hotpath import CommitTimeText
+from replication.frame_loop import CommitTimeText
 from replication.messages import Relation, TupleData
 from replication.record_value import CLAIM_CHECK_BYTES, assemble, join_fields, join_reference
 from replication.rows import (

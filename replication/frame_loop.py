@@ -147,7 +147,7 @@ _NO_HEADER: Final = ("", b"")
 # hold a few events).
 _IDX_HEADERS: Final = tuple(("idx", b"%d" % i) for i in range(256))
 # An Insert frame larger than this goes to the session's slow path, which checks the
-# event's size and sends an oversized one as a claim check (replication.values): a frame
+# event's size and sends an oversized one as a claim check (replication.value_encoder): a frame
 # up to this size cannot encode to more than the topic takes (JSON escaping at most
 # sextuples a text column's bytes).
 CAREFUL_FRAME_BYTES: Final = 1 << 20
