@@ -35,7 +35,7 @@ COPY replication ./replication
 COPY --from=native /app/replication/*.so /app/replication/_native.json ./replication/
 COPY sql ./sql
 COPY contracts/organization-bootstrap-events.yaml ./contracts/
-RUN pip install --no-cache-dir --no-deps . && (cd / && python -c "import replication.hotpath as m; assert m.__file__.endswith('.so'), m.__file__") && useradd --system --uid 10001 pipeline && mkdir -p /var/lib/pipeline && chown pipeline /var/lib/pipeline
+RUN pip install --no-cache-dir --no-deps . && (cd / && python -c "import replication.frame_loop as m; assert m.__file__.endswith('.so'), m.__file__") && useradd --system --uid 10001 pipeline && mkdir -p /var/lib/pipeline && chown pipeline /var/lib/pipeline
 ENV PIPELINE_MIGRATIONS_DIR=/app/sql/migrations PIPELINE_CONTRACT_PATH=/app/contracts/organization-bootstrap-events.yaml PIPELINE_DATA_DIR=/var/lib/pipeline PIPELINE_WEB_PORT=6066
 USER pipeline
 EXPOSE 6066

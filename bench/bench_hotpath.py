@@ -53,7 +53,7 @@ def capture(events: int, path: Path) -> None:
     from bench.bench_reader import _admin_dsn, settle, write_backlog
     from pipeline.dev.layout import load_layout
     from pipeline.migrate import migrate
-    from replication.hotpath import payload_tag
+    from replication.frame_loop import payload_tag
     from replication.wire import ReplicationWire
 
     layout = load_layout()
@@ -108,12 +108,12 @@ def replay(path: Path, rounds: int) -> dict[str, object]:
     from replication import native
     from replication.batcher import PartitionBatcher, RecordBatch
     from replication.decoder import decode_pgoutput, parse_copy_data
-    from replication.hotpath import FrameLoop, payload_tag
+    from replication.frame_loop import FrameLoop, payload_tag
     from replication.lsn import LSN, Position
     from replication.messages import Relation, XLogData
     from replication.rows import RelationCache
     from replication.tracker import FlushTracker
-    from replication.values import ValueEncoder
+    from replication.value_encoder import ValueEncoder
 
     frames: list[bytes] = pickle.loads(path.read_bytes())
     events = sum(1 for f in frames if payload_tag(f) == INSERT)

@@ -2,14 +2,15 @@
 
 ``contracts/organization-bootstrap-events.yaml`` describes every event on the
 ``domain-events`` topic: one message per event type, each with a JSON Schema for the whole
-``domain_events`` row. This module loads that document, resolves its local ``$ref``s and
-compiles one fastjsonschema validator per event type, so checking an event costs one dict
+``domain_events`` row. :mod:`pipeline.contract_loader` reads that document and resolves
+its local ``$ref``s; this module, the validator, compiles one fastjsonschema validator
+per event type, so checking an event costs one dict
 lookup and one call to generated Python code.
 
 A row that breaks the contract raises :class:`ContractViolation`, which names the event
 type, the JSON path of the offending value (``event_data.admins[0].email``) and what is
 wrong with it; the consumer sends such an event to the dead-letter topic with that reason
-(DESIGN.md invariant 7).
+(docs/design.md, invariant 7).
 
 The document is found at ``$PIPELINE_CONTRACT_PATH`` when that is set, otherwise next to
 the package in the repository (``contracts/`` beside ``pipeline/``).
@@ -19,28 +20,42 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Final, TypeAlias
 
 import fastjsonschema
-import yaml
 
-try:  # libyaml's parser reads the contract about ten times faster than pure Python.
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
-
-JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
-JsonObject: TypeAlias = dict[str, JsonValue]
-
-CONTRACT_PATH_ENV: Final = "PIPELINE_CONTRACT_PATH"
-DEFAULT_CONTRACT_PATH: Final = (
-    Path(__file__).resolve().parent.parent / "contracts" / "organization-bootstrap-events.yaml"
+from pipeline.contract_loader import (
+    CONTRACT_PATH_ENV,
+    DEFAULT_CONTRACT_PATH,
+    ContractDocument,
+    ContractError,
+    ContractLoadError,
+    JsonObject,
+    JsonValue,
+    MessageExample,
+    MessageSpec,
+    read_document,
 )
+
+__all__ = [
+    "CONTRACT_PATH_ENV",
+    "DEFAULT_CONTRACT_PATH",
+    "Contract",
+    "ContractDocument",
+    "ContractError",
+    "ContractLoadError",
+    "ContractViolation",
+    "JsonObject",
+    "JsonValue",
+    "MessageExample",
+    "MessageSpec",
+    "contract_path",
+    "default_contract",
+    "validate_event",
+]
 
 # Formats that fastjsonschema does not know and skips silently: a schema that uses one
 # must also carry a `pattern`, or the format would be documentation nobody enforces.
@@ -50,20 +65,10 @@ _UNENFORCED_FORMATS: Final = frozenset({"uuid"})
 _DRAFT_07: Final = "http://json-schema.org/draft-07/schema#"
 _ROOT_PATH: Final = "$"
 _VALUE_NAME: Final = "data"
-_TIMESTAMP_TAG: Final = "tag:yaml.org,2002:timestamp"
-_BOOL_TAG: Final = "tag:yaml.org,2002:bool"
-
-
-class ContractError(Exception):
-    """Base class of the errors of this module."""
-
-
-class ContractLoadError(ContractError):
-    """The contract document cannot be read, resolved or compiled."""
 
 
 class ContractViolation(ContractError):
-    """An event (or its Kafka headers) does not match the contract.
+    """An event does not match the contract.
 
     ``event_type`` is the event's type, or ``None`` when the event has no usable one;
     ``path`` is the dotted JSON path of the offending value relative to the event
@@ -82,37 +87,6 @@ class ContractViolation(ContractError):
         return f"{self.event_type or '<no event_type>'}: {self.path}: {self.message}"
 
 
-@dataclass(frozen=True, slots=True)
-class MessageExample:
-    """One example of a message, as written in the contract: a full valid event."""
-
-    event_type: str
-    name: str
-    summary: str
-    payload: JsonObject
-    headers: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class MessageSpec:
-    """What the contract says about one event type.
-
-    ``payload_schema`` and ``headers_schema`` are the message's schemas with every
-    ``$ref`` resolved; ``sent_by`` and ``received_by`` name the operations that send and
-    receive the message.
-    """
-
-    event_type: str
-    message_id: str
-    title: str
-    summary: str
-    description: str
-    payload_schema: JsonObject
-    headers_schema: JsonObject | None
-    sent_by: tuple[str, ...]
-    received_by: tuple[str, ...]
-
-
 _Validator: TypeAlias = Callable[[object], object]
 
 
@@ -121,7 +95,6 @@ class Contract:
 
     __slots__ = (
         "_examples",
-        "_header_validators",
         "_messages",
         "_validators",
         "description",
@@ -131,35 +104,20 @@ class Contract:
         "version",
     )
 
-    def __init__(
-        self,
-        *,
-        path: Path,
-        title: str,
-        version: str,
-        description: str,
-        topic: str,
-        messages: tuple[MessageSpec, ...],
-        examples: Mapping[str, tuple[MessageExample, ...]],
-    ) -> None:
-        self.path = path
-        self.title = title
-        self.version = version
-        self.description = description
-        self.topic = topic
-        self._messages = {spec.event_type: spec for spec in messages}
-        self._examples = dict(examples)
-        self._validators = {spec.event_type: _compile(spec.payload_schema) for spec in messages}
-        self._header_validators = {
-            spec.event_type: _compile(spec.headers_schema)
-            for spec in messages
-            if spec.headers_schema is not None
+    def __init__(self, document: ContractDocument) -> None:
+        """Compile a document read by :func:`pipeline.contract_loader.read_document`."""
+        self.path, self.title, self.version = document.path, document.title, document.version
+        self.description, self.topic = document.description, document.topic
+        self._messages = {spec.event_type: spec for spec in document.messages}
+        self._examples = dict(document.examples)
+        self._validators = {
+            spec.event_type: _compile(spec.payload_schema) for spec in document.messages
         }
 
     @classmethod
     def load(cls, path: Path | None = None) -> Contract:
         """Read, resolve and compile the contract at ``path`` (default: :func:`contract_path`)."""
-        return _load(path if path is not None else contract_path())
+        return cls(read_document(path if path is not None else contract_path()))
 
     def event_types(self) -> frozenset[str]:
         """Every event type the contract describes."""
@@ -197,21 +155,6 @@ class Contract:
                 f"{len(self._validators)} types (see {self.path.name})",
             )
         _run(validator, row, event_type)
-
-    def validate_headers(self, event_type: str, headers: Mapping[str, str]) -> None:
-        """Check the Kafka headers of an event, decoded to text, against the contract."""
-        validator = self._header_validators.get(event_type)
-        if validator is None:
-            if event_type not in self._messages:
-                raise ContractViolation(
-                    event_type, "event_type", f"unknown event type {event_type!r}"
-                )
-            return
-        try:
-            _run(validator, headers, event_type)
-        except ContractViolation as exc:
-            path = "headers" if exc.path == _ROOT_PATH else f"headers.{exc.path}"
-            raise ContractViolation(event_type, path, exc.message) from None
 
 
 def contract_path() -> Path:
@@ -300,203 +243,3 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException) -> tuple[str, str]:
 
 def _join(path: str, key: str) -> str:
     return key if path == _ROOT_PATH else f"{path}.{key}"
-
-
-# ---- loading -----------------------------------------------------------------------
-
-
-class _JsonYamlLoader(_SafeLoader):
-    """A SafeLoader that reads scalars as JSON (and YAML 1.2, and the AsyncAPI parser) do.
-
-    YAML 1.1 turns an unquoted ``2025-11-26T03:01:00Z`` into a datetime and ``yes`` or
-    ``on`` into booleans; here they stay strings, so an example means the same thing to
-    Python as to every other reader of the contract.
-    """
-
-
-_JsonYamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_TIMESTAMP_TAG, _BOOL_TAG)]
-    for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
-}
-_JsonYamlLoader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _load(path: Path) -> Contract:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ContractLoadError(
-            f"cannot read the contract at {path}: {exc.strerror}; "
-            f"set {CONTRACT_PATH_ENV} to the file's location"
-        ) from exc
-    try:
-        # A SafeLoader subclass: builds plain values only, never arbitrary objects.
-        raw: object = yaml.load(text, Loader=_JsonYamlLoader)
-    except yaml.YAMLError as exc:
-        raise ContractLoadError(f"{path} is not valid YAML: {exc}") from exc
-    document = _as_object(_to_json(raw, "$"), "$")
-    if not str(document.get("asyncapi", "")).startswith("3."):
-        raise ContractLoadError(f"{path} is not an AsyncAPI 3 document")
-
-    channels = _as_object(document.get("channels"), "channels")
-    if len(channels) != 1:
-        raise ContractLoadError(f"{path} must describe exactly one channel, found {len(channels)}")
-    channel_id, channel_node = next(iter(channels.items()))
-    channel = _as_object(_resolve(channel_node, document), f"channels.{channel_id}")
-    info = _as_object(document.get("info"), "info")
-    senders, receivers = _operations_by_message(document, channel_id)
-
-    specs: list[MessageSpec] = []
-    examples: dict[str, tuple[MessageExample, ...]] = {}
-    channel_messages = _as_object(channel.get("messages"), f"channels.{channel_id}.messages")
-    for message_id, node in channel_messages.items():
-        where = f"channels.{channel_id}.messages.{message_id}"
-        message = _as_object(_resolve(node, document), where)
-        spec = _message_spec(message_id, message, where, senders, receivers)
-        if spec.event_type in examples:
-            raise ContractLoadError(f"{where}: event type {spec.event_type} is described twice")
-        specs.append(spec)
-        examples[spec.event_type] = _examples(spec.event_type, message, where)
-    return Contract(
-        path=path,
-        title=_text(info, "title"),
-        version=_text(info, "version"),
-        description=_text(info, "description"),
-        topic=_text(channel, "address"),
-        messages=tuple(specs),
-        examples=examples,
-    )
-
-
-def _operations_by_message(
-    document: JsonObject, channel_id: str
-) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Map each channel message id to the operations that send and that receive it."""
-    senders: dict[str, list[str]] = {}
-    receivers: dict[str, list[str]] = {}
-    prefix = f"#/channels/{channel_id}/messages/"
-    operations = document.get("operations") or {}
-    for operation_id, node in _as_object(operations, "operations").items():
-        operation = _as_object(node, f"operations.{operation_id}")
-        target = senders if operation.get("action") == "send" else receivers
-        for ref in _as_list(operation.get("messages", []), f"operations.{operation_id}"):
-            pointer = _as_object(ref, f"operations.{operation_id}.messages").get("$ref")
-            if isinstance(pointer, str) and pointer.startswith(prefix):
-                target.setdefault(pointer.removeprefix(prefix), []).append(operation_id)
-    return senders, receivers
-
-
-def _message_spec(
-    message_id: str,
-    message: JsonObject,
-    where: str,
-    senders: Mapping[str, list[str]],
-    receivers: Mapping[str, list[str]],
-) -> MessageSpec:
-    event_type = _text(message, "name")
-    payload = _as_object(message.get("payload"), f"{where}.payload")
-    properties = _as_object(payload.get("properties"), f"{where}.payload.properties")
-    event_type_schema = _as_object(properties.get("event_type"), f"{where}.payload.event_type")
-    # Validators are chosen by the row's event_type, so a message whose schema pinned a
-    # different type would never accept its own events.
-    if event_type_schema.get("const") != event_type:
-        raise ContractLoadError(
-            f"{where}: payload.properties.event_type.const must equal the message name "
-            f"{event_type!r}"
-        )
-    headers = message.get("headers")
-    return MessageSpec(
-        event_type=event_type,
-        message_id=message_id,
-        title=_text(message, "title"),
-        summary=_text(message, "summary"),
-        description=_text(message, "description"),
-        payload_schema=payload,
-        headers_schema=_as_object(headers, f"{where}.headers") if headers is not None else None,
-        sent_by=tuple(senders.get(message_id, ())),
-        received_by=tuple(receivers.get(message_id, ())),
-    )
-
-
-def _examples(event_type: str, message: JsonObject, where: str) -> tuple[MessageExample, ...]:
-    found: list[MessageExample] = []
-    for index, node in enumerate(_as_list(message.get("examples", []), f"{where}.examples")):
-        example = _as_object(node, f"{where}.examples[{index}]")
-        headers = _as_object(example.get("headers", {}), f"{where}.examples[{index}].headers")
-        found.append(
-            MessageExample(
-                event_type=event_type,
-                name=_text(example, "name") or f"example {index}",
-                summary=_text(example, "summary"),
-                payload=_as_object(example.get("payload"), f"{where}.examples[{index}].payload"),
-                headers={key: _text(headers, key) for key in headers},
-            )
-        )
-    return tuple(found)
-
-
-def _resolve(node: JsonValue, document: JsonObject, seen: tuple[str, ...] = ()) -> JsonValue:
-    """Inline every local ``$ref`` under ``node`` (the contract has no recursive schemas)."""
-    if isinstance(node, list):
-        return [_resolve(item, document, seen) for item in node]
-    if not isinstance(node, dict):
-        return node
-    ref = node.get("$ref")
-    if not isinstance(ref, str):
-        return {key: _resolve(value, document, seen) for key, value in node.items()}
-    if len(node) > 1:
-        # Draft-07 ignores a $ref's siblings; a description or pattern written there
-        # would be documentation that no validator enforces, so refuse it.
-        raise ContractLoadError(f"{ref}: keys beside $ref are ignored by JSON Schema draft-07")
-    if ref in seen:
-        raise ContractLoadError(f"{ref}: recursive $ref is not supported")
-    return _resolve(_pointer(document, ref), document, (*seen, ref))
-
-
-def _pointer(document: JsonObject, ref: str) -> JsonValue:
-    if not ref.startswith("#/"):
-        raise ContractLoadError(f"{ref}: only local references (#/...) are supported")
-    node: JsonValue = document
-    for token in ref[2:].split("/"):
-        key = token.replace("~1", "/").replace("~0", "~")
-        if not isinstance(node, dict) or key not in node:
-            raise ContractLoadError(f"{ref}: no such element in the contract")
-        node = node[key]
-    return node
-
-
-def _to_json(value: object, where: str) -> JsonValue:
-    """Check that YAML gave plain JSON values, and type them as such."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list):
-        return [_to_json(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, dict):
-        result: JsonObject = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ContractLoadError(f"{where}: key {key!r} is not a string")
-            result[key] = _to_json(item, f"{where}.{key}")
-        return result
-    raise ContractLoadError(f"{where}: {type(value).__name__} is not a JSON value; quote it")
-
-
-def _as_object(value: JsonValue, where: str) -> JsonObject:
-    if not isinstance(value, dict):
-        raise ContractLoadError(f"{where}: expected an object")
-    return value
-
-
-def _as_list(value: JsonValue, where: str) -> list[JsonValue]:
-    if not isinstance(value, list):
-        raise ContractLoadError(f"{where}: expected a list")
-    return value
-
-
-def _text(node: JsonObject, key: str) -> str:
-    value = node.get(key, "")
-    if not isinstance(value, str):
-        raise ContractLoadError(f"{key}: expected a string, got {type(value).__name__}")
-    return value

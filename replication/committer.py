@@ -23,19 +23,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from replication import killpoint
+from replication.batcher import AcksCallback
 from replication.kafka_client import client_options
 from replication.lsn import Position
+from replication.ports import RecordProducer, ResumeReader
+from replication.reader_config import ReaderConfig
 from replication.resume import ResumeFilter, read_last_positions, resume_positions
-
-if TYPE_CHECKING:
-    from replication.resume import Add
-    from replication.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,51 +42,10 @@ log = logging.getLogger(__name__)
 RESUME_READ_TIMEOUT = 60.0
 
 
-class Committer:
-    """Owns the session producer's transactions and when delivered events reach the tracker."""
+def kafka_resume_reader(cfg: ReaderConfig) -> ResumeReader:
+    """Where each partition of ``cfg.topic`` ends, read with a ``read_committed`` consumer."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._uncommitted: list[Position] = []
-        self._wanted = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self.resume: ResumeFilter | None = None
-
-    @property
-    def transactional(self) -> bool:
-        return self._session.producer.transactional_id is not None
-
-    async def open(self, resuming: bool) -> None:
-        """Start the producer (fencing the previous reader); when ``resuming`` an existing
-        slot, read where each partition ends and filter what Kafka already holds."""
-        session = self._session
-        started = time.monotonic()
-        await session.producer.start()
-        if self.transactional:
-            log.info(
-                "slot=%s transactional id %s ready in %.1fs: any former reader is fenced",
-                session.cfg.slot,
-                session.producer.transactional_id,
-                time.monotonic() - started,
-            )
-        add: Add = session.producer.direct_add
-        if resuming:
-            started = time.monotonic()
-            self.resume = await self._resume_filter(add)
-            log.info(
-                "slot=%s resume positions read in %.1fs",
-                session.cfg.slot,
-                time.monotonic() - started,
-            )
-            if self.resume is not None:
-                add = self.resume
-        session.loop.add = add
-
-    async def _resume_filter(self, forward: Add) -> ResumeFilter | None:
-        session = self._session
-        cfg = session.cfg
-        partitions = session.producer.partitions
+    async def read(partitions: int) -> dict[int, Position | None]:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=cfg.kafka_bootstrap,
             isolation_level="read_committed",
@@ -101,9 +59,72 @@ class Committer:
         await consumer.start()
         try:
             async with asyncio.timeout(RESUME_READ_TIMEOUT):
-                last = await read_last_positions(consumer, cfg.topic, partitions)
+                return await read_last_positions(consumer, cfg.topic, partitions)
         finally:
             await consumer.stop()
+
+    return read
+
+
+class Committer:
+    """Owns the session producer's transactions and when delivered events reach the
+    tracker (``tracker_acks``: the checkpointer's ``tracker.ack_streamed``).
+
+    ``dropped`` takes the resent events the resume filter drops (already in Kafka: as
+    good as acked); ``fail`` takes an error of the background commits, which the stream
+    raises.
+    """
+
+    def __init__(
+        self,
+        config: ReaderConfig,
+        producer: RecordProducer,
+        *,
+        tracker_acks: Callable[[list[Position]], None],
+        dropped: AcksCallback,
+        fail: Callable[[BaseException], None],
+        read_resume: ResumeReader | None = None,
+    ) -> None:
+        self.cfg, self.producer = config, producer
+        self._tracker_acks, self._dropped, self._fail = tracker_acks, dropped, fail
+        self._read_resume = read_resume or kafka_resume_reader(config)
+        self._uncommitted: list[Position] = []
+        self._wanted = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.resume: ResumeFilter | None = None
+
+    @property
+    def transactional(self) -> bool:
+        return self.producer.transactional_id is not None
+
+    async def open(self, resuming: bool) -> ResumeFilter | None:
+        """Start the producer (fencing the previous reader); when ``resuming`` an existing
+        slot, read where each partition ends: the filter of what Kafka already holds, to
+        put in front of the producer's ``direct_add`` (None: nothing to filter)."""
+        started = time.monotonic()
+        await self.producer.start()
+        if self.transactional:
+            log.info(
+                "slot=%s transactional id %s ready in %.1fs: any former reader is fenced",
+                self.cfg.slot,
+                self.producer.transactional_id,
+                time.monotonic() - started,
+            )
+        if resuming:
+            started = time.monotonic()
+            self.resume = await self._resume_filter()
+            log.info(
+                "slot=%s resume positions read in %.1fs",
+                self.cfg.slot,
+                time.monotonic() - started,
+            )
+        return self.resume
+
+    async def _resume_filter(self) -> ResumeFilter | None:
+        cfg = self.cfg
+        partitions = self.producer.partitions
+        last = await self._read_resume(partitions)
         resume = resume_positions(last, partitions)
         if all(pos is None for pos in resume):
             log.info("slot=%s topic %s holds nothing of the stream yet", cfg.slot, cfg.topic)
@@ -114,23 +135,21 @@ class Committer:
             cfg.topic,
             ", ".join(f"[{p}] {pos}" for p, pos in enumerate(resume) if pos is not None),
         )
-        return ResumeFilter(resume, forward, self._drop, self._passed)
+        return ResumeFilter(resume, self.producer.direct_add, self._drop, self._passed)
 
     def _drop(self, position: Position) -> None:
         # Already in Kafka (committed): delivered, as far as the tracker is concerned.
-        self._session._on_acks([position], None)
+        self._dropped([position], None)
 
     def _passed(self) -> None:
-        session = self._session
-        session.loop.add = session.producer.direct_add
         if self.resume is not None:
             log.info(
                 "slot=%s past the resume positions (up to %s): %d event(s) already in "
                 "topic %s were not sent again",
-                session.cfg.slot,
+                self.cfg.slot,
                 self.resume.horizon,
                 self.resume.dropped,
-                session.cfg.topic,
+                self.cfg.topic,
             )
 
     def delivered(self, positions: list[Position]) -> None:
@@ -138,11 +157,11 @@ class Committer:
         if self.transactional:
             self._uncommitted.extend(positions)
         else:
-            self._session.tracker.ack_streamed(positions)  # snapshot rows are skipped
+            self._tracker_acks(positions)  # snapshot rows are skipped
 
     def idle(self) -> None:
         """The reader has caught up: hand over what is held back, and commit it."""
-        self._session.producer.release()
+        self.producer.release()
         if self.transactional:
             self._wanted.set()
 
@@ -155,7 +174,7 @@ class Committer:
         """Group commit: once the reader has caught up, commit, and again at once while
         anything came in (or was still held in a batch) during the commit; under a
         backlog (never idle), every ``status_interval``."""
-        interval = self._session.cfg.status_interval
+        interval = self.cfg.status_interval
         while True:
             idle = False
             with contextlib.suppress(TimeoutError):
@@ -167,30 +186,28 @@ class Committer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the session raises it (replication.retry decides)
-                if self._session.failure is None:
-                    self._session.failure = exc
+                self._fail(exc)
                 return
             if idle and self._pending():
                 self._wanted.set()
 
     def _pending(self) -> bool:
-        return bool(self._uncommitted) or self._session.producer.uncommitted
+        return bool(self._uncommitted) or self.producer.uncommitted
 
     async def commit(self) -> None:
         """Commit what was handed to the producer so far (call ``producer.flush()``
         first to include everything added); raises on failure."""
         if not self.transactional:
             return
-        session = self._session
         async with self._lock:
             if not self._pending():
                 return
-            await session.producer.commit()
+            await self.producer.commit()
             killpoint.reached("reader.after_commit")  # in Kafka, not yet confirmed to the slot
             # Every ack so far is of a batch of the transaction just committed: the
             # gate let no batch of the next one through before commit() returned.
             done, self._uncommitted = self._uncommitted, []
-            session.tracker.ack_streamed(done)
+            self._tracker_acks(done)
 
     async def close(self) -> None:
         """Stop committing; abort what was not committed (a session that failed), stop
@@ -200,7 +217,7 @@ class Committer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        producer = self._session.producer
+        producer = self.producer
         try:
             if not self.transactional:
                 await asyncio.wait_for(producer.flush(), 30)

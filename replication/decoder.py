@@ -1,4 +1,4 @@
-"""Pure decoder for pgoutput messages (v1, v2); the walsender's CopyData frames around
+"""Pure decoder for pgoutput messages (protocol version 1); the walsender's CopyData frames around
 them are :mod:`replication.frames` (re-exported here).
 
 Modelled on jackc/pglogrepl: flat functions from bytes to the frozen values of
@@ -6,6 +6,11 @@ Modelled on jackc/pglogrepl: flat functions from bytes to the frozen values of
 Replication Protocol" and "Logical Replication Message Formats" chapters. Integers
 are big-endian; LSNs, xids and OIDs are unsigned; timestamps are microseconds since
 2000-01-01 00:00 UTC.
+
+Protocol version 1 is what the reader asks for (``replication.session``): PostgreSQL then
+decodes a large transaction only once it has committed (spilling to disk past
+``logical_decoding_work_mem``) and never sends the streaming messages of version 2
+(Stream Start/Stop/Commit/Abort, and an xid in each change); their tags are refused here.
 
 Every bounds check is explicit, so a truncated or malformed buffer raises
 :class:`~replication.errors.DecodeError` naming the message kind, the byte offset and
@@ -35,10 +40,6 @@ from replication.messages import (
     Relation,
     RelationColumn,
     StandbyStatusUpdate,
-    StreamAbort,
-    StreamCommit,
-    StreamStart,
-    StreamStop,
     Truncate,
     TupleData,
     Type,
@@ -61,10 +62,6 @@ __all__ = [
     "Relation",
     "RelationColumn",
     "StandbyStatusUpdate",
-    "StreamAbort",
-    "StreamCommit",
-    "StreamStart",
-    "StreamStop",
     "Truncate",
     "TupleData",
     "Type",
@@ -85,8 +82,6 @@ _I32: Final = struct.Struct(">i")
 _U64: Final = struct.Struct(">Q")
 _BEGIN: Final = struct.Struct(">QqI")  # final (commit) lsn, commit time, xid
 _COMMIT: Final = struct.Struct(">BQQq")  # flags, commit lsn, end lsn, commit time
-_STREAM_COMMIT: Final = struct.Struct(">IBQQq")  # xid, then as Commit
-_STREAM_ABORT: Final = struct.Struct(">II")  # xid, subxid
 _REL_COLUMN_TAIL: Final = struct.Struct(">Ii")  # type oid, atttypmod
 
 _TAG_NAMES = {
@@ -100,10 +95,6 @@ _TAG_NAMES = {
     0x44: "Delete",
     0x54: "Truncate",
     0x4D: "Message",
-    0x53: "Stream Start",
-    0x45: "Stream Stop",
-    0x63: "Stream Commit",
-    0x41: "Stream Abort",
 }
 
 
@@ -229,15 +220,9 @@ def _tuple_data(buf: bytes, pos: int, kind: str) -> tuple[TupleData, int]:
     return tup, pos
 
 
-def _insert(buf: bytes, in_stream: bool) -> Insert:
+def _insert(buf: bytes) -> Insert:
     # Hand-inlined: Inserts are nearly all the traffic.
     pos = 1
-    xid: int | None = None
-    if in_stream:
-        if len(buf) < 5:
-            raise _short("Insert", 1, "Int32 xid", 4, len(buf) - 1)
-        xid = _U32.unpack_from(buf, 1)[0]
-        pos = 5
     if len(buf) < pos + 5:
         raise _short("Insert", pos, "Int32 relation id + 'N'", 5, len(buf) - pos)
     relation_id: int = _U32.unpack_from(buf, pos)[0]
@@ -253,7 +238,7 @@ def _insert(buf: bytes, in_stream: bool) -> Insert:
             offset=pos,
             expected="end of message",
         )
-    return Insert(xid, relation_id, new)
+    return Insert(relation_id, new)
 
 
 def _old_tuple(r: _Reader) -> tuple[str, TupleData]:
@@ -263,25 +248,21 @@ def _old_tuple(r: _Reader) -> tuple[str, TupleData]:
     return chr(tag), r.tuple_data()
 
 
-def decode_pgoutput(payload: bytes | bytearray | memoryview, in_stream: bool = False) -> Message:
-    """Decode one pgoutput message (protocol v1 or v2) from an XLogData payload.
-
-    ``in_stream`` must be True between Stream Start and Stream Stop: there, Relation,
-    Type, Insert, Update, Delete, Truncate and Message carry the xid after the tag.
-    """
+def decode_pgoutput(payload: bytes | bytearray | memoryview) -> Message:
+    """Decode one pgoutput message (protocol version 1) from an XLogData payload."""
     buf = _as_bytes(payload)
     if not buf:
         raise DecodeError("empty payload", kind="pgoutput", offset=0, expected="message tag")
     tag = buf[0]
     if tag == 0x49:  # 'I'
-        return _insert(buf, in_stream)
+        return _insert(buf)
     kind = _TAG_NAMES.get(tag)
     if kind is None:
         raise DecodeError(
             f"unknown message tag {chr(tag)!r}",
             kind="pgoutput",
             offset=0,
-            expected="a protocol v1/v2 message tag",
+            expected="a protocol version 1 message tag",
         )
     r = _Reader(buf, kind, 1)
     msg: Message
@@ -293,24 +274,14 @@ def decode_pgoutput(payload: bytes | bytearray | memoryview, in_stream: bool = F
         msg = Commit(flags, LSN(lsn), LSN(end_lsn), ts)
     elif tag == 0x4F:  # 'O'
         msg = Origin(r.lsn("commit LSN"), r.string("origin name"))
-    elif tag == 0x53:  # 'S'
-        msg = StreamStart(r.u32("xid"), r.u8("first-segment flag") == 1)
-    elif tag == 0x45:  # 'E'
-        msg = StreamStop()
-    elif tag == 0x63:  # 'c'
-        xid, flags, lsn, end_lsn, ts = r.unpack(_STREAM_COMMIT, "xid, flags, LSNs, commit time")
-        msg = StreamCommit(xid, flags, LSN(lsn), LSN(end_lsn), ts)
-    elif tag == 0x41:  # 'A'
-        xid, subxid = r.unpack(_STREAM_ABORT, "xid, subtransaction xid")
-        msg = StreamAbort(xid, subxid)
     else:
-        msg = _xid_message(r, tag, r.u32("Int32 xid") if in_stream else None)
+        msg = _change_message(r, tag)
     r.end()
     return msg
 
 
-def _xid_message(r: _Reader, tag: int, xid: int | None) -> Message:
-    """Messages that carry an xid inside streamed transactions."""
+def _change_message(r: _Reader, tag: int) -> Message:
+    """Relation, Type, the changes and Message."""
     if tag == 0x52:  # 'R'
         relation_id = r.u32("relation id")
         namespace = r.string("namespace")
@@ -325,9 +296,9 @@ def _xid_message(r: _Reader, tag: int, xid: int | None) -> Message:
             col_name = r.string(f"name of column {i}")
             type_oid, typmod = r.unpack(_REL_COLUMN_TAIL, f"type OID and modifier of column {i}")
             columns.append(RelationColumn(flags, col_name, type_oid, typmod))
-        return Relation(xid, relation_id, namespace, name, replica_identity, tuple(columns))
+        return Relation(relation_id, namespace, name, replica_identity, tuple(columns))
     if tag == 0x59:  # 'Y'
-        return Type(xid, r.u32("type OID"), r.string("namespace"), r.string("type name"))
+        return Type(r.u32("type OID"), r.string("namespace"), r.string("type name"))
     if tag == 0x55:  # 'U'
         relation_id = r.u32("relation id")
         old_kind: str | None = None
@@ -338,18 +309,18 @@ def _xid_message(r: _Reader, tag: int, xid: int | None) -> Message:
             tag2 = r.u8("'N'")
         if tag2 != 0x4E:
             raise DecodeError(f"got {chr(tag2)!r}", kind=r.kind, offset=r.pos - 1, expected="'N'")
-        return Update(xid, relation_id, old_kind, old, r.tuple_data())
+        return Update(relation_id, old_kind, old, r.tuple_data())
     if tag == 0x44:  # 'D'
         relation_id = r.u32("relation id")
         del_kind, del_old = _old_tuple(r)
-        return Delete(xid, relation_id, del_kind, del_old)
+        return Delete(relation_id, del_kind, del_old)
     if tag == 0x54:  # 'T'
         nrels = r.i32("number of relations")
         if nrels < 0:
             raise DecodeError(f"negative relation count {nrels}", kind=r.kind, offset=r.pos - 4)
         options = r.u8("option bits")
         ids = tuple(r.u32(f"relation id {i}") for i in range(nrels))
-        return Truncate(xid, options, ids)
+        return Truncate(options, ids)
     # 'M': the only tag left that _TAG_NAMES knows.
     flags = r.u8("flags")
     lsn = r.lsn("message LSN")
@@ -357,4 +328,4 @@ def _xid_message(r: _Reader, tag: int, xid: int | None) -> Message:
     length = r.i32("content length")
     if length < 0:
         raise DecodeError(f"negative content length {length}", kind=r.kind, offset=r.pos - 4)
-    return LogicalMessage(xid, flags, lsn, prefix, r.raw(length, "message content"))
+    return LogicalMessage(flags, lsn, prefix, r.raw(length, "message content"))

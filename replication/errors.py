@@ -7,14 +7,24 @@ went wrong precisely enough for an operator to act on the message alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from replication.lsn import Position
-
 
 class ReplicationError(Exception):
     """Base class of every error raised by the ``replication`` package."""
+
+
+# --- the replication connection (replication.wire) ------------------------------------
+
+
+class ServerError(ReplicationError):
+    """The server answered a command with an error."""
+
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class StreamClosed(ReplicationError):
+    """The server ended the COPY stream or the connection dropped."""
 
 
 class LSNParseError(ReplicationError, ValueError):
@@ -66,20 +76,6 @@ class TrackerError(ReplicationError):
     Examples: an ack for a position that was never registered (or acked twice),
     transactions registered out of commit order.
     """
-
-
-class EventDeliveryFailed(TrackerError):
-    """One or more events failed permanently, so the flush LSN cannot pass them.
-
-    Raised by :meth:`replication.tracker.FlushTracker.flushable` until the caller has
-    dealt with every failure (for example written it to the dead-letter topic) and
-    called :meth:`~replication.tracker.FlushTracker.resolve` for it.
-    """
-
-    def __init__(self, failures: dict[Position, str]) -> None:
-        self.failures = dict(failures)
-        listed = ", ".join(f"{pos} ({reason})" for pos, reason in self.failures.items())
-        super().__init__(f"{len(self.failures)} event(s) failed permanently: {listed}")
 
 
 # --- the reader's preflight and connection errors (each carries an operator hint) ---------

@@ -112,14 +112,3 @@ class Position:
 
     def __repr__(self) -> str:
         return f"Position('{self}')"
-
-
-def position_unchecked(commit_lsn: LSN, idx: int) -> Position:
-    """``Position(commit_lsn, idx)`` for an idx already known to be a non-negative int.
-
-    Skips the dataclass ``__init__`` and its check: the reader builds one per event.
-    """
-    pos: Position = _new(Position)
-    _set(pos, "commit_lsn", commit_lsn)
-    _set(pos, "idx", idx)
-    return pos

@@ -1,7 +1,8 @@
 """Values the replication decoder produces: walsender frames and pgoutput messages.
 
 Frozen, slotted dataclasses, one per message of PostgreSQL's "Streaming Replication
-Protocol" (frames) and "Logical Replication Message Formats" (pgoutput v1 and v2).
+Protocol" (frames) and "Logical Replication Message Formats" (pgoutput protocol version
+1, the one the reader asks for: no streamed in-progress transactions, so no xid fields).
 Timestamps stay as the protocol's integer microseconds since 2000-01-01 UTC (``*_us``)
 so the hot path does no datetime arithmetic; ``commit_time`` properties convert.
 """
@@ -116,7 +117,6 @@ class RelationColumn:
 class Relation:
     """Describes a table; sent before the first change to it in a session (or on change)."""
 
-    xid: int | None
     relation_id: int
     namespace: str
     name: str
@@ -128,7 +128,6 @@ class Relation:
 class Type:
     """Describes a non-builtin data type used by a following Relation."""
 
-    xid: int | None
     type_oid: int
     namespace: str
     name: str
@@ -156,7 +155,6 @@ class TupleData:
 class Insert:
     """A new row in ``relation_id``."""
 
-    xid: int | None
     relation_id: int
     new: TupleData
 
@@ -165,7 +163,6 @@ class Insert:
 class Update:
     """A changed row. ``old_kind`` is 'K' (key columns only), 'O' (whole old row) or None."""
 
-    xid: int | None
     relation_id: int
     old_kind: str | None
     old: TupleData | None
@@ -176,7 +173,6 @@ class Update:
 class Delete:
     """A deleted row, identified by its key ('K') or whole old row ('O')."""
 
-    xid: int | None
     relation_id: int
     old_kind: str
     old: TupleData
@@ -186,7 +182,6 @@ class Delete:
 class Truncate:
     """TRUNCATE of one or more relations."""
 
-    xid: int | None
     options: int
     relation_ids: tuple[int, ...]
 
@@ -205,7 +200,6 @@ class Truncate:
 class LogicalMessage:
     """A pg_logical_emit_message() record (only sent with the ``messages`` option)."""
 
-    xid: int | None
     flags: int
     lsn: LSN
     prefix: str
@@ -217,56 +211,6 @@ class LogicalMessage:
         return bool(self.flags & 1)
 
 
-@dataclass(frozen=True, slots=True)
-class StreamStart:
-    """Start of a block of changes of an in-progress (streamed) transaction (v2)."""
-
-    xid: int
-    first_segment: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStop:
-    """End of a block of streamed changes (v2)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamCommit:
-    """Commit of a streamed transaction (v2)."""
-
-    xid: int
-    flags: int
-    commit_lsn: LSN
-    end_lsn: LSN
-    commit_time_us: int
-
-    @property
-    def commit_time(self) -> datetime:
-        """The commit timestamp as an aware UTC datetime."""
-        return pg_time_to_datetime(self.commit_time_us)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamAbort:
-    """Abort of a streamed (sub)transaction (v2); ``subxid == xid`` for the top level."""
-
-    xid: int
-    subxid: int
-
-
 Message = (
-    Begin
-    | Commit
-    | Origin
-    | Relation
-    | Type
-    | Insert
-    | Update
-    | Delete
-    | Truncate
-    | LogicalMessage
-    | StreamStart
-    | StreamStop
-    | StreamCommit
-    | StreamAbort
+    Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | LogicalMessage
 )

@@ -33,11 +33,12 @@ STAMP = PACKAGE / "_native.json"
 COMPILED = (
     "batcher",
     "decoder",
-    "hotpath",
+    "frame_loop",
     "partitioner",
+    "record_value",
     "rows",
     "tracker",
-    "values",
+    "value_encoder",
 )
 
 

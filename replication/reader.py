@@ -105,7 +105,7 @@ class Reader:
 
     async def session(self, stop: asyncio.Event) -> None:
         """One replication session: the replication connection and its lock first (a
-        refusal leaves nothing behind), then preflight, the topic, (snapshot), stream."""
+        refusal leaves nothing behind), then preflight, the topics, (snapshot), stream."""
         check_dsn(self.config.dsn)
         cfg = dataclasses.replace(
             self.config, dsn=make_conninfo(self.config.dsn, application_name=self.application_name)
@@ -131,10 +131,13 @@ class Reader:
             log.warning("slot=%s has no completed initial snapshot: recreating it", cfg.slot)
             await drop_inactive_slot(cfg.dsn, cfg.slot)
             state = SlotState(exists=False)
-        await ensure_topic(
-            cfg.kafka_bootstrap,
-            TopicSpec(cfg.topic, cfg.partitions, cfg.replication_factor),
-            cfg.kafka_security,
-        )
+        # The topic, and the dead-letter topic the session writes rows it cannot convert
+        # to (unlimited retention both: dead letters are kept until handled).
+        for topic in (cfg.topic, cfg.dead_letter_topic):
+            await ensure_topic(
+                cfg.kafka_bootstrap,
+                TopicSpec(topic, cfg.partitions, cfg.replication_factor),
+                cfg.kafka_security,
+            )
         session = Session(cfg, self.stats, state, self._ack_hook)
         await session.run(stop, wire)

@@ -1,6 +1,6 @@
 """The reader's dead letters: a row it truly cannot convert, set aside once, bounded.
 
-Since jsonb is carried verbatim (:mod:`replication.values`), what is left here is a row
+Since jsonb is carried verbatim (:mod:`replication.value_encoder`), what is left here is a row
 no JSON value can represent faithfully: invalid UTF-8 (a ``SQL_ASCII`` database), a
 timestamp outside RFC 3339's years, a required column that is NULL. The dead-letter
 value names the reason and position and holds the columns' text, each cut at
@@ -26,7 +26,7 @@ from replication.deadletter_store import MAX_REASON, DeadLetter, claim, mark
 from replication.errors import DecodeError
 from replication.lsn import Position
 from replication.messages import TupleData
-from replication.producer import EventProducer
+from replication.ports import RecordProducer
 from replication.rows import RelationCache, column_text
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def reader_dead_letter_value(
 async def send_reader_dead_letter(
     dsn: str,
     letter: DeadLetter,
-    producer: EventProducer,
+    producer: RecordProducer,
     topic: str,
     xid: int,
 ) -> str | None:

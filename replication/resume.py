@@ -67,11 +67,20 @@ class ResumeFilter:
 
     ``forward`` is the batcher's ``add``; ``drop(position)`` reports a dropped event as
     delivered (the slot may then confirm it); ``passed()`` is called once, at the first
-    event after every resume position, so the caller can hand events to ``forward``
-    directly from then on (the filter still forwards correctly if called again).
+    event after every resume position; from then on every event is forwarded without a
+    look at it (the stream comes in order: nothing after that event is in Kafka).
     """
 
-    __slots__ = ("_drop", "_forward", "_horizon", "_partition", "_passed", "_resume", "dropped")
+    __slots__ = (
+        "_drop",
+        "_forward",
+        "_horizon",
+        "_partition",
+        "_passed",
+        "_resume",
+        "_through",
+        "dropped",
+    )
 
     def __init__(
         self,
@@ -87,6 +96,7 @@ class ResumeFilter:
         self._passed: Callable[[], None] | None = passed
         known = [pos for pos in self._resume if pos is not None]
         self._horizon = max(known) if known else None
+        self._through = False
         self.dropped = 0
 
     @property
@@ -95,8 +105,12 @@ class ResumeFilter:
         return self._horizon
 
     def __call__(self, position: Position, key: bytes, value: bytes, headers: Headers) -> None:
+        if self._through:
+            self._forward(position, key, value, headers)
+            return
         horizon = self._horizon
         if horizon is None or position > horizon:
+            self._through = True
             if self._passed is not None:
                 passed, self._passed = self._passed, None
                 passed()

@@ -20,8 +20,7 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
 )
 
-from replication.errors import DeliveryError, ReaderSetupError, SlotInUse
-from replication.wire import ServerError, StreamClosed
+from replication.errors import DeliveryError, ReaderSetupError, ServerError, SlotInUse, StreamClosed
 
 
 class Directive(enum.Enum):

@@ -1,27 +1,28 @@
-"""Turn pgoutput tuples of ``domain_events`` into typed rows, and rows into Kafka values.
+"""The ``domain_events`` relation as the reader sees it: its Relation messages by id
+(:class:`RelationCache`), which column feeds which field of the Kafka value
+(:func:`match_columns`), and the column formats both paths share.
 
 pgoutput sends every column in PostgreSQL's *text* output format (kind ``'t'``), or, when
 the reader asked for ``binary 'true'`` (PostgreSQL 14+), in each type's binary send
-format (kind ``'b'``); conversion is by the column's type OID from the Relation message,
-with one converter per format. A type without a binary converter here is a
-:class:`~replication.errors.DecodeError` naming it, never a guess. The Relation is cached per relation
-id (:class:`RelationCache`) together with a precomputed plan (which tuple index feeds
-which row field), so converting a row does no name lookups on the hot path.
+format (kind ``'b'``). The Kafka value itself is built by :mod:`replication.value_encoder`;
+here are the parsers it falls back on (:func:`parse_timestamptz`, the binary layouts) and
+:func:`column_text`, a column as readable text for the dead-letter record. A type
+without a binary converter here is a :class:`~replication.errors.DecodeError` naming it,
+never a guess.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, TypeAlias
 from uuid import UUID
 
 import orjson
 
 from replication.errors import DecodeError, UnknownRelationError
-from replication.messages import PG_EPOCH, Insert, Relation, TupleData
+from replication.messages import PG_EPOCH, Relation
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 PgValue: TypeAlias = bool | int | str | UUID | datetime | JSONValue | None
@@ -62,54 +63,9 @@ def parse_timestamptz(text: str) -> datetime:
     return value
 
 
-def _bool(raw: bytes) -> bool:
-    if raw == b"t":
-        return True
-    if raw == b"f":
-        return False
-    raise ValueError(f"invalid boolean {raw!r}")
-
-
-def _uuid(raw: bytes) -> UUID:
-    # uuid.UUID(str) spends most of its time cleaning up the string; PostgreSQL prints
-    # uuids as 36 chars of hex and dashes, so going through the int is ~30% faster
-    # (uuids are two of the nine columns of every row). Anything else takes the
-    # ordinary path, which rejects it with a clear message.
-    digits = raw.replace(b"-", b"")
-    if len(raw) == 36 and len(digits) == 32 and digits.isalnum():
-        return UUID(int=int(digits, 16))
-    return UUID(raw.decode())
-
-
 def _json(raw: bytes) -> JSONValue:
     value: JSONValue = orjson.loads(raw)
     return value
-
-
-_CONVERTERS: dict[int, Callable[[bytes], PgValue]] = {
-    OID_BOOL: _bool,
-    OID_INT4: int,
-    OID_INT8: int,
-    OID_TEXT: bytes.decode,
-    OID_VARCHAR: bytes.decode,
-    OID_UUID: _uuid,
-    OID_JSON: _json,
-    OID_JSONB: _json,
-    OID_TIMESTAMPTZ: lambda raw: parse_timestamptz(raw.decode()),
-}
-
-
-def convert_text_value(type_oid: int, raw: bytes) -> PgValue:
-    """Convert one column from PostgreSQL's text output format by its type OID."""
-    converter = _CONVERTERS.get(type_oid)
-    if converter is None:
-        raise DecodeError(f"unsupported column type OID {type_oid}", kind=_ROW_KIND)
-    try:
-        return converter(raw)
-    except DecodeError:
-        raise
-    except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
-        raise DecodeError(f"invalid value for type OID {type_oid}: {exc}", kind=_ROW_KIND) from exc
 
 
 # -- binary send formats (pgoutput ``binary 'true'``) -------------------------------------
@@ -228,42 +184,7 @@ def column_text(type_oid: int, kind: str, raw: bytes | None) -> str | None:
     return str(value)
 
 
-@dataclass(frozen=True, slots=True)
-class DomainEventRow:
-    """One row of ``domain_events``, as the Kafka value carries it."""
-
-    id: UUID
-    stream_id: UUID
-    stream_type: str
-    stream_version: int
-    event_type: str
-    event_data: JSONValue
-    event_metadata: JSONValue
-    idempotency_key: str | None
-    created_at: datetime
-
-    def to_json_bytes(self) -> bytes:
-        """The Kafka value: a JSON object keyed by column name.
-
-        UUIDs as strings, ``created_at`` as RFC 3339 with its offset, ``event_data`` and
-        ``event_metadata`` embedded as JSON (not as strings holding JSON).
-        """
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "stream_id": self.stream_id,
-                "stream_type": self.stream_type,
-                "stream_version": self.stream_version,
-                "event_type": self.event_type,
-                "event_data": self.event_data,
-                "event_metadata": self.event_metadata,
-                "idempotency_key": self.idempotency_key,
-                "created_at": self.created_at,
-            }
-        )
-
-
-# Row field -> (type OIDs accepted for it, nullable). Order is DomainEventRow's.
+# Value field -> (type OIDs accepted for it, nullable), in the Kafka value's order.
 _FIELDS: tuple[tuple[str, frozenset[int], bool], ...] = (
     ("id", frozenset({OID_UUID}), False),
     ("stream_id", frozenset({OID_UUID}), False),
@@ -275,16 +196,6 @@ _FIELDS: tuple[tuple[str, frozenset[int], bool], ...] = (
     ("idempotency_key", frozenset({OID_TEXT, OID_VARCHAR}), True),
     ("created_at", frozenset({OID_TIMESTAMPTZ}), False),
 )
-
-
-class _Step(NamedTuple):
-    # A plain tuple underneath: unpacked in _row's loop without attribute lookups.
-    field: str
-    column: int  # index in the tuple
-    convert: Callable[[bytes], PgValue]
-    type_oid: int
-    nullable: bool
-    convert_binary: Callable[[bytes], PgValue]
 
 
 def match_columns(rel: Relation) -> list[tuple[str, int, int, bool]]:
@@ -312,53 +223,6 @@ def match_columns(rel: Relation) -> list[tuple[str, int, int, bool]]:
     return matched
 
 
-def _plan(rel: Relation) -> tuple[_Step, ...]:
-    """Match the relation's columns to row fields once; extra columns are ignored."""
-    return tuple(
-        _Step(field, index, _CONVERTERS[oid], oid, nullable, _BINARY_CONVERTERS[oid])
-        for field, index, oid, nullable in match_columns(rel)
-    )
-
-
-def _row(steps: tuple[_Step, ...], tup: TupleData) -> DomainEventRow:
-    kinds = tup.kinds
-    raws = tup.values
-    ncols = len(kinds)
-    values: list[PgValue] = []
-    append = values.append
-    for field, column, convert, type_oid, nullable, convert_binary in steps:
-        if column >= ncols:
-            raise DecodeError(f"missing required column {field!r}", kind=_ROW_KIND)
-        raw = raws[column]
-        kind = kinds[column]
-        if raw is not None and kind in {"t", "b"}:
-            try:
-                append(convert(raw) if kind == "t" else convert_binary(raw))
-            except DecodeError as exc:
-                raise DecodeError(f"column {field!r}: {exc.reason}", kind=_ROW_KIND) from exc
-            except (ValueError, UnicodeDecodeError) as exc:
-                what = "value" if kind == "t" else "binary value"
-                raise DecodeError(
-                    f"column {field!r}: invalid {what} for type OID {type_oid}: {exc}",
-                    kind=_ROW_KIND,
-                ) from exc
-        elif kind == "n" and nullable:
-            append(None)
-        elif kind == "n":
-            raise DecodeError(f"required column {field!r} is NULL", kind=_ROW_KIND)
-        else:
-            # 'u' (unchanged TOAST) cannot occur in an Insert.
-            raise DecodeError(
-                f"column {field!r} has kind {kind!r}", kind=_ROW_KIND, expected="'t', 'b' or 'n'"
-            )
-    return DomainEventRow(*values)  # type: ignore[arg-type]  # types checked by _plan
-
-
-def domain_event_from_tuple(rel: Relation, tup: TupleData) -> DomainEventRow:
-    """Convert a ``domain_events`` tuple described by ``rel`` into a typed row."""
-    return _row(_plan(rel), tup)
-
-
 class RelationCache:
     """Relation messages by relation id, with a row-conversion plan for each.
 
@@ -366,16 +230,15 @@ class RelationCache:
     again whenever the table's definition changes, so ``add`` simply replaces.
     """
 
-    __slots__ = ("_plans", "_relations")
+    __slots__ = ("_relations",)
 
     def __init__(self) -> None:
         self._relations: dict[int, Relation] = {}
-        self._plans: dict[int, tuple[_Step, ...]] = {}
 
     def add(self, rel: Relation) -> None:
-        """Remember (or replace) a relation; its plan is built on first use."""
+        """Remember (or replace) a relation (:class:`~replication.value_encoder.ValueEncoder`
+        builds a new plan when the relation it planned for is replaced)."""
         self._relations[rel.relation_id] = rel
-        self._plans.pop(rel.relation_id, None)
 
     def get(self, relation_id: int) -> Relation:
         """The relation for ``relation_id``; raises UnknownRelationError if never added."""
@@ -393,10 +256,3 @@ class RelationCache:
 
     def __len__(self) -> int:
         return len(self._relations)
-
-    def domain_event(self, msg: Insert) -> DomainEventRow:
-        """Convert an Insert into ``domain_events`` to a typed row, using the cached plan."""
-        steps = self._plans.get(msg.relation_id)
-        if steps is None:
-            steps = self._plans[msg.relation_id] = _plan(self.get(msg.relation_id))
-        return _row(steps, msg.new)

@@ -1,4 +1,5 @@
-"""Preflight checks, publication and slot management for the reader.
+"""Preflight checks, publication and slot management for the reader: the setup of a
+session (:func:`create_slot` also sends the new slot's initial snapshot).
 
 Every refusal is turned into an error with an operator hint before the reader streams:
 ``wal_level`` not logical, a role without REPLICATION, a pooler, a slot with the wrong
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -24,6 +26,8 @@ from replication.errors import (
     WalLevelError,
 )
 from replication.lsn import LSN
+from replication.ports import ReplicationStream
+from replication.snapshot import Send, copy_snapshot
 from replication.wire import ReplicationWire
 
 log = logging.getLogger(__name__)
@@ -225,3 +229,29 @@ async def claim_reader_lock(wire: ReplicationWire, slot: str) -> int | None:
         f"AND ((classid::bigint << 32) | objid::bigint) = {int(number or 0)}"
     )
     return int(holder[0][0]) if holder and holder[0][0] is not None else None
+
+
+async def create_slot(
+    wire: ReplicationStream,
+    dsn: str,
+    slot: str,
+    *,
+    initial_snapshot: bool,
+    send: Send,
+    snapshot_sent: Callable[[], Awaitable[None]],
+) -> tuple[LSN, int]:
+    """Create the slot on the replication connection; with ``initial_snapshot``, send
+    every row of its exported snapshot (``send``), then ``snapshot_sent()`` (which makes
+    them durable in Kafka) and record it. The slot's consistent point and the rows sent."""
+    mode = "export" if initial_snapshot else "nothing"
+    rows = await wire.query(f"CREATE_REPLICATION_SLOT {slot} LOGICAL pgoutput (SNAPSHOT '{mode}')")
+    consistent = LSN.parse(rows[0][1] or "0/0")
+    log.info("created slot=%s at lsn=%s", slot, consistent)
+    copied = 0
+    if initial_snapshot and rows[0][2]:
+        # The exported snapshot lives until the next command on this connection.
+        copied = await copy_snapshot(dsn, rows[0][2], send)
+        await snapshot_sent()
+        log.info("slot=%s initial snapshot: %d rows in Kafka", slot, copied)
+    await record_snapshot(dsn, slot, consistent, copied)
+    return consistent, copied

@@ -24,43 +24,43 @@ from __future__ import annotations
 
 from collections import deque
 
-from replication.errors import EventDeliveryFailed, TrackerError
+from replication.errors import TrackerError
 from replication.lsn import LSN, Position
 
 
 class _Txn:
     # LSNs as ints: the tracker handles one of these per transaction of the stream.
-    __slots__ = ("acked", "commit", "end", "expected", "failed")
+    __slots__ = ("acked", "commit", "end", "expected")
 
     def __init__(self, commit: int) -> None:
         self.commit = commit
         self.end = 0  # set by register; 0 while the transaction is still arriving
         self.expected: int | None = None
         self.acked: set[int] = set()
-        self.failed = 0
 
     def complete(self) -> bool:
-        return self.expected is not None and self.failed == 0 and len(self.acked) == self.expected
+        return self.expected is not None and len(self.acked) == self.expected
 
 
 class FlushTracker:
     """Computes the highest LSN whose every preceding event has been acked by Kafka.
 
-    Usage, in stream order: ``begin(commit_lsn)`` on a Begin (optional, lets acks
-    arrive before the Commit is seen), ``register(commit_lsn, end_lsn, n)`` on the
-    Commit, ``ack(position)`` / ``nack(position, reason)`` from delivery reports (any
-    order, any thread that holds the caller's lock), ``note_keepalive(wal_end)`` on
-    each keepalive, and ``flushable()`` when sending a status update.
+    Usage, in stream order: ``begin_at(commit_lsn)`` on a Begin (optional, lets acks
+    arrive before the Commit is seen), ``register_at(commit_lsn, end_lsn, n)`` on the
+    Commit (LSNs as ints: the reader's hot path calls both once per transaction),
+    ``ack(position)`` / ``ack_streamed(positions)`` from delivery reports (any order),
+    ``note_keepalive(wal_end)`` on each keepalive, and ``flushable()`` when sending a
+    status update. A delivery that fails is never reported here: the session ends
+    (:class:`~replication.errors.DeliveryError`) and the next one resumes from the slot.
     """
 
-    __slots__ = ("_by_lsn", "_failures", "_flushed", "_last_commit", "_pending")
+    __slots__ = ("_by_lsn", "_flushed", "_last_commit", "_pending")
 
     def __init__(self, start: LSN = LSN.ZERO) -> None:
         """``start`` is the slot's confirmed_flush_lsn: nothing below it is reported."""
         self._pending: deque[_Txn] = deque()
         # Keyed by the LSN's int: hashing an int is much cheaper than the dataclass.
         self._by_lsn: dict[int, _Txn] = {}
-        self._failures: dict[Position, str] = {}
         self._flushed = start
         self._last_commit = -1  # the last commit LSN begun or registered, as an int
 
@@ -75,33 +75,20 @@ class FlushTracker:
         self._advance()
         return len(self._pending)
 
-    @property
-    def failures(self) -> dict[Position, str]:
-        """Events nacked and not yet resolved, with their reasons."""
-        return dict(self._failures)
-
-    def begin(self, commit_lsn: LSN) -> None:
+    def begin_at(self, commit_lsn: int) -> None:
         """Announce a transaction being received (``Begin.final_lsn`` is its commit LSN).
 
         Until it is registered, keepalives do not advance the flush position.
         """
-        self._append(commit_lsn.value)
-
-    def begin_at(self, commit_lsn: int) -> None:
-        """:meth:`begin` with the LSN as an int (the reader's hot path)."""
         self._append(commit_lsn)
 
-    def register(self, commit_lsn: LSN, end_lsn: LSN, n_events: int) -> None:
+    def register_at(self, commit: int, end: int, n_events: int) -> None:
         """Record a committed transaction: its commit LSN, end LSN and event count.
 
         Transactions must come in commit order. ``n_events`` may be 0 (a transaction
         with no ``domain_events`` row): it becomes flushable as soon as every earlier
         one is.
         """
-        self.register_at(commit_lsn.value, end_lsn.value, n_events)
-
-    def register_at(self, commit: int, end: int, n_events: int) -> None:
-        """:meth:`register` with the LSNs as ints (the reader's hot path)."""
         if n_events < 0:
             raise TrackerError(f"negative event count {n_events} for commit_lsn={LSN(commit)}")
         if end <= commit:
@@ -114,8 +101,6 @@ class FlushTracker:
         elif txn is not self._pending[-1]:
             raise TrackerError(f"commit_lsn={LSN(commit)} registered after a later Begin")
         reported = txn.acked
-        if self._failures:
-            reported = reported | {p.idx for p in self._failures if p.commit_lsn.value == commit}
         if reported and max(reported) >= n_events:
             raise TrackerError(
                 f"commit_lsn={LSN(commit)} has {n_events} event(s) but idx {max(reported)} "
@@ -125,15 +110,9 @@ class FlushTracker:
         txn.expected = n_events
 
     def ack(self, pos: Position) -> None:
-        """Record that Kafka has durably accepted the event at ``pos``.
-
-        Also clears an earlier :meth:`nack` of ``pos`` (a retry succeeded).
-        """
+        """Record that Kafka has durably accepted the event at ``pos``."""
         txn = self._txn(pos)
-        if self._failures and pos in self._failures:
-            del self._failures[pos]
-            txn.failed -= 1
-        elif pos.idx in txn.acked:
+        if pos.idx in txn.acked:
             raise TrackerError(f"duplicate ack for position {pos}")
         txn.acked.add(pos.idx)
 
@@ -145,26 +124,6 @@ class FlushTracker:
             if pos.commit_lsn.value != 0:
                 ack(pos)
 
-    def nack(self, pos: Position, reason: str) -> None:
-        """Record that the event at ``pos`` failed permanently.
-
-        The flush position will not pass it, and :meth:`flushable` raises
-        :class:`~replication.errors.EventDeliveryFailed` until the caller has made
-        the event durable some other way (e.g. the dead-letter topic) and called
-        :meth:`resolve`, or retried it successfully and called :meth:`ack`.
-        """
-        txn = self._txn(pos)
-        if pos.idx in txn.acked or pos in self._failures:
-            raise TrackerError(f"nack for position {pos} that was already reported")
-        self._failures[pos] = reason
-        txn.failed += 1
-
-    def resolve(self, pos: Position) -> None:
-        """Mark a nacked event as handled (made durable elsewhere): it counts as acked."""
-        if pos not in self._failures:
-            raise TrackerError(f"resolve for position {pos} that has no recorded failure")
-        self.ack(pos)
-
     def note_keepalive(self, wal_end: LSN) -> None:
         """Let the flush position follow a keepalive's wal_end while nothing is in flight.
 
@@ -174,18 +133,15 @@ class FlushTracker:
         publication from pinning WAL on the server.
         """
         self._advance()
-        if not self._pending and not self._failures and wal_end > self._flushed:
+        if not self._pending and wal_end > self._flushed:
             self._flushed = wal_end
 
     def flushable(self) -> LSN:
         """The LSN to report as flushed: the end LSN of the last fully acked prefix.
 
-        Never lower than a value reported before. Raises EventDeliveryFailed while any
-        nacked event is unresolved (the value so far is still in :attr:`flushed`).
+        Never lower than a value reported before.
         """
         self._advance()
-        if self._failures:
-            raise EventDeliveryFailed(self._failures)
         return self._flushed
 
     def _append(self, commit: int) -> _Txn:

@@ -15,19 +15,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import pq
 
-from replication.errors import ReplicationError
-
-
-class ServerError(ReplicationError):
-    """The server answered a command with an error."""
-
-    def __init__(self, message: str, sqlstate: str | None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-
-
-class StreamClosed(ReplicationError):
-    """The server ended the COPY stream or the connection dropped."""
+from replication.errors import ServerError, StreamClosed
 
 
 async def _wait(fd: int, *, write: bool = False, timeout: float | None = None) -> bool:  # noqa: ASYNC109
@@ -78,6 +66,11 @@ class ReplicationWire:
         self.on_idle = on_idle
         self._pending_error: StreamClosed | None = None
 
+    @property
+    def server_version(self) -> int:
+        """The server's version number (e.g. 150004)."""
+        return self.conn.info.server_version
+
     async def _flush(self) -> None:
         while self.pgconn.flush() == 1:
             await _wait(self.pgconn.socket, write=True)
@@ -123,25 +116,6 @@ class ReplicationWire:
         result = pgconn.get_result()
         if result is None or result.status != pq.ExecStatus.COPY_BOTH:
             raise _error(pgconn, result)
-
-    async def read(self, timeout: float) -> bytes | None:  # noqa: ASYNC109
-        """The next CopyData payload, or None when nothing arrived within timeout."""
-        pgconn = self.pgconn
-        while True:
-            nbytes, data = pgconn.get_copy_data(1)
-            if nbytes > 0:
-                return bytes(data)
-            if nbytes == 0:
-                if not await _wait(pgconn.socket, timeout=timeout):
-                    return None
-                pgconn.consume_input()
-                continue
-            if nbytes == -1:
-                result = pgconn.get_result()
-                if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-                    raise StreamClosed(str(_error(pgconn, result)))
-                raise StreamClosed("the server ended the replication stream")
-            raise StreamClosed(str(_error(pgconn)))
 
     async def read_batch(self, timeout: float, limit: int = 512) -> list[bytes]:  # noqa: ASYNC109
         """The CopyData payloads already received, up to ``limit``; waits up to ``timeout``

@@ -73,8 +73,6 @@ class Scenario:
     name: str
     run: Callable[[psycopg.Connection[tuple[object, ...]]], None]
     commits: int = 1  # commits (of transactions with changes) to wait for
-    proto_version: int = 1
-    streaming: bool = False
     session_options: dict[str, str] = field(default_factory=dict)
     gzip: bool = False
     binary: bool = False
@@ -167,16 +165,6 @@ def _other_table_then_event(conn: psycopg.Connection[tuple[object, ...]]) -> Non
     )
 
 
-def _streamed(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    # Well over logical_decoding_work_mem (64kB below), so pgoutput v2 streams it.
-    for i in range(200):
-        conn.execute(
-            INSERT + "(%s, %s, 'organization', %s, 'stream.test', %s, '{}', NULL,"
-            " '2026-11-26 03:00:37+00')",
-            (uid(1000 + i), uid(107), i + 1, f'{{"pad": "{"p" * 1000}", "i": {i}}}'),
-        )
-
-
 SCENARIOS = [
     Scenario("multi_row_insert", _multi_row),
     Scenario("unicode", _unicode),
@@ -185,14 +173,6 @@ SCENARIOS = [
     Scenario("copy", _copy),
     Scenario("timezone_offset", _timezone, session_options={"timezone": "Asia/Kolkata"}),
     Scenario("other_table_then_event", _other_table_then_event),
-    Scenario(
-        "streamed_v2",
-        _streamed,
-        proto_version=2,
-        streaming=True,
-        session_options={"logical_decoding_work_mem": "64kB"},
-        gzip=True,
-    ),
 ]
 # The same rows in binary mode: tests/unit/test_values_binary.py checks that they give
 # the Kafka values the text captures give.
@@ -226,9 +206,7 @@ def _read_frames(dsn: str, sc: Scenario) -> list[bytes]:
     conn = psycopg.connect(dsn, autocommit=True, replication="database", options=options)
     try:
         pgconn = conn.pgconn
-        opts = f"proto_version '{sc.proto_version}', publication_names 'golden_pub'"
-        if sc.streaming:
-            opts += ", streaming 'on'"
+        opts = "proto_version '1', publication_names 'golden_pub'"
         if sc.binary:
             opts += ", binary 'true'"
         pgconn.send_query(f"START_REPLICATION SLOT golden LOGICAL 0/0 ({opts})".encode())

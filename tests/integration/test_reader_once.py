@@ -262,6 +262,15 @@ async def test_sigkilled_again_and_again_the_reader_leaves_each_event_once_in_ka
         await _until(released, lambda: "slot still active after the kill")
     assert kills == 6
     with _reader(env, log) as last:
+
+        async def last_streaming() -> bool:
+            assert last.poll() is None, _tail(log)
+            state = _slot(fresh_db, slot)
+            return state is not None and state[0]
+
+        # Streaming, so past start-up: its SIGTERM handler is set (a SIGTERM while it
+        # still imports, when every event may be in Kafka already, would kill it: -15).
+        await _until(last_streaming, lambda: _tail(log))
         await asyncio.to_thread(writer.join, 300)
         assert not writer.is_alive() and writer.error is None, writer.error
         await _caught_up(fresh_db, kafka_bootstrap, topic, last, log)

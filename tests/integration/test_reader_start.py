@@ -30,6 +30,7 @@ def _config(dsn: str, bootstrap: str, **kw: object) -> ReaderConfig:
         "dsn": dsn,
         "kafka_bootstrap": bootstrap,
         "topic": f"start-{suffix}",
+        "dead_letter_topic": f"start-{suffix}-dlq",
         "partitions": 2,
         "slot": f"start_{suffix}",
         "status_interval": 0.2,
@@ -59,11 +60,12 @@ def _reader_lock_holders(dsn: str, slot: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-async def _topics(bootstrap: str) -> set[str]:
+async def _partitions(bootstrap: str) -> dict[str, int]:
+    """Every topic of the cluster, with its partition count."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        return set(await admin.list_topics())
+        return {meta["topic"]: len(meta["partitions"]) for meta in await admin.describe_topics()}
     finally:
         await admin.close()
 
@@ -101,7 +103,7 @@ async def test_a_pooler_dsn_is_refused_leaving_no_lock_and_no_topic(
         assert "Traceback" not in err, err
         # While PgBouncer still holds its server connections: nothing of ours on them.
         assert _reader_lock_holders(fresh_db, cfg.slot) == []
-        assert cfg.topic not in await _topics(kafka_bootstrap)
+        assert not {cfg.topic, cfg.dead_letter_topic} & set(await _partitions(kafka_bootstrap))
 
         reader = Reader(cfg)
         stop = asyncio.Event()
@@ -109,6 +111,10 @@ async def test_a_pooler_dsn_is_refused_leaving_no_lock_and_no_topic(
         try:
             await _wait_for(lambda: reader.stats.active, 60, reader.stats)
             assert reader.stats.waiting_for_slot_pid is None
+            # The reader created its topic and the dead-letter topic it writes to, with
+            # the configured partitions (not a broker's auto-created default).
+            topics = await _partitions(kafka_bootstrap)
+            assert topics[cfg.topic] == topics[cfg.dead_letter_topic] == cfg.partitions
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)

@@ -20,10 +20,6 @@ def cstr(text: str) -> bytes:
     return text.encode() + b"\0"
 
 
-def _xid(xid: int | None) -> bytes:
-    return b"" if xid is None else struct.pack(">I", xid)
-
-
 def tuple_data(*cols: object) -> bytes:
     """None -> 'n', UNCHANGED -> 'u', str/bytes -> 't', ('b', bytes) -> 'b'."""
     out = struct.pack(">h", len(cols))
@@ -59,60 +55,41 @@ def relation(
     name: str,
     columns: list[tuple[int, str, int, int]],
     replica_identity: str = "d",
-    xid: int | None = None,
 ) -> bytes:
-    out = b"R" + _xid(xid) + struct.pack(">I", relid) + cstr(namespace) + cstr(name)
+    out = b"R" + struct.pack(">I", relid) + cstr(namespace) + cstr(name)
     out += replica_identity.encode() + struct.pack(">h", len(columns))
     for flags, col, oid, typmod in columns:
         out += struct.pack(">B", flags) + cstr(col) + struct.pack(">Ii", oid, typmod)
     return out
 
 
-def type_msg(oid: int, namespace: str, name: str, xid: int | None = None) -> bytes:
-    return b"Y" + _xid(xid) + struct.pack(">I", oid) + cstr(namespace) + cstr(name)
+def type_msg(oid: int, namespace: str, name: str) -> bytes:
+    return b"Y" + struct.pack(">I", oid) + cstr(namespace) + cstr(name)
 
 
-def insert(relid: int, tup: bytes, xid: int | None = None) -> bytes:
-    return b"I" + _xid(xid) + struct.pack(">I", relid) + b"N" + tup
+def insert(relid: int, tup: bytes) -> bytes:
+    return b"I" + struct.pack(">I", relid) + b"N" + tup
 
 
-def update(
-    relid: int, new: bytes, old: bytes | None = None, old_kind: bytes = b"K", xid: int | None = None
-) -> bytes:
-    out = b"U" + _xid(xid) + struct.pack(">I", relid)
+def update(relid: int, new: bytes, old: bytes | None = None, old_kind: bytes = b"K") -> bytes:
+    out = b"U" + struct.pack(">I", relid)
     if old is not None:
         out += old_kind + old
     return out + b"N" + new
 
 
-def delete(relid: int, old: bytes, old_kind: bytes = b"K", xid: int | None = None) -> bytes:
-    return b"D" + _xid(xid) + struct.pack(">I", relid) + old_kind + old
+def delete(relid: int, old: bytes, old_kind: bytes = b"K") -> bytes:
+    return b"D" + struct.pack(">I", relid) + old_kind + old
 
 
-def truncate(relids: list[int], options: int = 0, xid: int | None = None) -> bytes:
-    out = b"T" + _xid(xid) + struct.pack(">iB", len(relids), options)
+def truncate(relids: list[int], options: int = 0) -> bytes:
+    out = b"T" + struct.pack(">iB", len(relids), options)
     return out + b"".join(struct.pack(">I", r) for r in relids)
 
 
-def message(prefix: str, content: bytes, lsn: int, flags: int = 1, xid: int | None = None) -> bytes:
-    out = b"M" + _xid(xid) + struct.pack(">BQ", flags, lsn) + cstr(prefix)
+def message(prefix: str, content: bytes, lsn: int, flags: int = 1) -> bytes:
+    out = b"M" + struct.pack(">BQ", flags, lsn) + cstr(prefix)
     return out + struct.pack(">i", len(content)) + content
-
-
-def stream_start(xid: int, first: bool = True) -> bytes:
-    return b"S" + struct.pack(">IB", xid, 1 if first else 0)
-
-
-def stream_stop() -> bytes:
-    return b"E"
-
-
-def stream_commit(xid: int, commit_lsn: int, end_lsn: int, ts: int, flags: int = 0) -> bytes:
-    return b"c" + struct.pack(">IBQQq", xid, flags, commit_lsn, end_lsn, ts)
-
-
-def stream_abort(xid: int, subxid: int) -> bytes:
-    return b"A" + struct.pack(">II", xid, subxid)
 
 
 def xlogdata(wal_start: int, wal_end: int, ts: int, payload: bytes) -> bytes:

@@ -22,10 +22,6 @@ from replication.decoder import (
     PrimaryKeepalive,
     Relation,
     RelationColumn,
-    StreamAbort,
-    StreamCommit,
-    StreamStart,
-    StreamStop,
     Truncate,
     TupleData,
     Type,
@@ -66,7 +62,7 @@ def test_frames_accept_any_buffer(wrap: type) -> None:
     frame = parse_copy_data(wrap(b.xlogdata(1, 2, 3, b"E")))
     assert isinstance(frame, XLogData)
     assert type(frame.payload) is bytes
-    assert decode_pgoutput(wrap(b"E")) == StreamStop()
+    assert decode_pgoutput(wrap(b.origin(0x100, "o"))) == Origin(LSN(0x100), "o")
 
 
 @pytest.mark.parametrize("reply", [True, False])
@@ -146,12 +142,10 @@ def test_begin_commit_origin() -> None:
 COLS = [(1, "id", 2950, -1), (0, "name", 1043, 36)]
 
 
-@pytest.mark.parametrize("xid", [None, 991])
-def test_relation_and_type(xid: int | None) -> None:
-    raw = b.relation(16384, "public", "domain_events", COLS, "f", xid=xid)
-    msg = decode_pgoutput(raw, in_stream=xid is not None)
+def test_relation_and_type() -> None:
+    raw = b.relation(16384, "public", "domain_events", COLS, "f")
+    msg = decode_pgoutput(raw)
     assert msg == Relation(
-        xid,
         16384,
         "public",
         "domain_events",
@@ -160,47 +154,39 @@ def test_relation_and_type(xid: int | None) -> None:
     )
     assert isinstance(msg, Relation)
     assert [c.is_key for c in msg.columns] == [True, False]
-    raw = b.type_msg(70000, "", "mood", xid=xid)
-    assert decode_pgoutput(raw, in_stream=xid is not None) == Type(xid, 70000, "", "mood")
+    assert decode_pgoutput(b.type_msg(70000, "", "mood")) == Type(70000, "", "mood")
 
 
-@pytest.mark.parametrize("xid", [None, 991])
-def test_insert_all_column_kinds(xid: int | None) -> None:
+def test_insert_all_column_kinds() -> None:
     tup = b.tuple_data("héllo", None, b.UNCHANGED, ("b", b"\x00\x01"), "")
-    msg = decode_pgoutput(b.insert(5, tup, xid=xid), in_stream=xid is not None)
-    assert msg == Insert(xid, 5, TupleData("tnubt", ("héllo".encode(), None, None, b"\0\1", b"")))
+    msg = decode_pgoutput(b.insert(5, tup))
+    assert msg == Insert(5, TupleData("tnubt", ("héllo".encode(), None, None, b"\0\1", b"")))
     assert isinstance(msg, Insert)
     assert msg.new.text(0) == "héllo"
     assert msg.new.text(1) is None
 
 
-@pytest.mark.parametrize("xid", [None, 7])
-def test_update_variants(xid: int | None) -> None:
+def test_update_variants() -> None:
     new = b.tuple_data("1", "b")
-    s = xid is not None
-    assert decode_pgoutput(b.update(5, new, xid=xid), s) == Update(
-        xid, 5, None, None, TupleData("tt", (b"1", b"b"))
-    )
+    assert decode_pgoutput(b.update(5, new)) == Update(5, None, None, TupleData("tt", (b"1", b"b")))
     key = b.tuple_data("1", None)
-    assert decode_pgoutput(b.update(5, new, key, b"K", xid=xid), s) == Update(
-        xid, 5, "K", TupleData("tn", (b"1", None)), TupleData("tt", (b"1", b"b"))
+    assert decode_pgoutput(b.update(5, new, key, b"K")) == Update(
+        5, "K", TupleData("tn", (b"1", None)), TupleData("tt", (b"1", b"b"))
     )
     old = b.tuple_data("1", "a")
-    msg = decode_pgoutput(b.update(5, b.tuple_data("1", b.UNCHANGED), old, b"O", xid=xid), s)
-    assert msg == Update(xid, 5, "O", TupleData("tt", (b"1", b"a")), TupleData("tu", (b"1", None)))
+    msg = decode_pgoutput(b.update(5, b.tuple_data("1", b.UNCHANGED), old, b"O"))
+    assert msg == Update(5, "O", TupleData("tt", (b"1", b"a")), TupleData("tu", (b"1", None)))
 
 
-@pytest.mark.parametrize("xid", [None, 7])
 @pytest.mark.parametrize("kind", ["K", "O"])
-def test_delete(xid: int | None, kind: str) -> None:
-    raw = b.delete(9, b.tuple_data("1"), kind.encode(), xid=xid)
-    assert decode_pgoutput(raw, xid is not None) == Delete(xid, 9, kind, TupleData("t", (b"1",)))
+def test_delete(kind: str) -> None:
+    raw = b.delete(9, b.tuple_data("1"), kind.encode())
+    assert decode_pgoutput(raw) == Delete(9, kind, TupleData("t", (b"1",)))
 
 
-@pytest.mark.parametrize("xid", [None, 7])
-def test_truncate(xid: int | None) -> None:
-    msg = decode_pgoutput(b.truncate([1, 2, 3], options=3, xid=xid), xid is not None)
-    assert msg == Truncate(xid, 3, (1, 2, 3))
+def test_truncate() -> None:
+    msg = decode_pgoutput(b.truncate([1, 2, 3], options=3))
+    assert msg == Truncate(3, (1, 2, 3))
     assert isinstance(msg, Truncate)
     assert msg.cascade and msg.restart_identity
     empty = decode_pgoutput(b.truncate([], options=0))
@@ -208,10 +194,9 @@ def test_truncate(xid: int | None) -> None:
     assert not empty.cascade and not empty.restart_identity
 
 
-@pytest.mark.parametrize("xid", [None, 7])
-def test_logical_message(xid: int | None) -> None:
-    msg = decode_pgoutput(b.message("pfx", b"\x00body", 0x500, 1, xid=xid), xid is not None)
-    assert msg == LogicalMessage(xid, 1, LSN(0x500), "pfx", b"\x00body")
+def test_logical_message() -> None:
+    msg = decode_pgoutput(b.message("pfx", b"\x00body", 0x500, 1))
+    assert msg == LogicalMessage(1, LSN(0x500), "pfx", b"\x00body")
     assert isinstance(msg, LogicalMessage)
     assert msg.transactional
     empty = decode_pgoutput(b.message("", b"", 0, 0))
@@ -219,62 +204,44 @@ def test_logical_message(xid: int | None) -> None:
     assert not empty.transactional
 
 
-def test_stream_messages() -> None:
-    assert decode_pgoutput(b.stream_start(77, True)) == StreamStart(77, True)
-    assert decode_pgoutput(b.stream_start(77, False)) == StreamStart(77, False)
-    assert decode_pgoutput(b.stream_stop()) == StreamStop()
-    msg = decode_pgoutput(b.stream_commit(77, 0x100, 0x130, TS))
-    assert msg == StreamCommit(77, 0, LSN(0x100), LSN(0x130), TS)
-    assert isinstance(msg, StreamCommit)
-    assert msg.commit_time.year == 2025
-    assert decode_pgoutput(b.stream_abort(77, 78)) == StreamAbort(77, 78)
-
-
-def test_in_stream_flag_changes_layout() -> None:
-    # Outside a stream the first 4 bytes are the relation id, inside they are the xid.
-    raw = b.insert(5, b.tuple_data("x"), xid=99)
-    assert decode_pgoutput(raw, in_stream=True) == Insert(99, 5, TupleData("t", (b"x",)))
-    with pytest.raises(DecodeError):
-        decode_pgoutput(raw, in_stream=False)
+@pytest.mark.parametrize("tag", [b"S", b"E", b"c", b"A"])
+def test_protocol_2_streaming_messages_are_refused(tag: bytes) -> None:
+    # The reader asks for proto_version 1: Stream Start/Stop/Commit/Abort never come.
+    with pytest.raises(DecodeError, match="unknown message tag"):
+        decode_pgoutput(tag + bytes(30))
 
 
 # --- malformed input ------------------------------------------------------------------
 
 ALL_MESSAGES = [
-    (b.begin(1, 2, 3), False),
-    (b.commit(1, 2, 3), False),
-    (b.origin(1, "o"), False),
-    (b.relation(1, "public", "t", COLS), False),
-    (b.relation(1, "public", "t", COLS, xid=4), True),
-    (b.type_msg(1, "public", "t"), False),
-    (b.insert(1, b.tuple_data("a", None, b.UNCHANGED, ("b", b"z"))), False),
-    (b.insert(1, b.tuple_data("a"), xid=4), True),
-    (b.update(1, b.tuple_data("a"), b.tuple_data("b"), b"O"), False),
-    (b.update(1, b.tuple_data("a")), False),
-    (b.delete(1, b.tuple_data("a")), False),
-    (b.truncate([1, 2]), False),
-    (b.message("p", b"c", 1), False),
-    (b.message("p", b"c", 1, xid=4), True),
-    (b.stream_start(1), False),
-    (b.stream_commit(1, 2, 3, 4), False),
-    (b.stream_abort(1, 2), False),
+    b.begin(1, 2, 3),
+    b.commit(1, 2, 3),
+    b.origin(1, "o"),
+    b.relation(1, "public", "t", COLS),
+    b.type_msg(1, "public", "t"),
+    b.insert(1, b.tuple_data("a", None, b.UNCHANGED, ("b", b"z"))),
+    b.update(1, b.tuple_data("a"), b.tuple_data("b"), b"O"),
+    b.update(1, b.tuple_data("a")),
+    b.delete(1, b.tuple_data("a")),
+    b.truncate([1, 2]),
+    b.message("p", b"c", 1),
 ]
 
 
-@pytest.mark.parametrize(("raw", "in_stream"), ALL_MESSAGES)
-def test_every_truncation_is_a_decode_error(raw: bytes, in_stream: bool) -> None:
+@pytest.mark.parametrize("raw", ALL_MESSAGES)
+def test_every_truncation_is_a_decode_error(raw: bytes) -> None:
     for cut in range(len(raw)):
         with pytest.raises(DecodeError) as exc:
-            decode_pgoutput(raw[:cut], in_stream)
+            decode_pgoutput(raw[:cut])
         offset = offset_of(exc)
         assert offset is not None
         assert offset <= cut
 
 
-@pytest.mark.parametrize(("raw", "in_stream"), [*ALL_MESSAGES, (b.stream_stop(), False)])
-def test_trailing_bytes_are_a_decode_error(raw: bytes, in_stream: bool) -> None:
+@pytest.mark.parametrize("raw", ALL_MESSAGES)
+def test_trailing_bytes_are_a_decode_error(raw: bytes) -> None:
     with pytest.raises(DecodeError, match="trailing") as exc:
-        decode_pgoutput(raw + b"\0", in_stream)
+        decode_pgoutput(raw + b"\0")
     assert offset_of(exc) == len(raw)
 
 
@@ -319,11 +286,11 @@ def test_bad_tags_and_values() -> None:
         decode_pgoutput(b.relation(1, "", "t", [])[:-2] + b"\xff\xfe")
 
 
-@given(st.binary(max_size=64), st.booleans())
-def test_fuzz_never_raises_anything_but_decode_error(raw: bytes, in_stream: bool) -> None:
+@given(st.binary(max_size=64))
+def test_fuzz_never_raises_anything_but_decode_error(raw: bytes) -> None:
     for buf in (raw, b"I" + raw, b"R" + raw, b"U" + raw, b"M" + raw):
         with contextlib.suppress(DecodeError):
-            decode_pgoutput(buf, in_stream)
+            decode_pgoutput(buf)
     for buf in (raw, b"w" + raw, b"k" + raw):
         with contextlib.suppress(DecodeError):
             parse_copy_data(buf)

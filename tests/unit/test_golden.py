@@ -19,17 +19,15 @@ from replication.decoder import (
     Insert,
     PrimaryKeepalive,
     Relation,
-    StreamCommit,
-    StreamStart,
-    StreamStop,
     XLogData,
     decode_pgoutput,
     parse_copy_data,
 )
 from replication.lsn import LSN, Position
-from replication.rows import DomainEventRow, RelationCache
+from replication.rows import RelationCache
 from replication.tracker import FlushTracker
 from tests.unit.pgoutput_builder import read_frames
+from tests.unit.row_oracle import DomainEventRow, domain_event
 
 
 def uid(n: int) -> UUID:
@@ -55,7 +53,6 @@ class Replay:
 def replay(name: str) -> Replay:
     out = Replay()
     cache = RelationCache()
-    in_stream = False
     rows: list[DomainEventRow] = []  # of the transaction being received
     for raw in read_frames(name):
         frame = parse_copy_data(raw)
@@ -64,21 +61,17 @@ def replay(name: str) -> Replay:
             out.tracker.note_keepalive(frame.wal_end)
             continue
         assert isinstance(frame, XLogData)
-        msg = decode_pgoutput(frame.payload, in_stream)
+        msg = decode_pgoutput(frame.payload)
         if isinstance(msg, Begin):
             out.begin_wal_start.append(frame.wal_start)
             assert msg.commit_time.year >= 2025
-        elif isinstance(msg, StreamStart):
-            in_stream = True
-        elif isinstance(msg, StreamStop):
-            in_stream = False
         elif isinstance(msg, Relation):
             cache.add(msg)
         elif isinstance(msg, Insert):
             out.insert_wal_starts.append(frame.wal_start)
-            rows.append(cache.domain_event(msg))
-        elif isinstance(msg, Commit | StreamCommit):
-            out.tracker.register(msg.commit_lsn, msg.end_lsn, len(rows))
+            rows.append(domain_event(cache, msg))
+        elif isinstance(msg, Commit):
+            out.tracker.register_at(msg.commit_lsn.value, msg.end_lsn.value, len(rows))
             out.commits.append((msg.commit_lsn, msg.end_lsn, len(rows)))
             out.events += [(Position(msg.commit_lsn, i), row) for i, row in enumerate(rows)]
             rows = []
@@ -182,20 +175,10 @@ def test_transaction_on_other_table_never_arrives() -> None:
     assert [e.event_type for _, e in r.events] == ["after.other"]
 
 
-def test_streamed_v2_transaction() -> None:
-    r = replay("streamed_v2.bin.gz")
-    ((commit_lsn, _, n),) = r.commits
-    assert n == 200
-    assert [p for p, _ in r.events] == [Position(commit_lsn, i) for i in range(200)]
-    assert [e.stream_version for _, e in r.events] == list(range(1, 201))
-    assert r.events[199][1].event_data == {"pad": "p" * 1000, "i": 199}
-
-
 @pytest.mark.parametrize(
     "name",
     ["multi_row_insert.bin", "copy.bin", "unicode.bin", "large_jsonb.bin.gz",
-     "null_idempotency_key.bin", "timezone_offset.bin", "other_table_then_event.bin",
-     "streamed_v2.bin.gz"],
+     "null_idempotency_key.bin", "timezone_offset.bin", "other_table_then_event.bin"],
 )  # fmt: skip
 def test_tracker_flushes_to_end_lsn_only_after_every_ack(name: str) -> None:
     r = replay(name)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replication.errors import LSNParseError, ReplicationError
-from replication.lsn import LSN, Position, lsn_from_uint64, position_unchecked
+from replication.lsn import LSN, Position, lsn_from_uint64
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 HEX = st.from_regex(r"\A[0-9A-Fa-f]{1,8}\Z")
@@ -121,13 +121,3 @@ def test_position_rejects_negative_idx() -> None:
     with pytest.raises(ValueError):
         Position(LSN.ZERO, -1)
     assert repr(Position(LSN.parse("1/2"), 3)) == "Position('1/2#3')"
-
-
-def test_position_unchecked_is_an_ordinary_position() -> None:
-    fast = position_unchecked(LSN(0x16B374D848), 2)
-    slow = Position(LSN(0x16B374D848), 2)
-    assert fast == slow
-    assert hash(fast) == hash(slow)
-    assert type(fast) is Position
-    assert str(fast) == "16/B374D848#2"
-    assert fast < Position(LSN(0x16B374D848), 3)

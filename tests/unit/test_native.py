@@ -18,7 +18,7 @@ from replication import native
 ROOT = Path(__file__).resolve().parents[2]
 # The tests of the compiled modules, run once more against their pure-Python sources.
 PURE_TESTS = [
-    "tests/unit/test_hotpath.py",
+    "tests/unit/test_frame_loop.py",
     "tests/unit/test_values.py",
     "tests/unit/test_values_binary.py",
     "tests/unit/test_tracker.py",
@@ -73,8 +73,8 @@ def test_stale_compiled_modules_give_way_to_their_sources(
 
 def test_pipeline_native_0_runs_the_sources() -> None:
     code = (
-        "import replication.hotpath, replication.values; "
-        "print(replication.hotpath.__file__); print(replication.values.__file__)"
+        "import replication.frame_loop, replication.value_encoder; "
+        "print(replication.frame_loop.__file__); print(replication.value_encoder.__file__)"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -87,8 +87,8 @@ def test_pipeline_native_0_runs_the_sources() -> None:
     )
     files = proc.stdout.split()
     assert files == [
-        str(ROOT / "replication" / "hotpath.py"),
-        str(ROOT / "replication" / "values.py"),
+        str(ROOT / "replication" / "frame_loop.py"),
+        str(ROOT / "replication" / "value_encoder.py"),
     ]
 
 

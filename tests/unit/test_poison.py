@@ -28,10 +28,11 @@ from replication.deadletter_store import (
     decode_headers,
     encode_headers,
 )
-from replication.hotpath import CAREFUL_FRAME_BYTES, FrameLoop
+from replication.frame_loop import CAREFUL_FRAME_BYTES, FrameLoop
 from replication.lsn import LSN, Position
+from replication.record_value import CLAIM_CHECK_BYTES, needs_claim_check
 from replication.tracker import FlushTracker
-from replication.values import CLAIM_CHECK_BYTES, ValueEncoder, needs_claim_check
+from replication.value_encoder import ValueEncoder
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import RELID, domain_events_cache, domain_events_insert
 

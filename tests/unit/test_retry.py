@@ -16,12 +16,13 @@ from replication.errors import (
     DecodeError,
     DeliveryError,
     PoolerError,
+    ServerError,
     SlotInUse,
+    StreamClosed,
     TrackerError,
     WalLevelError,
 )
 from replication.retry import Backoff, Directive, classify
-from replication.wire import ServerError, StreamClosed
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication.errors import EventDeliveryFailed, TrackerError
+from replication.errors import TrackerError
 from replication.lsn import LSN, Position
 from replication.tracker import FlushTracker
 
@@ -26,7 +26,7 @@ def test_nothing_registered_reports_start() -> None:
 
 def test_flush_is_end_lsn_of_fully_acked_transaction() -> None:
     t = FlushTracker()
-    t.register(lsn(100), lsn(130), 3)
+    t.register_at(100, 130, 3)
     t.ack(pos(100, 0))
     t.ack(pos(100, 1))
     assert t.flushable() == LSN.ZERO  # one ack held back: flush stays put
@@ -37,9 +37,9 @@ def test_flush_is_end_lsn_of_fully_acked_transaction() -> None:
 
 def test_held_back_ack_blocks_later_transactions() -> None:
     t = FlushTracker()
-    t.register(lsn(100), lsn(130), 2)
-    t.register(lsn(200), lsn(230), 1)
-    t.register(lsn(300), lsn(330), 1)
+    t.register_at(100, 130, 2)
+    t.register_at(200, 230, 1)
+    t.register_at(300, 330, 1)
     t.ack(pos(200, 0))
     t.ack(pos(300, 0))
     t.ack(pos(100, 1))
@@ -50,8 +50,8 @@ def test_held_back_ack_blocks_later_transactions() -> None:
 
 def test_out_of_order_acks_across_partitions() -> None:
     t = FlushTracker()
-    t.register(lsn(100), lsn(130), 3)
-    t.register(lsn(200), lsn(230), 2)
+    t.register_at(100, 130, 3)
+    t.register_at(200, 230, 2)
     for p in [pos(200, 1), pos(100, 2), pos(200, 0), pos(100, 0)]:
         t.ack(p)
         assert t.flushable() == LSN.ZERO
@@ -61,8 +61,8 @@ def test_out_of_order_acks_across_partitions() -> None:
 
 def test_partial_prefix_advances_only_to_its_end() -> None:
     t = FlushTracker()
-    t.register(lsn(100), lsn(130), 1)
-    t.register(lsn(200), lsn(230), 1)
+    t.register_at(100, 130, 1)
+    t.register_at(200, 230, 1)
     t.ack(pos(100, 0))
     assert t.flushable() == lsn(130)
     t.ack(pos(200, 0))
@@ -71,12 +71,12 @@ def test_partial_prefix_advances_only_to_its_end() -> None:
 
 def test_zero_event_transaction_flushes_after_predecessors() -> None:
     t = FlushTracker()
-    t.register(lsn(100), lsn(130), 1)
-    t.register(lsn(200), lsn(230), 0)
+    t.register_at(100, 130, 1)
+    t.register_at(200, 230, 0)
     assert t.flushable() == LSN.ZERO
     t.ack(pos(100, 0))
     assert t.flushable() == lsn(230)
-    t.register(lsn(300), lsn(330), 0)
+    t.register_at(300, 330, 0)
     assert t.flushable() == lsn(330)
 
 
@@ -84,7 +84,7 @@ def test_keepalive_advances_only_when_idle() -> None:
     t = FlushTracker()
     t.note_keepalive(lsn(50))
     assert t.flushable() == lsn(50)  # idle publication does not pin WAL
-    t.register(lsn(100), lsn(130), 1)
+    t.register_at(100, 130, 1)
     t.note_keepalive(lsn(500))
     assert t.flushable() == lsn(50)  # in flight: keepalive must not advance
     t.ack(pos(100, 0))
@@ -95,11 +95,11 @@ def test_keepalive_advances_only_when_idle() -> None:
 
 def test_keepalive_ignored_while_transaction_open() -> None:
     t = FlushTracker()
-    t.begin(lsn(100))
+    t.begin_at(100)
     t.note_keepalive(lsn(90))
     assert t.flushable() == LSN.ZERO
     t.ack(pos(100, 0))  # ack may beat the Commit when produced while streaming in
-    t.register(lsn(100), lsn(130), 1)
+    t.register_at(100, 130, 1)
     assert t.flushable() == lsn(130)
 
 
@@ -107,7 +107,7 @@ def test_never_backwards() -> None:
     t = FlushTracker(start=lsn(1000))
     t.note_keepalive(lsn(900))
     assert t.flushable() == lsn(1000)
-    t.register(lsn(950), lsn(980), 1)  # e.g. a resend below the confirmed position
+    t.register_at(950, 980, 1)  # e.g. a resend below the confirmed position
     t.ack(pos(950, 0))
     assert t.flushable() == lsn(1000)
     t.note_keepalive(lsn(2000))
@@ -117,37 +117,9 @@ def test_never_backwards() -> None:
     assert t.flushed == lsn(2000)
 
 
-def test_nack_is_an_error_until_resolved() -> None:
-    t = FlushTracker()
-    t.register(lsn(100), lsn(130), 2)
-    t.register(lsn(200), lsn(230), 1)
-    t.ack(pos(100, 0))
-    t.nack(pos(100, 1), "message too large")
-    t.ack(pos(200, 0))
-    with pytest.raises(EventDeliveryFailed, match=r"0/64#1 \(message too large\)") as exc:
-        t.flushable()
-    assert exc.value.failures == {pos(100, 1): "message too large"}
-    assert t.flushed == LSN.ZERO  # not skipped: the flush does not pass the failed event
-    t.note_keepalive(lsn(900))
-    assert t.flushed == LSN.ZERO
-    t.resolve(pos(100, 1))  # e.g. written to the dead-letter topic
-    assert t.failures == {}
-    assert t.flushable() == lsn(230)
-
-
-def test_nack_then_successful_retry() -> None:
-    t = FlushTracker()
-    t.register(lsn(100), lsn(130), 1)
-    t.nack(pos(100, 0), "timeout")
-    with pytest.raises(EventDeliveryFailed):
-        t.flushable()
-    t.ack(pos(100, 0))
-    assert t.flushable() == lsn(130)
-
-
 def test_misuse_is_an_error() -> None:
     t = FlushTracker()
-    t.register(lsn(100), lsn(130), 2)
+    t.register_at(100, 130, 2)
     with pytest.raises(TrackerError, match="no pending transaction"):
         t.ack(pos(999, 0))
     with pytest.raises(TrackerError, match="beyond"):
@@ -155,18 +127,14 @@ def test_misuse_is_an_error() -> None:
     t.ack(pos(100, 0))
     with pytest.raises(TrackerError, match="duplicate ack"):
         t.ack(pos(100, 0))  # a duplicate must not complete the transaction early
-    with pytest.raises(TrackerError, match="already reported"):
-        t.nack(pos(100, 0), "x")
-    with pytest.raises(TrackerError, match="no recorded failure"):
-        t.resolve(pos(100, 1))
     with pytest.raises(TrackerError, match="commit order"):
-        t.register(lsn(50), lsn(60), 1)
+        t.register_at(50, 60, 1)
     with pytest.raises(TrackerError, match="registered twice"):
-        t.register(lsn(100), lsn(130), 2)
+        t.register_at(100, 130, 2)
     with pytest.raises(TrackerError, match="not after"):
-        t.register(lsn(300), lsn(300), 1)
+        t.register_at(300, 300, 1)
     with pytest.raises(TrackerError, match="negative"):
-        t.register(lsn(300), lsn(330), -1)
+        t.register_at(300, 330, -1)
     t.ack(pos(100, 1))
     assert t.flushable() == lsn(130)
     with pytest.raises(TrackerError, match="already flushed"):
@@ -175,15 +143,15 @@ def test_misuse_is_an_error() -> None:
 
 def test_register_checks_early_acks_and_open_order() -> None:
     t = FlushTracker()
-    t.begin(lsn(100))
+    t.begin_at(100)
     t.ack(pos(100, 5))
     with pytest.raises(TrackerError, match="idx 5 was already reported"):
-        t.register(lsn(100), lsn(130), 3)
+        t.register_at(100, 130, 3)
     t2 = FlushTracker()
-    t2.begin(lsn(100))
-    t2.begin(lsn(200))
+    t2.begin_at(100)
+    t2.begin_at(200)
     with pytest.raises(TrackerError, match="after a later Begin"):
-        t2.register(lsn(100), lsn(130), 1)
+        t2.register_at(100, 130, 1)
 
 
 @st.composite
@@ -202,7 +170,7 @@ def test_flush_matches_model_under_any_ack_order(
     held_back = acks[held] if held < len(acks) else None
     t = FlushTracker()
     for i, n in enumerate(counts):
-        t.register(lsn((i + 1) * 100), lsn((i + 1) * 100 + 30), n)
+        t.register_at((i + 1) * 100, (i + 1) * 100 + 30, n)
     done: set[Position] = set()
     previous = LSN.ZERO
     for p in acks:
@@ -226,7 +194,7 @@ def test_flush_matches_model_under_any_ack_order(
 
 def test_ack_streamed_skips_snapshot_positions() -> None:
     t = FlushTracker()
-    t.register(lsn(100), lsn(130), 2)
+    t.register_at(100, 130, 2)
     t.ack_streamed([pos(0, 0), pos(100, 0), pos(0, 1), pos(100, 1)])
     assert t.flushable() == lsn(130)
     with pytest.raises(TrackerError, match="no pending transaction"):

@@ -1,4 +1,4 @@
-"""Kafka values built from text columns (values.py) against the typed-row path (rows.py).
+"""Kafka values built from text columns (value_encoder.py) against the typed-row path (rows.py).
 
 The contract: for every tuple, ``orjson.loads`` of the fast value equals ``orjson.loads``
 of ``DomainEventRow.to_json_bytes()``, the key is ``str(stream_id)``, and a tuple the
@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from replication.decoder import Insert, Relation, decode_pgoutput
 from replication.errors import DecodeError
 from replication.rows import RelationCache
-from replication.values import ValueEncoder, int_json, jsonb_json, timestamptz_json, uuid_json
+from replication.value_encoder import (
+    ValueEncoder,
+    int_json,
+    jsonb_json,
+    timestamptz_json,
+    uuid_json,
+)
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import (
     RELID,
@@ -27,6 +33,7 @@ from tests.unit.pgoutput_fixtures import (
     domain_events_cache,
     domain_events_insert,
 )
+from tests.unit.row_oracle import domain_event
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
 _cache = domain_events_cache
@@ -36,7 +43,7 @@ _insert = domain_events_insert
 def both(cache: RelationCache, msg: Insert) -> tuple[tuple[bytes, bytes] | str, bytes | str]:
     """(key, value) of the fast path and the row path's value, or the DecodeError text."""
     try:
-        row = cache.domain_event(msg)
+        row = domain_event(cache, msg)
         slow: bytes | str = row.to_json_bytes()
     except DecodeError as exc:
         slow = str(exc)

@@ -1,7 +1,7 @@
 """pgoutput's binary mode (``binary 'true'``): the same Kafka value as text mode.
 
 For every generated row, the tuple PostgreSQL would send in text mode and the one it
-would send in binary mode go through both the fast path (values.py) and the typed row
+would send in binary mode go through both the fast path (value_encoder.py) and the typed row
 path (rows.py); all four values must be equal once parsed (``created_at`` as the same
 instant: binary mode has no session time zone and prints UTC, so with a UTC session,
 as the reader's is by default, even the strings are equal). Golden captures of both
@@ -19,13 +19,13 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
-from replication import rows, values
+from replication import rows, value_encoder
 from replication.decoder import Insert, decode_pgoutput, parse_copy_data
 from replication.errors import DecodeError
 from replication.messages import PG_EPOCH, XLogData
 from replication.rows import RelationCache, column_text, convert_binary_value
 from replication.session import ReaderConfig, start_replication_command
-from replication.values import ValueEncoder, binary_uuid_json
+from replication.value_encoder import ValueEncoder, binary_uuid_json
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import (
     RELID,
@@ -33,6 +33,7 @@ from tests.unit.pgoutput_fixtures import (
     domain_events_cache,
     domain_events_insert,
 )
+from tests.unit.row_oracle import domain_event
 from tests.unit.test_values import pg_jsonb, pg_timestamptz, row_columns
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
@@ -101,7 +102,7 @@ def outcomes(cache: RelationCache, tup: bytes) -> tuple[object, object]:
     except DecodeError as exc:
         fast = str(exc).split(":")[:2]
     try:
-        slow_value = orjson.loads(cache.domain_event(msg).to_json_bytes())
+        slow_value = orjson.loads(domain_event(cache, msg).to_json_bytes())
         slow: object = (str(slow_value["stream_id"]).encode(), slow_value, list(slow_value))
     except DecodeError as exc:
         slow = str(exc).split(":")[:2]
@@ -247,7 +248,7 @@ def test_every_accepted_type_has_a_binary_converter() -> None:
     clear refusal: both tables must cover every accepted type."""
     accepted = set().union(*(oids for _, oids, _ in rows._FIELDS))
     assert accepted <= set(rows._BINARY_CONVERTERS)
-    assert set(values._BINARY_ENCODERS) == set(values._ENCODERS) == accepted
+    assert set(value_encoder._BINARY_ENCODERS) == set(value_encoder._ENCODERS) == accepted
 
 
 def test_unknown_binary_type_is_a_clear_error() -> None:
@@ -306,7 +307,7 @@ def _golden_values(name: str) -> list[tuple[bytes, dict[str, object]]]:
     out = []
     for msg in domain_event_inserts(name, cache):
         key, value = encoder.encode(msg.relation_id, msg.new)
-        slow = orjson.loads(cache.domain_event(msg).to_json_bytes())
+        slow = orjson.loads(domain_event(cache, msg).to_json_bytes())
         assert orjson.loads(value) == slow
         out.append((key, orjson.loads(value)))
     return out

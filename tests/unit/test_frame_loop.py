@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from replication.decoder import decode_pgoutput, parse_copy_data
 from replication.errors import DecodeError
-from replication.hotpath import (
+from replication.frame_loop import (
     BEGIN,
     COMMIT,
     INSERT,
@@ -26,7 +26,7 @@ from replication.lsn import LSN, Position
 from replication.messages import Begin, Commit, Insert, Relation, XLogData, pg_time_to_datetime
 from replication.rows import RelationCache
 from replication.tracker import FlushTracker
-from replication.values import ValueEncoder
+from replication.value_encoder import ValueEncoder
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import messages
 
@@ -197,6 +197,11 @@ def test_frame_loop_sends_what_the_decoder_reads(name: str) -> None:
             expected.append((Position(commit_lsn, idx), key, value, headers))
             idx += 1
     assert sink.events == expected
+    for (pos, *_), (want, *_) in zip(sink.events, expected, strict=True):
+        # Built without Position's __init__: still an ordinary, hashable, ordered Position.
+        assert type(pos) is Position
+        assert hash(pos) == hash(want)
+        assert str(pos) == str(want)
     assert loop.events == loop.in_flight == len(expected) > 0
     assert loop.transactions == 1
     assert not loop.in_txn

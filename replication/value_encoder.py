@@ -1,8 +1,7 @@
-"""Kafka values built straight from pgoutput's text columns, without typed rows in between.
+"""Kafka values built straight from pgoutput's columns, without typed rows in between.
 
-:class:`~replication.rows.DomainEventRow` parses every column (uuids, jsonb, the
-timestamp) only for ``to_json_bytes`` to print them again. Most of PostgreSQL's text
-output is already what the JSON value needs: a uuid prints as the canonical string,
+Parsing every column (uuids, jsonb, the timestamp) only to print it again would be
+wasted work: most of PostgreSQL's text output is already what the JSON value needs: a uuid prints as the canonical string,
 an integer as a JSON number, and jsonb's output is JSON. So the value is assembled from
 the column bytes, validated where it must be:
 
@@ -30,8 +29,9 @@ byte, and a timestamptz (int64 microseconds since 2000-01-01 UTC) is printed in 
 converters (a unit test checks that), so an unknown type is refused when the plan is
 built, never encoded by guess.
 
-The result is equal, once parsed, to ``DomainEventRow.to_json_bytes()`` of the same
-tuple (tests/unit/test_values.py checks that over generated rows), and the key is the
+The result is equal, once parsed, to the same row read column by column into Python
+values and printed by orjson (tests/unit/row_oracle.py; tests/unit/test_values.py checks
+that over generated rows and the golden captures), and the key is the
 bytes of ``str(stream_id)``, so every key maps to the partition it always did.
 """
 
@@ -48,8 +48,9 @@ from uuid import UUID
 import orjson
 
 from replication.errors import DecodeError
-from replication.hotpath import CommitTimeText
+from replication.frame_loop import CommitTimeText
 from replication.messages import Relation, TupleData
+from replication.record_value import CLAIM_CHECK_BYTES, assemble, join_fields, join_reference
 from replication.rows import (
     OID_INT4,
     OID_INT8,
@@ -70,14 +71,7 @@ _ROW_KIND: Final = "domain_events row"
 
 # UTF-8 of a large document is checked in chunks of this size (no copy of the whole).
 _UTF8_CHUNK: Final = 1 << 20
-# Above this size (key + value) an event travels as a claim check: the topic takes
-# MAX_MESSAGE_BYTES (16 MiB) per record batch, and the headers and the batch's own
-# framing need room too (a few hundred bytes; 64 KiB leaves plenty).
-CLAIM_CHECK_BYTES: Final = 16 * 1024 * 1024 - 64 * 1024
 _PAYLOAD_FIELDS: Final = frozenset({"event_data", "event_metadata"})
-# The header that marks a claim-check record (docs/events.md, "Claim checks").
-CLAIM_CHECK_HEADER: Final = ("claim_check", b"1")
-
 _UUID: Final = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # PostgreSQL's ISO DateStyle output of a timestamptz with a whole-minute offset.
 _TIMESTAMPTZ: Final = re.compile(
@@ -271,88 +265,9 @@ def _parts(steps: tuple[_Step, ...], tup: TupleData) -> list[bytes]:
     return parts
 
 
-def needs_claim_check(key_bytes: int, value_bytes: int) -> bool:
-    """Whether an event of this size travels as a claim check (see CLAIM_CHECK_BYTES)."""
-    return key_bytes + value_bytes > CLAIM_CHECK_BYTES
-
-
-def _join(parts: list[bytes]) -> bytes:
-    (
-        event_id,
-        stream_id,
-        stream_type,
-        version,
-        event_type,
-        data,
-        meta,
-        key,
-        created,
-    ) = parts
-    return b"".join(
-        (
-            b'{"id":"',
-            event_id,
-            b'","stream_id":"',
-            stream_id,
-            b'","stream_type":',
-            stream_type,
-            b',"stream_version":',
-            version,
-            b',"event_type":',
-            event_type,
-            b',"event_data":',
-            data,
-            b',"event_metadata":',
-            meta,
-            b',"idempotency_key":',
-            key,
-            b',"created_at":',
-            created,
-            b"}",
-        )
-    )
-
-
-# The bytes _join adds around the parts (field names, quotes, braces).
-_FRAMING: Final = len(_join([b""] * 9))
-
-
-def _join_reference(parts: list[bytes]) -> bytes:
-    """The claim-check value: the row without event_data and event_metadata."""
-    event_id, stream_id, stream_type, version, event_type, _, _, key, created = parts
-    return b"".join(
-        (
-            b'{"id":"',
-            event_id,
-            b'","stream_id":"',
-            stream_id,
-            b'","stream_type":',
-            stream_type,
-            b',"stream_version":',
-            version,
-            b',"event_type":',
-            event_type,
-            b',"idempotency_key":',
-            key,
-            b',"created_at":',
-            created,
-            b"}",
-        )
-    )
-
-
 def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
     parts = _parts(steps, tup)
-    return parts[1], _join(parts)
-
-
-def assemble(parts: list[bytes]) -> tuple[bytes, bool]:
-    """The value of an event from its nine encoded fields (the order of ``_join``), and
-    whether it is a claim check; the full value is never built for one."""
-    size = _FRAMING + sum(len(p) for p in parts)
-    if needs_claim_check(len(parts[1]), size):
-        return _join_reference(parts), True
-    return _join(parts), False
+    return parts[1], join_fields(parts)
 
 
 def _skip(raw: bytes) -> bytes:
@@ -380,7 +295,7 @@ def _encode_sized(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, byte
             payload += len(raw) if raw is not None else 0
     if payload > CLAIM_CHECK_BYTES:
         parts = _parts(_without_payload(steps), tup)
-        return parts[1], _join_reference(parts), True
+        return parts[1], join_reference(parts), True
     parts = _parts(steps, tup)
     value, claim_checked = assemble(parts)
     return parts[1], value, claim_checked
@@ -403,8 +318,7 @@ class ValueEncoder:
         """``(key, value)``: the stream_id's text and the row as JSON.
 
         Raises :class:`~replication.errors.DecodeError` for a row that cannot be
-        represented (the caller dead-letters it), with the same reasons as
-        :meth:`~replication.rows.RelationCache.domain_event`.
+        represented (the caller dead-letters it), naming the column.
         """
         rel = self._relations.get(relation_id)
         entry = self._plans.get(relation_id)

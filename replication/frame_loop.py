@@ -147,7 +147,7 @@ _NO_HEADER: Final = ("", b"")
 # hold a few events).
 _IDX_HEADERS: Final = tuple(("idx", b"%d" % i) for i in range(256))
 # An Insert frame larger than this goes to the session's slow path, which checks the
-# event's size and sends an oversized one as a claim check (replication.values): a frame
+# event's size and sends an oversized one as a claim check (replication.value_encoder): a frame
 # up to this size cannot encode to more than the topic takes (JSON escaping at most
 # sextuples a text column's bytes).
 CAREFUL_FRAME_BYTES: Final = 1 << 20
@@ -160,7 +160,8 @@ class FrameLoop:
 
     :meth:`run` goes through a batch of frames until one needs the session's attention
     and returns its index: any other frame (keepalive, Relation, ...), an Insert whose
-    row cannot be converted (the session dead-letters it, then sets ``idx += 1``), an
+    row cannot be converted (kept for :meth:`take_rejected`: the session dead-letters
+    it without reading the frame again, then sets ``idx += 1``), an
     Insert frame above :data:`CAREFUL_FRAME_BYTES` (the session sends it, as a claim
     check if too large, then sets ``idx += 1``), an Insert outside a transaction, or an
     Insert while ``max_in_flight`` events are unacknowledged (the session waits, then calls :meth:`run` again from there).
@@ -186,6 +187,14 @@ class FrameLoop:
         self._commit_lsn_h = _NO_HEADER
         self._xid_h = _NO_HEADER
         self._commit_ts_h = _NO_HEADER
+        # The row of the Insert run() stopped at because it could not be converted.
+        self._rejected: tuple[int, TupleData, DecodeError] | None = None
+
+    def take_rejected(self) -> tuple[int, TupleData, DecodeError] | None:
+        """``(relation id, tuple, error)`` of the Insert :meth:`run` stopped at because its
+        row could not be converted, once; None when it stopped for another reason."""
+        rejected, self._rejected = self._rejected, None
+        return rejected
 
     def headers(self, idx: int) -> Headers:
         """The headers of the current transaction's event ``idx``."""
@@ -216,11 +225,12 @@ class FrameLoop:
                 relation_id, tup = insert(frame)
                 try:
                     key, value = encode(relation_id, tup)
-                except DecodeError:
+                except DecodeError as exc:
+                    self._rejected = (relation_id, tup, exc)
                     return i
                 idx = self.idx
                 self.in_flight += 1
-                pos: Position = _new(Position)  # position_unchecked, inlined
+                pos: Position = _new(Position)  # Position(commit_lsn, idx) without its checks
                 _set(pos, "commit_lsn", self.commit_lsn)
                 _set(pos, "idx", idx)
                 add(

@@ -1,0 +1,110 @@
+"""The initial snapshot's record of a row against the stream's record of the same row.
+
+The snapshot reads ``domain_events`` with a SELECT (jsonb as text, created_at as
+psycopg's datetime in the session time zone); the stream reads pgoutput's columns. Both
+build the value with :func:`replication.record_value.assemble`: for the same row the
+bytes must be equal, so a consumer cannot tell which of the two sent an event.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import orjson
+import pytest
+
+from replication.lsn import LSN, Position
+from replication.messages import TupleData
+from replication.record_value import CLAIM_CHECK_BYTES, CLAIM_CHECK_HEADER
+from replication.rows import RelationCache, parse_timestamptz
+from replication.snapshot import SnapshotRow, snapshot_record
+from replication.value_encoder import ValueEncoder
+from tests.unit import pgoutput_builder as b
+from tests.unit.pgoutput_fixtures import (
+    RELID,
+    domain_event_inserts,
+    domain_events_cache,
+    domain_events_insert,
+)
+
+
+def as_selected(tup: TupleData) -> SnapshotRow:
+    """The row as the snapshot's SELECT returns it, from a text-format tuple of
+    domain_events (columns in the table's order)."""
+    text = [None if v is None else v.decode() for v in tup.values]
+    event_id, stream_id, stream_type, version, event_type, data, meta, key, created = text
+    assert event_id and stream_id and stream_type and version and event_type
+    assert data is not None and meta is not None and created is not None
+    return (
+        UUID(event_id),
+        UUID(stream_id),
+        stream_type,
+        int(version),
+        event_type,
+        data,
+        meta,
+        key,
+        parse_timestamptz(created),
+    )
+
+
+def stream_and_snapshot(
+    cache: RelationCache, tup: TupleData
+) -> tuple[tuple[bytes, bytes, bool], tuple[bytes, bytes, bool]]:
+    key, value, claim_checked = ValueEncoder(cache).encode_sized(RELID, tup)
+    _, s_key, s_value, headers = snapshot_record(as_selected(tup), 0)
+    return (key, value, claim_checked), (s_key, s_value, CLAIM_CHECK_HEADER in headers)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["multi_row_insert.bin", "copy.bin", "unicode.bin", "large_jsonb.bin.gz",
+     "null_idempotency_key.bin", "timezone_offset.bin"],
+)  # fmt: skip
+def test_a_captured_row_gives_the_same_record_both_ways(name: str) -> None:
+    cache = RelationCache()
+    inserts = list(domain_event_inserts(name, cache))
+    assert inserts
+    for msg in inserts:
+        stream, snapshot = stream_and_snapshot(cache, msg.new)
+        assert snapshot == stream
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"idempotency_key": None},
+        {"created_at": "2026-11-26 03:00:32+00"},
+        {"created_at": "2026-11-26 08:30:32.25-03:30"},
+        {"event_data": '{"s": "quote \\" backslash \\\\ tab \\t ü 🚀", "n": 1e400}'},
+    ],
+)
+def test_a_built_row_gives_the_same_record_both_ways(overrides: dict[str, object]) -> None:
+    stream, snapshot = stream_and_snapshot(
+        domain_events_cache(), domain_events_insert(b.domain_event_tuple(None, **overrides)).new
+    )
+    assert snapshot == stream
+
+
+def test_a_row_too_large_for_a_record_is_the_same_claim_check_both_ways() -> None:
+    big = '{"pad": "' + "x" * CLAIM_CHECK_BYTES + '"}'
+    stream, snapshot = stream_and_snapshot(
+        domain_events_cache(), domain_events_insert(b.domain_event_tuple(event_data=big)).new
+    )
+    assert stream[2] and snapshot[2]  # both claim checks
+    assert snapshot == stream
+    assert "event_data" not in orjson.loads(stream[1])
+
+
+def test_snapshot_positions_and_headers() -> None:
+    tup = domain_events_insert(b.domain_event_tuple()).new
+    pos, key, _, headers = snapshot_record(as_selected(tup), 7)
+    assert pos == Position(LSN.ZERO, 7)  # before every streamed event
+    assert key == b.SAMPLE_ROW["stream_id"].encode()  # type: ignore[union-attr]
+    assert dict(headers) == {
+        "commit_lsn": b"0/0",
+        "idx": b"7",
+        "xid": b"0",
+        "commit_ts": b"2026-11-26T03:00:32.258123+00:00",
+    }
