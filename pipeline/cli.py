@@ -14,15 +14,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import psycopg
 import typer
 from aiokafka.errors import KafkaError
 
 from pipeline import deadletters, envdoc, reach, trace
+from pipeline.cli_exit import EXIT_CONFIG, EXIT_FAILURE, exit_now, fail
 from pipeline.config import (
-    DEFAULT_WEB_PORT,
     Settings,
     database_url_from_env,
     load_settings,
@@ -30,9 +30,7 @@ from pipeline.config import (
     reader_config,
 )
 from pipeline.console.cli import console
-from pipeline.dev import services
-from pipeline.dev.errors import ServiceError
-from pipeline.dev.layout import load_layout
+from pipeline.dev.cli import dev_app
 from pipeline.emit_cli import emit_app
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.progress import Progress
@@ -41,18 +39,11 @@ from replication.lsn import LSN
 if TYPE_CHECKING:
     from pipeline.replay import ReplaySummary
 
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-
 app = typer.Typer(
     help="WAL -> Kafka -> Faust -> Temporal, exactly once. Exit codes: 0 ok, 1 failure, "
     "2 invalid configuration or usage.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-)
-dev_app = typer.Typer(
-    help="Local services without Docker: PostgreSQL, Kafka, Temporal.",
-    epilog=envdoc.epilog(*envdoc.DEV),
 )
 app.add_typer(dev_app, name="dev")
 app.add_typer(emit_app, name="emit")
@@ -61,11 +52,6 @@ app.command(epilog=envdoc.epilog(*envdoc.SETTINGS, "pipeline.webauth", "pipeline
     console
 )
 app.command(epilog=envdoc.epilog(extra=("PIPELINE_DATABASE_URL",)))(trace.trace)
-
-
-def _fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 def _version() -> str:
@@ -101,109 +87,11 @@ def main(
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
-@dev_app.command("up")
-def dev_up(
-    service: Annotated[
-        list[str] | None, typer.Option("--service", "-s", help="Only this service (repeatable).")
-    ] = None,
-) -> None:
-    """Start PostgreSQL, Kafka and Temporal (idempotent); wait until each is healthy."""
-    try:
-        started = services.up(names=service)
-    except ServiceError as exc:
-        raise _fail(str(exc)) from exc
-    layout = load_layout()
-    for status in services.status(layout):
-        if service and status.name not in service:
-            continue
-        word = "started" if status.name in started else "already running"
-        typer.echo(f"{status.name:9} {word:16} port {status.port}  pid {status.pid}")
-    typer.echo(f"logs: {layout.log_dir} (postgres: {layout.state_dir / 'postgres'})")
-
-
-@dev_app.command("down")
-def dev_down() -> None:
-    """Stop the services that `dev up` started (nothing else)."""
-    try:
-        stopped = services.down()
-    except ServiceError as exc:
-        raise _fail(str(exc)) from exc
-    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-
-
-@dev_app.command("status")
-def dev_status() -> None:
-    """Show whether each local service runs and answers."""
-    all_ok = True
-    for status in services.status():
-        state = "healthy" if status.healthy else ("unhealthy" if status.pid else "stopped")
-        all_ok &= status.healthy
-        typer.echo(f"{status.name:9} {state:10} port {status.port}  pid {status.pid or '-'}")
-    if not all_ok:
-        raise typer.Exit(EXIT_FAILURE)
-
-
-@dev_app.command("env")
-def dev_env() -> None:
-    """Print `export` lines pointing the pipeline at the local services, with every port."""
-    layout = load_layout()
-    web_port = os.environ.get("PIPELINE_WEB_PORT", "").strip() or str(DEFAULT_WEB_PORT)
-    exports = {
-        **layout.env(),
-        "PIPELINE_WEB_PORT": web_port,
-        "PIPELINE_DEV_DIR": str(layout.state_dir),
-        "PIPELINE_DEV_PG_PORT": str(layout.pg_port),
-        "PIPELINE_DEV_KAFKA_PORT": str(layout.kafka_port),
-        "PIPELINE_DEV_KAFKA_CONTROLLER_PORT": str(layout.kafka_controller_port),
-        "PIPELINE_DEV_TEMPORAL_PORT": str(layout.temporal_port),
-        "PIPELINE_DEV_TEMPORAL_UI_PORT": str(layout.temporal_ui_port),
-    }
-    for name, value in exports.items():
-        typer.echo(f"export {name}={value}")
-
-
-@dev_app.command(
-    "kafka", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-)
-def dev_kafka(
-    ctx: typer.Context,
-    tool: Annotated[
-        str, typer.Argument(help="kafka-configs, kafka-topics, kafka-consumer-groups, ...")
-    ],
-) -> None:
-    """Run one of Kafka's own tools with the arguments that follow, e.g.
-    `pipeline dev kafka kafka-configs --bootstrap-server HOST:PORT --describe --entity-type
-    topics --entity-name domain-events` (the jars are fetched once, like the broker's).
-    """
-    import subprocess
-
-    from pipeline.dev.kafka_tools import TOOLS, KafkaTools
-
-    if tool.removesuffix(".sh") not in TOOLS:
-        raise _fail(
-            f"unknown Kafka tool {tool!r}: use one of {', '.join(sorted(TOOLS))}", EXIT_CONFIG
-        )
-    try:
-        argv = KafkaTools(load_layout()).command(tool, ctx.args)
-    except ServiceError as exc:
-        raise _fail(str(exc)) from exc
-    raise typer.Exit(subprocess.call(argv))
-
-
 def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
-
-
-def _exit_now(code: int) -> NoReturn:
-    """Exit without interpreter finalization once a Temporal client ran: its core's
-    threads can abort a finalizing interpreter ("PyGILState_Release", temporalio
-    sdk-python issue 300), which turned an exit 2 into 134 about one time in three."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        raise fail(str(exc), EXIT_CONFIG) from exc
 
 
 def _handshakes(settings: Settings, *, kafka: bool = True, temporal: bool = False) -> None:
@@ -219,9 +107,9 @@ def _handshakes(settings: Settings, *, kafka: bool = True, temporal: bool = Fals
         )
     )
     if reason is not None:
-        _fail(reason, EXIT_CONFIG)
+        fail(reason, EXIT_CONFIG)
         if temporal:
-            _exit_now(EXIT_CONFIG)
+            exit_now(EXIT_CONFIG)
         raise typer.Exit(EXIT_CONFIG)
 
 
@@ -245,9 +133,9 @@ def run() -> None:
     try:
         run_pipeline(settings)
     except TopicLayoutError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
+        raise fail(str(exc), EXIT_CONFIG) from exc
     except (KafkaError, OSError) as exc:
-        raise _fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
+        raise fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
 
 
 @app.command(epilog=envdoc.epilog(*envdoc.SETTINGS))
@@ -267,11 +155,11 @@ def reader() -> None:
     try:
         asyncio.run(_until_signalled(main))
     except ReaderSetupError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
+        raise fail(str(exc), EXIT_CONFIG) from exc
     except reach.Unreachable as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except KafkaError as exc:
-        raise _fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
+        raise fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
 
 
 @app.command(epilog=envdoc.epilog(*envdoc.WORKER))
@@ -283,17 +171,17 @@ def worker() -> None:
     try:
         settings = from_env(os.environ)
     except PipelineError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
+        raise fail(str(exc), EXIT_CONFIG) from exc
     placeholders = placeholder_problems(os.environ, envdoc.variables(*envdoc.WORKER))
     if placeholders:
-        raise _fail("invalid configuration:\n  - " + "\n  - ".join(placeholders), EXIT_CONFIG)
+        raise fail("invalid configuration:\n  - " + "\n  - ".join(placeholders), EXIT_CONFIG)
     from pipeline.handshake import refusal
 
     target = (settings.temporal_address, settings.temporal_namespace, settings.temporal_security)
     reason = asyncio.run(refusal(temporal=target))
     if reason is not None:
-        _fail(reason, EXIT_CONFIG)
-        _exit_now(EXIT_CONFIG)
+        fail(reason, EXIT_CONFIG)
+        exit_now(EXIT_CONFIG)
 
     async def main() -> None:
         await reach.temporal(
@@ -304,12 +192,12 @@ def worker() -> None:
     try:
         asyncio.run(main())
     except reach.Unreachable as exc:
-        _fail(str(exc))
-        _exit_now(1)
+        fail(str(exc))
+        exit_now(1)
     # A clean stop too: the Temporal client's threads can abort interpreter finalization
     # (exit 134 instead of 0 after "bootstrap worker stopped").
     logging.shutdown()
-    _exit_now(0)
+    exit_now(0)
 
 
 def _lsn(value: str | None) -> LSN | None:
@@ -345,7 +233,7 @@ def replay(
     start, end = _lsn(from_lsn), _lsn(to_lsn)
     assert start is not None
     if end is not None and end < start:
-        raise _fail(
+        raise fail(
             f"--to-lsn {end} is below --from-lsn {start}: the range is empty; "
             "give --to-lsn at or after --from-lsn (or leave it out for everything after)",
             EXIT_CONFIG,
@@ -366,11 +254,11 @@ def replay(
     try:
         summary = asyncio.run(go())
     except ReplayRangeError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
+        raise fail(str(exc), EXIT_CONFIG) from exc
     except PipelineError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except (KafkaError, OSError) as exc:
-        raise _fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
+        raise fail(reach.kafka_message(settings.kafka_bootstrap_servers, exc)) from exc
     word = "would re-drive" if summary.dry_run else "re-drove"
     typer.echo(
         f"scanned {summary.records_scanned} record(s); {word} {summary.events_redriven} "
@@ -404,7 +292,7 @@ def check() -> None:
     code = 0 if all(r.ok for r in results) else EXIT_FAILURE
     code = EXIT_CONFIG if any(r.refused for r in results) else code
     if settings.temporal_security.tls:
-        _exit_now(code)
+        exit_now(code)
     if code:
         raise typer.Exit(code)
 
@@ -430,7 +318,7 @@ def status(
         for line in render(report):
             typer.echo(line)
     if report["unavailable"]:
-        raise _fail(
+        raise fail(
             "\n".join(f"{name} unavailable: {why}" for name, why in report["unavailable"].items())
         )
 
@@ -444,7 +332,7 @@ def migrate() -> None:
         dsn = database_url_from_env()
         applied = run_migrations(dsn)
     except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
+        raise fail(str(exc), EXIT_CONFIG) from exc
     except (PipelineError, psycopg.Error) as exc:
-        raise _fail(f"migration failed: {exc}") from exc
+        raise fail(f"migration failed: {exc}") from exc
     typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")

@@ -16,13 +16,11 @@ import typer
 from psycopg.types.json import Jsonb
 
 from pipeline import envdoc, events
+from pipeline.cli_exit import EXIT_CONFIG, EXIT_FAILURE, fail
 from pipeline.config import database_url_from_env
 from pipeline.contract import ContractError, ContractViolation, default_contract
 from pipeline.errors import ConfigError
 from pipeline.eventstore import NewEvent, emit_sync
-
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 
 emit_app = typer.Typer(help="Emit domain events (test emissions).")
 
@@ -32,11 +30,6 @@ class Signature(enum.StrEnum):
 
     stream = "stream"
     aggregate = "aggregate"
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 def _parse_admin(raw: str) -> dict[str, str]:
@@ -121,7 +114,7 @@ def emit_bootstrap(
     try:
         dsn = database_url_from_env()
     except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from exc
+        raise fail(str(exc), EXIT_CONFIG) from exc
     event = NewEvent(
         stream_id=org,
         stream_type=events.STREAM_TYPE_ORGANIZATION,
@@ -137,11 +130,11 @@ def emit_bootstrap(
     try:
         problem = contract_problem(event)
     except ContractError as exc:
-        raise _fail(
+        raise fail(
             f"cannot load the contract: {exc} (PIPELINE_CONTRACT_PATH)", EXIT_CONFIG
         ) from exc
     if problem is not None:
-        raise _fail(
+        raise fail(
             f"not emitted: the contract rejects this event ({problem}); fix the option "
             "and run again (the event store is append-only, nothing was written)",
             EXIT_CONFIG,
@@ -150,5 +143,5 @@ def emit_bootstrap(
         event_id = _write(dsn, event, signature)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _fail(f"emit failed: {first} (check PIPELINE_DATABASE_URL)", EXIT_FAILURE) from exc
+        raise fail(f"emit failed: {first} (check PIPELINE_DATABASE_URL)", EXIT_FAILURE) from exc
     typer.echo(f"organization {org}: event {event_id} ({events.BOOTSTRAP_INITIATED})")

@@ -16,8 +16,9 @@ import os
 from prometheus_client import Counter, Gauge
 
 from pipeline import health, metrics
-from pipeline.app import BackgroundTask, run_app
+from pipeline.app import run_app
 from pipeline.config import Settings, reader_config
+from pipeline.lifecycle import BackgroundTask
 from replication.errors import ReaderSetupError
 from replication.reader import Reader, ReaderStats
 

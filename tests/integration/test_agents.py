@@ -25,10 +25,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from pipeline import events as ev
-from pipeline.app import ensure_topics
 from pipeline.config import Settings
 from pipeline.dev.layout import DevLayout
 from pipeline.eventstore import NewEvent, emit_sync
+from pipeline.lifecycle import ensure_topics
 from tests.integration.bootstrap_standin import StandInBootstrapWorkflow
 from tests.integration.contract_feed import Feeder
 

@@ -1,0 +1,180 @@
+"""Start-up and shutdown of ``pipeline run``'s Faust worker.
+
+Before the worker starts, :func:`ensure_topics` creates the topics the agents read and
+write; as it starts, :class:`PipelineApp` starts the early tasks (the replication reader)
+and :class:`TablelessManager` skips Faust's table nap; once a signal asks it to stop,
+:class:`Worker` holds the stop to a deadline and :class:`PipelineApp` does not wait for
+the records in flight. The app itself (its agents and pages) is :mod:`pipeline.app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faust.tables import TableManager
+
+from pipeline.agents.errors import TopicLayoutError
+from pipeline.config import Settings
+from replication.kafka_client import client_options
+from replication.producer import MAX_MESSAGE_BYTES
+
+log = logging.getLogger(__name__)
+
+BackgroundTask = Callable[[], Awaitable[None]]
+
+# After SIGTERM/SIGINT the process exits within this many seconds whatever its
+# dependencies do: a graceful stop that hangs (a broker or database that does not answer)
+# is cut short by a hard exit. Nothing is lost either way: a record is acknowledged only
+# after its effects happened, so what was not acknowledged is delivered again. Below the
+# StatefulSet's terminationGracePeriodSeconds (60) and Kubernetes' default (30).
+SHUTDOWN_DEADLINE_S: Final = 20.0
+EXIT_SHUTDOWN_DEADLINE: Final = 1
+
+
+def kafka_servers(settings: Settings) -> list[str]:
+    """The brokers of ``PIPELINE_KAFKA_BOOTSTRAP_SERVERS``, a comma-separated list."""
+    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    # A topic just created is briefly unknown to the broker answering the metadata request.
+    for _ in range(100):
+        (meta,) = await admin.describe_topics([topic])
+        if meta["error_code"] == 0 and meta["partitions"]:
+            return len(meta["partitions"])
+        await asyncio.sleep(0.1)
+    raise TopicLayoutError(f"topic {topic} is still not in the cluster's metadata")
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the source and dead-letter topics if missing; check their partition counts.
+
+    Faust creates only its internal topics, and a consumer subscribed to a missing topic
+    is not assigned it until its metadata refreshes, so the topics exist before the
+    worker starts. Both are created as the reader creates its topic: unlimited retention
+    (the topic is the log ``pipeline replay`` re-reads; dead letters are kept until
+    handled) and room for large events; replication factor from the settings.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka_servers(settings), **client_options(settings.kafka_security)
+    )
+    await admin.start()
+    try:
+        names = [settings.topic, settings.dead_letter_topic]
+        for name in names:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name,
+                        settings.topic_partitions,
+                        settings.topic_replication_factor,
+                        topic_configs={
+                            "retention.ms": "-1",
+                            "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                        },
+                    )
+                ]
+            )
+            for topic, code, message in response.topic_errors:
+                if code == 0:
+                    log.info("created topic %s, %d partitions", topic, settings.topic_partitions)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise TopicLayoutError(f"cannot create topic {topic}: {message} ({code})")
+        count = await _partition_count(admin, settings.topic)
+        if count != settings.topic_partitions:
+            raise TopicLayoutError(
+                f"topic {settings.topic} has {count} partitions, but "
+                f"PIPELINE_TOPIC_PARTITIONS is {settings.topic_partitions}: set it to "
+                f"{count} (a topic's partition count decides which partition holds a stream)"
+            )
+    finally:
+        await admin.close()
+
+
+class TablelessManager(TableManager):
+    """Faust's table manager without its one-second nap at start-up.
+
+    Faust sleeps 1 s before starting table recovery so that tables declared late can
+    register; this app declares none (the read models live in PostgreSQL), and the nap
+    stood between a restarted process and its first record.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
+class PipelineApp(faust.App):
+    """Faust's app, which does not wait for the records in flight once it is stopping.
+
+    Faust waits until every record taken is acknowledged before it stops its consumer
+    (``stream_wait_empty``); a record whose handler retries against an unreachable
+    Temporal or PostgreSQL is not, for as long as the outage lasts, so SIGTERM hung.
+    Stopping without that wait is safe: a record is acknowledged only once its effects
+    happened (pipeline.batching), so what is in flight is not committed and is delivered
+    again, and every effect is idempotent (DESIGN.md invariant 3). A rebalance still
+    waits (without that wait Faust stopped fetching after the rebalance, measured).
+    """
+
+    #: Started with the app, alongside its consumer (see :meth:`on_first_start`).
+    early_tasks: Sequence[BackgroundTask] = ()
+
+    async def on_first_start(self) -> None:
+        """Start the early tasks (the replication reader) as the app starts.
+
+        Faust starts ``app.task`` tasks only once the consumer has joined its group and
+        been assigned partitions; the reader has nothing to wait for, and starting it at
+        once overlaps its session start with the join after a restart. The tasks are
+        the app's futures, cancelled when it stops.
+        """
+        await super().on_first_start()
+        for task in self.early_tasks:
+            self.add_future(task())
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        if self.should_stop:
+            logger.info("Not waiting for records in flight: they are delivered again")
+            return
+        await super()._consumer_wait_empty(consumer, logger)
+
+
+def _exit_now(deadline: float) -> None:
+    log.error(
+        "still stopping %.0fs after the signal: exiting now; records not acknowledged are "
+        "delivered again",
+        deadline,
+    )
+    logging.shutdown()
+    os._exit(EXIT_SHUTDOWN_DEADLINE)
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with a deadline on the shutdown a signal starts (see above)."""
+
+    shutdown_deadline: float = SHUTDOWN_DEADLINE_S
+    _deadline_timer: threading.Timer | None = None
+
+    def _arm_deadline(self) -> None:
+        if self._deadline_timer is None:
+            # A thread, not the event loop: the deadline holds even if the loop is stuck.
+            timer = threading.Timer(self.shutdown_deadline, _exit_now, (self.shutdown_deadline,))
+            timer.daemon = True
+            timer.start()
+            self._deadline_timer = timer
+
+    def _on_sigterm(self) -> None:
+        self._arm_deadline()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_deadline()
+        super()._on_sigint()
