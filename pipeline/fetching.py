@@ -117,9 +117,3 @@ class _PromptConsumer(faust_aiokafka.Consumer):
 def install() -> None:
     """Make Faust's Kafka transport build consumers with the short fetch wait."""
     faust_aiokafka.Transport.Consumer = _PromptConsumer
-
-
-def fetch_max_wait_ms(consumer: aiokafka.AIOKafkaConsumer) -> int:
-    """The fetch wait an aiokafka consumer was configured with (for tests)."""
-    value: int = consumer._fetch_max_wait_ms
-    return value

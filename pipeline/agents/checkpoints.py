@@ -5,6 +5,10 @@ checkpoint says exactly what is applied (DESIGN.md invariant 3). ``kafka_offset`
 next offset to read; (commit_lsn, idx) the position of the last event of the batch on
 that partition. A checkpoint never moves back: a replay re-reads older positions, which
 change nothing, so the stored one stays.
+
+Nothing in ``pipeline run`` reads a checkpoint back: Faust resumes from the consumer
+group's committed offsets. The table is the record of what the projection applied, read
+by ``bench/throughput.py`` (its end point) and ``tests/integration/test_agents.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""dispatch.py: a batch grouped by stream, streams concurrently, each stream in order.
+"""dispatch.py: records submitted stream by stream, streams concurrently, each in order.
 
 Concurrency is observed without clocks: the handlers yield to the event loop a few times
 and count how many of them are inside at once.
@@ -7,12 +7,11 @@ and count how many of them are inside at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.agents.dispatch import StreamDispatcher, group_by_key
+from pipeline.agents.dispatch import StreamDispatcher
 
 
 @dataclass(frozen=True)
@@ -66,21 +65,37 @@ class Probe:
             self.in_flight -= 1
 
 
-def test_group_by_key_keeps_order_and_isolates_keyless() -> None:
-    batch = recs((b"a", 0), (b"b", 1), (None, 2), (b"a", 3), (None, 4), (b"b", 5), (b"c", 6))
-    groups = group_by_key(batch, key_of)
-    assert [[i for i, _ in g] for g in groups] == [[0, 3], [1, 5], [2], [4], [6]]
-    assert [r for _, r in groups[0]] == [batch[0], batch[3]]
+@dataclass
+class Acks:
+    """done() callbacks: which records were done, in what order, with what error."""
+
+    done: list[tuple[Rec, Exception | None]] = field(default_factory=list)
+
+    def for_(self, rec: Rec):  # type: ignore[no-untyped-def]
+        async def done(error: Exception | None) -> None:
+            self.done.append((rec, error))
+
+        return done
+
+    async def until(self, count: int) -> None:
+        """Wait until count records were done."""
+        while len(self.done) < count:
+            await asyncio.sleep(0)
 
 
-def test_group_by_key_of_an_empty_batch() -> None:
-    assert group_by_key([], key_of) == []
+async def submit_all(dispatcher: StreamDispatcher[Rec], batch: list[Rec]) -> Acks:
+    """Submit every record of batch, as an agent does; return once each one was done."""
+    acks = Acks()
+    for rec in batch:
+        await dispatcher.submit(rec, acks.for_(rec))
+    await acks.until(len(batch))
+    return acks
 
 
 async def test_each_stream_in_order_streams_concurrently() -> None:
     batch = recs(*((k, s) for s in range(6) for k in (b"a", b"b", b"c")))
     probe = Probe()
-    await StreamDispatcher("t", probe, key_of)(batch)
+    await submit_all(StreamDispatcher("t", probe, key_of), batch)
 
     assert sorted(probe.finished, key=lambda r: r.seq) == sorted(batch, key=lambda r: r.seq)
     for k in (b"a", b"b", b"c"):
@@ -101,7 +116,7 @@ async def test_a_record_starts_only_after_the_one_before_it_in_its_stream_finish
             await asyncio.sleep(0)
         events.append(("end", rec))
 
-    await StreamDispatcher("t", handle, key_of)(batch)
+    await submit_all(StreamDispatcher("t", handle, key_of), batch)
     stream_a = [e for e in events if e[1].key == b"a"]
     assert stream_a == [(what, r) for r in batch if r.key == b"a" for what in ("start", "end")]
 
@@ -109,7 +124,7 @@ async def test_a_record_starts_only_after_the_one_before_it_in_its_stream_finish
 async def test_keyless_records_run_concurrently() -> None:
     probe = Probe()
     batch = recs((None, 0), (None, 1), (None, 2), (None, 3))
-    await StreamDispatcher("t", probe, key_of)(batch)
+    await submit_all(StreamDispatcher("t", probe, key_of), batch)
     assert sorted(probe.finished, key=lambda r: r.seq) == batch
     assert probe.peak == 4
 
@@ -117,18 +132,17 @@ async def test_keyless_records_run_concurrently() -> None:
 async def test_in_flight_handlers_are_bounded() -> None:
     probe = Probe()
     batch = recs(*((bytes([k]), k) for k in range(10)))
-    dispatcher = StreamDispatcher("t", probe, key_of, max_in_flight=3)
-    await dispatcher(batch)
+    await submit_all(StreamDispatcher("t", probe, key_of, max_in_flight=3), batch)
     assert len(probe.finished) == 10
     assert probe.peak == 3
 
 
-async def test_the_bound_holds_across_concurrent_batches() -> None:
+async def test_the_bound_holds_across_concurrent_submitters() -> None:
     probe = Probe()
     dispatcher = StreamDispatcher("t", probe, key_of, max_in_flight=2)
     await asyncio.gather(
-        dispatcher(recs((b"a", 0), (b"b", 1), (b"c", 2))),
-        dispatcher(recs((b"d", 3), (b"e", 4))),
+        submit_all(dispatcher, recs((b"a", 0), (b"b", 1), (b"c", 2))),
+        submit_all(dispatcher, recs((b"d", 3), (b"e", 4))),
     )
     assert len(probe.finished) == 5
     assert probe.peak == 2
@@ -137,9 +151,9 @@ async def test_the_bound_holds_across_concurrent_batches() -> None:
 async def test_max_in_flight_of_one_is_the_sequential_loop() -> None:
     probe = Probe()
     batch = recs((b"a", 0), (b"b", 1), (None, 2), (b"a", 3))
-    await StreamDispatcher("t", probe, key_of, max_in_flight=1)(batch)
+    await submit_all(StreamDispatcher("t", probe, key_of, max_in_flight=1), batch)
     assert probe.peak == 1
-    assert sorted(probe.finished, key=lambda r: r.seq) == batch
+    assert probe.finished == batch
 
 
 def test_max_in_flight_must_be_positive() -> None:
@@ -147,79 +161,31 @@ def test_max_in_flight_must_be_positive() -> None:
         StreamDispatcher("t", Probe(), key_of, max_in_flight=0)
 
 
-async def test_a_failure_is_raised_after_every_other_record_was_handled() -> None:
+async def test_a_failure_goes_to_done_and_every_other_record_is_handled() -> None:
     batch = recs((b"a", 0), (b"b", 1), (b"a", 2), (b"b", 3), (None, 4))
     probe = Probe(fail=frozenset({batch[0]}))
-    with pytest.raises(Boom, match="seq=0"):
-        await StreamDispatcher("t", probe, key_of)(batch)
+    acks = await submit_all(StreamDispatcher("t", probe, key_of), batch)
     # As Faust's one-at-a-time loop: the failed record is not retried, the rest are
     # handled, its own stream's later record too, in order.
     assert [r for r in probe.started if r.key == b"a"] == [batch[0], batch[2]]
     assert set(probe.finished) == set(batch) - {batch[0]}
+    errors = {r.seq: e for r, e in acks.done}
+    assert isinstance(errors.pop(0), Boom) and set(errors.values()) == {None}
     assert probe.in_flight == 0
-
-
-async def test_the_first_failure_in_batch_order_is_raised_the_others_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    batch = recs((b"a", 0), (b"b", 1), (b"c", 2))
-    # c's record fails first in time (it yields least), a's is first in the batch.
-    probe = Probe(fail=frozenset({batch[0], batch[2]}))
-    with (
-        caplog.at_level(logging.ERROR, logger="pipeline.agents.dispatch"),
-        pytest.raises(Boom, match="seq=0"),
-    ):
-        await StreamDispatcher("starter", probe, key_of)(batch)
-    assert probe.finished == [batch[1]]
-    (logged,) = caplog.records
-    assert "starter" in logged.getMessage()
-    assert logged.exc_info is not None and "seq=2" in str(logged.exc_info[1])
-
-
-async def test_cancelling_a_batch_stops_every_group_before_returning() -> None:
-    gate = asyncio.Event()
-    probe = Probe(gate=gate)
-    batch = recs((b"a", 0), (b"a", 1), (b"b", 2), (None, 3))
-    task = asyncio.create_task(StreamDispatcher("t", probe, key_of)(batch))
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert probe.in_flight == 3  # a's first record, b's, the keyless one
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert probe.in_flight == 0
-    assert probe.cancelled == 3
-    assert batch[1] not in probe.started
-    assert probe.finished == []
 
 
 async def test_records_the_agent_does_not_want_are_skipped_and_order_is_kept() -> None:
     probe = Probe()
     batch = recs((b"a", 0), (b"b", 1), (b"a", 2), (b"a", 3), (b"b", 4))
     dispatch = StreamDispatcher("t", probe, key_of, wants=lambda r: r.seq != 2)
-    await dispatch(batch)
+    await submit_all(dispatch, batch)
     assert sorted(probe.finished, key=lambda r: r.seq) == [r for r in batch if r.seq != 2]
     assert [r.seq for r in probe.finished if r.key == b"a"] == [0, 3]
 
     nothing = Probe()
-    await StreamDispatcher("t", nothing, key_of, wants=lambda r: False)(batch)
+    acks = await submit_all(StreamDispatcher("t", nothing, key_of, wants=lambda r: False), batch)
     assert nothing.started == []
-
-
-# ---- submit: the live agents' scheduling, without batch boundaries ----------------------
-
-
-@dataclass
-class Acks:
-    """done() callbacks: which records were done, in what order, with what error."""
-
-    done: list[tuple[Rec, Exception | None]] = field(default_factory=list)
-
-    def for_(self, rec: Rec):  # type: ignore[no-untyped-def]
-        async def done(error: Exception | None) -> None:
-            self.done.append((rec, error))
-
-        return done
+    assert [r for r, _ in acks.done] == batch  # done at once, so acked
 
 
 async def test_submit_keeps_each_stream_in_order_and_does_not_wait_for_other_streams() -> None:
@@ -247,7 +213,7 @@ async def test_submit_keeps_each_stream_in_order_and_does_not_wait_for_other_str
     assert [r.seq for r, _ in acks.done if r.key == b"a"] == [1, 3]
     assert [r.seq for r, _ in acks.done if r.key == b"b"] == [2, 5]
     gate.set()
-    await dispatcher.join()
+    await acks.until(len(later) + 1)
     assert [r for r, _ in acks.done][-2:] == [slow, later[3]]
 
 
@@ -267,7 +233,7 @@ async def test_submit_waits_while_max_in_flight_are_unfinished() -> None:
     assert not third.done()  # backpressure on the agent's loop
     gate.set()
     await third
-    await dispatcher.join()
+    await acks.until(3)
     assert len(acks.done) == 3
 
 
@@ -278,7 +244,7 @@ async def test_submit_hands_a_failure_to_done_and_skips_what_is_not_wanted() -> 
     dispatcher = StreamDispatcher("t", probe, key_of, wants=lambda r: r.seq != 2)
     for rec in batch:
         await dispatcher.submit(rec, acks.for_(rec))
-    await dispatcher.join()
+    await acks.until(len(batch))
     assert (batch[2], None) in acks.done and batch[2] not in probe.started
     errors = {r.seq: e for r, e in acks.done}
     assert isinstance(errors[0], Boom) and errors[1] is None
@@ -290,10 +256,15 @@ async def test_cancel_stops_what_is_in_flight_and_never_calls_done_for_it() -> N
     probe = Probe(gate=gate)
     acks = Acks()
     dispatcher = StreamDispatcher("t", probe, key_of)
-    for rec in recs((b"a", 0), (b"a", 1), (b"b", 2)):
+    batch = recs((b"a", 0), (b"a", 1), (b"b", 2), (None, 3))
+    for rec in batch:
         await dispatcher.submit(rec, acks.for_(rec))
     for _ in range(20):
         await asyncio.sleep(0)
+    assert probe.in_flight == 3  # a's first record, b's, the keyless one
     await dispatcher.cancel()
     assert acks.done == []  # nothing acked: all of it is delivered again
     assert probe.in_flight == 0
+    assert probe.cancelled == 3
+    assert batch[1] not in probe.started
+    assert probe.finished == []

@@ -26,7 +26,7 @@ async def test_the_worker_consumer_waits_at_most_the_short_fetch_wait() -> None:
     app = faust.App("fetching-test", broker="kafka://127.0.0.1:9", loop=asyncio.get_running_loop())
     thread = app.consumer._thread  # type: ignore[attr-defined]  # the transport's consumer class built it
     consumer = thread._create_worker_consumer(app.transport)
-    assert fetching.fetch_max_wait_ms(consumer) == fetching.FETCH_MAX_WAIT_MS == 10
+    assert consumer._fetch_max_wait_ms == fetching.FETCH_MAX_WAIT_MS == 10
 
 
 async def test_the_worker_consumer_reads_only_committed_records() -> None:
