@@ -2,7 +2,8 @@
 
 An event row is a mapping with the ``domain_events`` columns (``event_data`` decoded, ids
 and times either typed or as their JSON text) plus its position: ``commit_lsn`` (``X/X``
-text or an :class:`~replication.lsn.LSN`) and ``idx``. A row that lacks a field a
+text or an :class:`~replication.lsn.LSN`) and ``idx``, or ``position`` (a
+:class:`~replication.lsn.Position` or its ``X/X#idx`` text). A row that lacks a field a
 projection needs raises :class:`ProjectionError`, which the caller dead-letters.
 """
 
@@ -28,7 +29,19 @@ def _describe(row: EventRow) -> str:
 
 
 def position_of(row: EventRow) -> Position:
-    """The event's ``(commit_lsn, idx)``."""
+    """The event's position: its ``position``, else its ``commit_lsn`` and ``idx``.
+
+    The agents' rows carry both forms (:meth:`pipeline.agents.records.DomainEvent.as_row`);
+    rows built by other callers may carry either.
+    """
+    pos = row.get("position")
+    if isinstance(pos, Position):
+        return pos
+    if pos is not None:
+        try:
+            return Position.parse(str(pos))
+        except LSNParseError as exc:
+            raise ProjectionError(f"{_describe(row)}: {exc}") from exc
     lsn, idx = row.get("commit_lsn"), row.get("idx")
     try:
         commit_lsn = lsn if isinstance(lsn, LSN) else LSN.parse(str(lsn))

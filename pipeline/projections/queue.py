@@ -25,9 +25,8 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from pipeline import events as ev
+from pipeline.projections.event_row import EventRow, position_of
 from replication.lsn import LSN, Position
-
-EventRow = Mapping[str, object]
 
 QUEUE_EVENT_TYPES: Final = frozenset(
     {
@@ -85,20 +84,6 @@ def _text(data: Mapping[str, object], key: str) -> str | None:
 def _data(event: EventRow) -> Mapping[str, object]:
     data = event.get("event_data")
     return data if isinstance(data, Mapping) else {}
-
-
-def position_of(event: EventRow) -> Position:
-    """An event row's position: its ``position``, else its ``commit_lsn`` and ``idx``.
-
-    The agents' rows carry all three; rows built by other callers may carry either form.
-    """
-    pos = event.get("position")
-    if isinstance(pos, Position):
-        return pos
-    if pos is not None:
-        return Position.parse(str(pos))
-    lsn = event["commit_lsn"]
-    return Position(lsn if isinstance(lsn, LSN) else LSN.parse(str(lsn)), int(str(event["idx"])))
 
 
 def job_id_of(event: EventRow) -> uuid.UUID | None:

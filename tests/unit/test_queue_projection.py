@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from pipeline import events as ev
 from pipeline.agents.checkpoints import Consumed, checkpoints_for
-from pipeline.projections.queue import QueueRow, fold, job_id_of, position_of
+from pipeline.projections.event_row import position_of
+from pipeline.projections.queue import QueueRow, fold, job_id_of
 from replication.lsn import LSN, Position
 
 ORG = uuid.uuid4()
