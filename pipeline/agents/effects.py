@@ -23,7 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pipeline import metrics
-from pipeline.agents.starter import JOB_DONE, STARTED_OR_DONE, StartPlan, retry_delay
+from pipeline.agents.starter import JOB_DONE, STARTED_OR_DONE, StartPlan
 from pipeline.eventstore import NewEvent, emit
 from pipeline.security import TemporalSecurity, connect_temporal
 
@@ -50,6 +50,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, RuntimeError) and "connect" in str(exc).lower():
         return True
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+
+
+def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based): doubling, capped."""
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    # Bound the exponent so a long outage cannot overflow the float.
+    return min(cap, base * 2.0 ** min(attempt - 1, 32))
 
 
 async def with_retries(agent: str, what: str, action: Callable[[], Awaitable[T]]) -> T:

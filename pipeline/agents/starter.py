@@ -157,11 +157,3 @@ def started_event(plan: StartPlan, run_id: str, claimed_id: uuid.UUID) -> NewEve
         idempotency_key=ev.workflow_started_key(plan.pending_event_id),
         event_metadata={"causation_id": str(claimed_id), "source": SOURCE},
     )
-
-
-def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based): doubling, capped."""
-    if attempt < 1:
-        raise ValueError(f"attempt must be >= 1, got {attempt}")
-    # Bound the exponent so a long outage cannot overflow the float.
-    return min(cap, base * 2.0 ** min(attempt - 1, 32))

@@ -75,7 +75,7 @@ class BootstrapSettings:
         return f"{base}?token={token}"
 
 
-class _Reader:
+class _EnvReader:
     """Reads typed values from the environment, collecting problems instead of raising."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
@@ -130,7 +130,7 @@ class _Reader:
         return value
 
 
-def _retry_from_env(r: _Reader) -> RetryTuning:
+def _retry_from_env(r: _EnvReader) -> RetryTuning:
     d = RetryTuning()
     return RetryTuning(
         initial_interval_ms=r.number(
@@ -150,7 +150,7 @@ def _retry_from_env(r: _Reader) -> RetryTuning:
     )
 
 
-def _temporal_security(r: _Reader) -> TemporalSecurity:
+def _temporal_security(r: _EnvReader) -> TemporalSecurity:
     """Temporal TLS / mTLS / API key, the same variables as ``pipeline run`` reads."""
     problems: list[tuple[str, str]] = []
     security = temporal_security_from_env(r.env, problems)
@@ -162,7 +162,7 @@ def _temporal_security(r: _Reader) -> TemporalSecurity:
 
 def from_env(env: Mapping[str, str]) -> BootstrapSettings:
     """Build and validate the settings; raise :class:`ConfigError` listing every problem."""
-    r = _Reader(env)
+    r = _EnvReader(env)
     d = BootstrapSettings(database_url="")
     # The worker's own role (pipeline_worker, sql/roles.sql) when set.
     database_url = r.text("PIPELINE_WORKER_DATABASE_URL", "") or r.text("PIPELINE_DATABASE_URL", "")

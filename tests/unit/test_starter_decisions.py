@@ -19,7 +19,6 @@ from pipeline.agents.starter import (
     decide,
     plan_emitted,
     plan_start,
-    retry_delay,
     started_event,
     with_claim,
 )
@@ -176,13 +175,6 @@ def test_claim_and_start_events_are_keyed_by_the_pending_event() -> None:
     # The workflow's own record of its start uses the same key: one of the two is a no-op.
     assert start.idempotency_key == ev.workflow_started_key(pending.id)
     assert start.event_metadata == {"causation_id": str(claim_id), "source": "pipeline.starter"}
-
-
-def test_retry_delay_doubles_and_is_capped() -> None:
-    assert [retry_delay(n, base=0.5, cap=5) for n in range(1, 7)] == [0.5, 1, 2, 4, 5, 5]
-    assert retry_delay(10_000) == 30.0
-    with pytest.raises(ValueError):
-        retry_delay(0)
 
 
 # ---- decoding ------------------------------------------------------------------------
