@@ -218,13 +218,19 @@ def running_pid(paths: Paths) -> int | None:
     return pid
 
 
+def _log_tail(log: Path, lines: int = 8) -> str:
+    """The log's last lines, each cut short (the server logs whole stack traces)."""
+    return "\n".join(line[:300] for line in log.read_text(errors="replace").splitlines()[-lines:])
+
+
 async def _register_default(address: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     last: BaseException | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = "\n".join(ln[:300] for ln in log.read_text(errors="replace").splitlines()[-8:])
-            raise SystemExit(f"Temporal's server exited ({proc.returncode}); {log}:\n{tail}")
+            raise SystemExit(
+                f"Temporal's server exited ({proc.returncode}); {log}:\n{_log_tail(log)}"
+            )
         try:
             client = await Client.connect(address)
             try:
