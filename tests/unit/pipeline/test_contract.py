@@ -31,7 +31,7 @@ from replication.tracker import FlushTracker
 from replication.value_encoder import ValueEncoder
 from tests.unit.pgoutput_builder import read_frames
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CONTRACTS_DIR = REPO_ROOT / "contracts"
 NPM_HINT = "run `npm ci --prefix contracts` (needs Node 20 and the npm registry)"
 

@@ -33,8 +33,8 @@ from tests.unit.pgoutput_fixtures import (
     domain_events_cache,
     domain_events_insert,
 )
+from tests.unit.replication.test_values import pg_jsonb, pg_timestamptz, row_columns
 from tests.unit.row_oracle import domain_event
-from tests.unit.test_values import pg_jsonb, pg_timestamptz, row_columns
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
 _cache = domain_events_cache
