@@ -1,18 +1,17 @@
-"""The enqueue and starter decisions, record decoding and dead-letter headers (pure)."""
+"""The starter's decisions: what to start, whether to start it, its claim and start events
+(pure)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import orjson
 import pytest
 
 from pipeline import events as ev
-from pipeline.agents.deadletter import dead_letter_headers
 from pipeline.agents.enqueue import pending_event_for
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import DomainEvent, decode_record, event_type_of
+from pipeline.agents.records import DomainEvent
 from pipeline.agents.starter import (
     Decision,
     claimed_event,
@@ -23,60 +22,13 @@ from pipeline.agents.starter import (
     with_claim,
 )
 from pipeline.eventstore import NewEvent, idempotency_key
-from replication.lsn import LSN, Position
-
-ORG = uuid.uuid4()
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-ADMINS = [{"email": "ada@example.com", "role": "organization_admin"}]
-
-
-def domain_event(kind: str, data: dict[str, object]) -> DomainEvent:
-    return DomainEvent(
-        id=uuid.uuid4(),
-        stream_id=ORG,
-        stream_type="organization",
-        stream_version=1,
-        event_type=kind,
-        event_data=data,
-        event_metadata={"source": "api"},
-        idempotency_key=None,
-        created_at=NOW,
-        position=Position(LSN(0x10), 0),
-        commit_ts=NOW,
-        xid=7,
-    )
-
-
-INITIATED = domain_event(
-    ev.BOOTSTRAP_INITIATED, {"name": "Acme", "subdomain": "acme", "admins": ADMINS}
+from tests.unit.pipeline.agents.samples import (
+    ADMINS,
+    INITIATED,
+    ORG,
+    domain_event,
+    pending_from_initiated,
 )
-
-
-def pending_from_initiated() -> DomainEvent:
-    new = pending_event_for(INITIATED)
-    assert new is not None
-    return domain_event(ev.QUEUE_PENDING, dict(new.event_data))
-
-
-def test_initiated_asks_for_one_pending_job_keyed_by_its_id() -> None:
-    new = pending_event_for(INITIATED)
-    assert new is not None
-    assert new.event_type == ev.QUEUE_PENDING
-    assert (new.stream_id, new.stream_type) == (ORG, "organization")
-    assert new.event_data == {
-        "job_id": str(INITIATED.id),
-        "workflow_type": "OrganizationBootstrapWorkflow",
-        "workflow_id": f"org-bootstrap-{ORG}",
-        "source_event_id": str(INITIATED.id),
-        "input": {"org_id": str(ORG), "name": "Acme", "subdomain": "acme", "admins": ADMINS},
-    }
-    assert new.idempotency_key == idempotency_key(INITIATED.id, ev.QUEUE_PENDING)
-    assert new.event_metadata == {"causation_id": str(INITIATED.id), "source": "pipeline.enqueue"}
-    assert pending_event_for(INITIATED) == new  # deterministic: a redelivery emits the same
-
-
-def test_enqueue_ignores_other_events() -> None:
-    assert pending_event_for(domain_event(ev.ORGANIZATION_CREATED, {})) is None
 
 
 def test_plan_starts_the_deterministic_workflow_with_input_and_job_id() -> None:
@@ -177,106 +129,6 @@ def test_claim_and_start_events_are_keyed_by_the_pending_event() -> None:
     assert start.event_metadata == {"causation_id": str(claim_id), "source": "pipeline.starter"}
 
 
-# ---- decoding ------------------------------------------------------------------------
-
-HEADERS = [
-    ("commit_lsn", b"16/B374D848"),
-    ("idx", b"2"),
-    ("xid", b"747"),
-    ("commit_ts", b"2026-01-01T00:00:00+00:00"),
-]
-
-
-def row(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "id": str(uuid.uuid4()),
-        "stream_id": str(ORG),
-        "stream_type": "organization",
-        "stream_version": 1,
-        "event_type": ev.BOOTSTRAP_INITIATED,
-        "event_data": {"name": "Acme", "subdomain": "acme", "admins": ADMINS},
-        "event_metadata": {"source": "api"},
-        "idempotency_key": None,
-        "created_at": "2026-01-01T00:00:00.123456+00:00",
-    }
-    return {**base, **overrides}
-
-
-def test_decode_reads_the_row_and_its_position() -> None:
-    value = row()
-    got = decode_record(str(ORG).encode(), orjson.dumps(value), HEADERS)
-    assert got.position == Position(LSN.parse("16/B374D848"), 2)
-    assert (got.stream_id, got.event_type, got.xid) == (ORG, ev.BOOTSTRAP_INITIATED, 747)
-    as_row = got.as_row()
-    assert as_row["position"] == got.position
-    assert (as_row["commit_lsn"], as_row["idx"]) == (got.position.commit_lsn, 2)
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "headers", "kind"),
-    [
-        (str(ORG).encode(), b"{not json", HEADERS, "bad_value"),
-        (str(ORG).encode(), None, HEADERS, "bad_value"),
-        (str(ORG).encode(), b"[1]", HEADERS, "bad_value"),
-        (str(ORG).encode(), orjson.dumps(row()), HEADERS[1:], "bad_headers"),
-        (
-            str(ORG).encode(),
-            orjson.dumps(row()),
-            [("commit_lsn", b"nope"), *HEADERS[1:]],
-            "bad_headers",
-        ),
-        (str(ORG).encode(), orjson.dumps(row(stream_version=0)), HEADERS, "bad_envelope"),
-        (str(ORG).encode(), orjson.dumps({"id": "x"}), HEADERS, "bad_envelope"),
-        (b"someone-else", orjson.dumps(row()), HEADERS, "bad_key"),
-        (
-            str(ORG).encode(),
-            orjson.dumps(row(event_data={"name": "Acme", "subdomain": "acme", "admins": []})),
-            HEADERS,
-            "contract",
-        ),
-    ],
-)
-def test_bad_records_are_rejected_with_a_kind(
-    key: bytes, value: bytes | None, headers: list[tuple[str, bytes]], kind: str
-) -> None:
-    with pytest.raises(RecordRejected) as info:
-        decode_record(key, value, headers)
-    assert info.value.kind == kind
-
-
-def test_a_workflow_id_other_than_the_streams_is_rejected() -> None:
-    data = {
-        "job_id": str(uuid.uuid4()),
-        "workflow_id": f"org-bootstrap-{uuid.uuid4()}",
-        "worker_id": "w",
-    }
-    value = orjson.dumps(row(event_type=ev.QUEUE_CLAIMED, event_data=data))
-    with pytest.raises(RecordRejected) as info:
-        decode_record(str(ORG).encode(), value, HEADERS, validate=None)
-    assert info.value.kind == "bad_workflow_id"
-
-
-def test_dead_letter_headers_keep_the_originals_and_say_why_and_where() -> None:
-    got = dict(
-        dead_letter_headers(
-            [*HEADERS, ("reason", b"old")],
-            RecordRejected("contract", "event_data.admins: too short"),
-            topic="domain-events",
-            partition=3,
-            offset=42,
-        )
-    )
-    assert got["commit_lsn"] == b"16/B374D848"
-    assert got["idx"] == b"2"
-    assert got["reason"] == b"contract: event_data.admins: too short"
-    assert got["reason_kind"] == b"contract"
-    assert (got["original_topic"], got["original_partition"], got["original_offset"]) == (
-        b"domain-events",
-        b"3",
-        b"42",
-    )
-
-
 def test_the_handoff_plans_exactly_what_the_starter_plans_from_the_delivered_event() -> None:
     # The enqueue agent starts a job right after appending its pending event; the starter
     # agent later gets the same event from Kafka (a JSON round trip). Both must plan the
@@ -303,17 +155,3 @@ def test_the_handoff_refuses_anything_but_a_pending_event() -> None:
             NewEvent(ORG, "organization", ev.QUEUE_CLAIMED, {}, "k"),
             uuid.uuid4(),
         )
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (b'{"event_type": "workflow.queue.pending", "x": 1}', "workflow.queue.pending"),
-        (b'{"event_type": 3}', None),
-        (b"[1, 2]", None),
-        (b"not json", None),
-        (None, None),
-    ],
-)
-def test_event_type_of_looks_without_judging(value: bytes | None, expected: str | None) -> None:
-    assert event_type_of(value) == expected
