@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
@@ -38,6 +39,8 @@ from tests.integration.pipeline_process import (
     pipeline_cli,
     slot_active,
 )
+
+pytestmark = pytest.mark.integration
 
 MB = 1024 * 1024
 DEEP = "[" * 1100 + '"bottom"' + "]" * 1100
