@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import orjson
 import pytest
+from temporalio.converter import DataConverter
 
 from pipeline import events as ev
 from pipeline.agents.enqueue import pending_event_for
@@ -14,6 +16,7 @@ from pipeline.agents.errors import RecordRejected
 from pipeline.agents.records import DomainEvent
 from pipeline.agents.starter import (
     Decision,
+    StartPlan,
     claimed_event,
     decide,
     plan_emitted,
@@ -21,6 +24,7 @@ from pipeline.agents.starter import (
     started_event,
     with_claim,
 )
+from pipeline.bootstrap.inputs import Admin, BootstrapInput
 from pipeline.eventstore import NewEvent, idempotency_key
 from tests.unit.pipeline.agents.samples import (
     ADMINS,
@@ -38,21 +42,76 @@ def test_plan_starts_the_deterministic_workflow_with_input_and_job_id() -> None:
     assert plan.workflow_id == f"org-bootstrap-{ORG}"
     assert plan.workflow_type == "OrganizationBootstrapWorkflow"
     assert plan.job_id == str(INITIATED.id)
-    assert plan.workflow_input == {
+    assert plan.workflow_input == BootstrapInput(
+        org_id=str(ORG),
+        job_id=str(INITIATED.id),
+        name="Acme",
+        subdomain="acme",
+        admins=[Admin(**admin) for admin in ADMINS],
+        # The workflow records workflow_started under the starter's key (invariant 9).
+        pending_event_id=str(pending.id),
+    )
+    claimed = uuid.uuid4()
+    assert with_claim(plan, claimed).workflow_input == replace(
+        plan.workflow_input, claimed_event_id=str(claimed)
+    )
+    assert plan_start(INITIATED) is None
+
+
+def test_the_start_argument_is_what_the_workflow_decodes_and_keeps_its_wire_format() -> None:
+    # Temporal's default converter: the JSON the workflow receives, read back into the
+    # workflow's parameter type. The keys are the ones the dict input used to carry.
+    plan = with_claim(plan_for(pending_from_initiated()), uuid.uuid4())
+    converter = DataConverter.default.payload_converter
+    (payload,) = converter.to_payloads([plan.workflow_input])
+    assert orjson.loads(payload.data) == {
         "org_id": str(ORG),
+        "job_id": plan.job_id,
         "name": "Acme",
         "subdomain": "acme",
         "admins": ADMINS,
-        "job_id": str(INITIATED.id),
-        # The workflow records workflow_started under the starter's key (invariant 9).
-        "pending_event_id": str(pending.id),
+        "pending_event_id": str(plan.pending_event_id),
+        "claimed_event_id": plan.workflow_input.claimed_event_id,
     }
-    claimed = uuid.uuid4()
-    assert with_claim(plan, claimed).workflow_input == {
-        **plan.workflow_input,
-        "claimed_event_id": str(claimed),
-    }
-    assert plan_start(INITIATED) is None
+    assert converter.from_payloads([payload], [BootstrapInput]) == [plan.workflow_input]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"org_id": None}, "input.org_id"),
+        ({"name": 3}, "input.name"),
+        ({"subdomain": ["acme"]}, "input.subdomain"),
+        ({"admins": "ada@example.com"}, "input.admins"),
+        ({"admins": ["ada@example.com"]}, r"input.admins\[0\]"),
+        ({"admins": [{"email": "ada@example.com"}]}, r"input.admins\[0\].role"),
+    ],
+)
+def test_an_input_the_workflow_could_not_decode_is_rejected(
+    change: dict[str, object], field: str
+) -> None:
+    with pytest.raises(RecordRejected, match=field) as info:
+        plan_start(pending_with_input(change))
+    assert info.value.kind == "bad_pending"
+
+
+def test_unknown_input_keys_are_dropped_as_the_workflow_drops_them() -> None:
+    got = plan_for(pending_with_input({"extra": 1})).workflow_input
+    pending = pending_from_initiated()
+    assert got == replace(plan_for(pending).workflow_input, pending_event_id=got.pending_event_id)
+
+
+def pending_with_input(change: dict[str, object]) -> DomainEvent:
+    data = dict(pending_from_initiated().event_data)
+    raw = data["input"]
+    assert isinstance(raw, dict)
+    return domain_event(ev.QUEUE_PENDING, {**data, "input": {**raw, **change}})
+
+
+def plan_for(event: DomainEvent) -> StartPlan:
+    plan = plan_start(event)
+    assert plan is not None
+    return plan
 
 
 def test_plan_rejects_an_unknown_workflow_type() -> None:
