@@ -19,8 +19,8 @@ from replication.lsn import LSN, Position
 from replication.record_value import CLAIM_CHECK_BYTES, needs_claim_check
 from replication.tracker import FlushTracker
 from replication.value_encoder import ValueEncoder
+from tests.exact_json import DEEP, exact, same
 from tests.unit import pgoutput_builder as b
-from tests.unit.exact_json import DEEP, exact, same
 from tests.unit.pgoutput_fixtures import RELID, domain_events_cache, domain_events_insert
 
 FIFTY_DIGITS = "12345678901234567890123456789012345678901234567890.123456789"

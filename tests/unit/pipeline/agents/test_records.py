@@ -19,7 +19,7 @@ from pipeline.agents.records import (
     parse_value,
 )
 from replication.lsn import LSN, Position
-from tests.unit.exact_json import DEEP, exact, same
+from tests.exact_json import DEEP, exact, same
 from tests.unit.pipeline.agents.samples import HEADERS, ORG, row
 
 
