@@ -4,7 +4,7 @@
 # python:3.11-slim image list this digest names was taken from public Dockerfiles that pin
 # it, NOT verified against the registry from where this was written (no registry access).
 # Verify or bump it with `docker buildx imagetools inspect python:3.11-slim` (or let
-# Renovate/Dependabot keep it current); tests/unit/test_dockerfile.py fails on an
+# Renovate/Dependabot keep it current); tests/unit/deploy/test_dockerfile.py fails on an
 # unpinned base.
 ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 

@@ -16,7 +16,9 @@ import yaml
 
 from pipeline.errors import PipelineError
 
-try:  # libyaml's parser reads the contract about ten times faster than pure Python.
+# libyaml's parser reads the contract much faster than pure Python (docs/benchmarks.md,
+# "Figures the code used to quote").
+try:
     from yaml import CSafeLoader as _SafeLoader
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]

@@ -5,10 +5,9 @@ change it. aiokafka keeps one fetch in flight per broker, for the partitions tha
 no records buffered at the moment it is sent; a partition whose buffer empties just
 after waits for that fetch to come back, and when the partitions in it have nothing new,
 that is the whole 1.5 s. Under steady traffic on several partitions this convoy held
-records at the agents' door 1.5 to 3 s (measured: Kafka append -> the enqueue agent's
-``workflow.queue.pending`` p50 1.69 s at 20 bootstraps/s plus 200 other events/s; 226 ms
-with a 50 ms wait, see docs/benchmarks.md). A short wait costs an idle consumer a few
-cheap fetch requests a second per broker.
+records at the agents' door for up to two such waits (figures: docs/benchmarks.md,
+"Figures the code used to quote"). A short wait costs an idle consumer a few cheap fetch
+requests a second per broker.
 
 :func:`install` makes every Faust worker consumer of this process use
 :data:`FETCH_MAX_WAIT_MS`; it patches the Faust transport's consumer class (its thread

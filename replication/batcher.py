@@ -24,12 +24,12 @@ everything that arrived during one round trip, and a quiet stream is not delayed
 With ``linger > 0`` (the reader's setting) an open batch is also held back while the
 caller still has events to add: until it holds ``linger_records`` events, is ``linger``
 seconds old, or the caller calls :meth:`PartitionBatcher.release` (the reader does when
-its socket is empty, i.e. it has caught up). Each batch costs ~0.1 ms of CPU in aiokafka
-(request, futures, response) whatever its size, and a reader draining a backlog
-otherwise sends batches of ~17 events (one round trip's worth): holding them until the
-reader catches up or they fill grew them to 250-380 events and took the reader from
-~23-29 to ~19-24 µs of CPU per event (200k runs of bench/bench_reader.py). An event that arrives when the reader has nothing else to do
-is handed over at once, as before.
+its socket is empty, i.e. it has caught up). Each batch costs aiokafka a fixed amount of
+CPU (request, futures, response) whatever its size, and a reader draining a backlog
+otherwise sends batches of one round trip's worth: holding them until the reader catches
+up or they fill makes them an order of magnitude larger and the reader's CPU per event
+smaller (figures: docs/benchmarks.md, "Figures the code used to quote"). An event that
+arrives when the reader has nothing else to do is handed over at once, as before.
 """
 
 from __future__ import annotations

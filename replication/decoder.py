@@ -98,7 +98,7 @@ _TAG_NAMES = {
 }
 
 
-class _Reader:
+class _MessageCursor:
     """Bounds-checked cursor for the less frequent messages (clarity over speed)."""
 
     __slots__ = ("buf", "kind", "pos")
@@ -241,7 +241,7 @@ def _insert(buf: bytes) -> Insert:
     return Insert(relation_id, new)
 
 
-def _old_tuple(r: _Reader) -> tuple[str, TupleData]:
+def _old_tuple(r: _MessageCursor) -> tuple[str, TupleData]:
     tag = r.u8("'K' or 'O'")
     if tag not in {0x4B, 0x4F}:  # 'K' key columns, 'O' whole old row
         raise DecodeError(f"got {chr(tag)!r}", kind=r.kind, offset=r.pos - 1, expected="'K' or 'O'")
@@ -264,7 +264,7 @@ def decode_pgoutput(payload: bytes | bytearray | memoryview) -> Message:
             offset=0,
             expected="a protocol version 1 message tag",
         )
-    r = _Reader(buf, kind, 1)
+    r = _MessageCursor(buf, kind, 1)
     msg: Message
     if tag == 0x42:  # 'B'
         lsn, ts, xid = r.unpack(_BEGIN, "final LSN, commit time, xid")
@@ -280,7 +280,7 @@ def decode_pgoutput(payload: bytes | bytearray | memoryview) -> Message:
     return msg
 
 
-def _change_message(r: _Reader, tag: int) -> Message:
+def _change_message(r: _MessageCursor, tag: int) -> Message:
     """Relation, Type, the changes and Message."""
     if tag == 0x52:  # 'R'
         relation_id = r.u32("relation id")

@@ -76,8 +76,9 @@ _set = object.__setattr__
 def lsn_from_uint64(value: int) -> LSN:
     """Build an LSN from a value already known to be a uint64 (``struct`` format ``Q``).
 
-    Skips the range check of ``LSN(value)``: the decoder builds two LSNs per frame,
-    and at 50k+ frames/s the check is a measurable share of the time.
+    Skips the range check of ``LSN(value)``: the decoder builds two LSNs per frame, and
+    at the reader's frame rates the check is a measurable share of the time
+    (docs/benchmarks.md, "Figures the code used to quote").
     """
     lsn: LSN = _new(LSN)
     _set(lsn, "value", value)

@@ -5,9 +5,10 @@ Java's ``DefaultPartitioner`` (and aiokafka's, and librdkafka's ``murmur2_random
 stream_id lands where any other client would put it, and where this reader put it before.
 
 aiokafka's ``murmur2`` reads one byte at a time in Python; here the 4-byte words come
-out of one ``struct.unpack_from`` call, which is several times faster for a 36-byte
-uuid key, and a bounded dict remembers recent keys (streams are written in bursts).
-tests/unit/test_partitioner.py checks the result against aiokafka's implementation.
+out of one ``struct.unpack_from`` call, which is faster for a 36-byte uuid key
+(docs/benchmarks.md, "Figures the code used to quote"), and a bounded dict remembers
+recent keys (streams are written in bursts).
+tests/unit/replication/test_partitioner.py checks the result against aiokafka's implementation.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 Kafka producer, as Protocols (as :class:`replication.batcher.BatchProducer` is for the
 batcher). :class:`replication.wire.ReplicationWire` and
 :class:`replication.producer.EventProducer` are the real ones; the unit tests drive a
-whole session with stand-ins (tests/unit/test_session.py).
+whole session with stand-ins (tests/unit/replication/test_session.py).
 """
 
 from __future__ import annotations

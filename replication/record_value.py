@@ -3,7 +3,7 @@ too large for a record (docs/events.md, "Claim checks").
 
 Both sources of events build their value here, from the nine fields already encoded as
 JSON: the stream (:mod:`replication.value_encoder`, from pgoutput's columns) and the initial
-snapshot (:mod:`replication.snapshot`, from a SELECT); tests/unit/test_snapshot.py checks
+snapshot (:mod:`replication.snapshot`, from a SELECT); tests/unit/replication/test_snapshot.py checks
 that the same row gives the same bytes both ways.
 """
 

@@ -165,7 +165,7 @@ class Session:
         """Frames -> records until stop, a status update every ``status_interval``."""
         # What exists now (modules, clients, settings) lives as long as the process: moved
         # out of the collector's way, full collections during the stream only walk the
-        # stream's own objects (measured: ~50 ms less per full collection).
+        # stream's own objects (docs/benchmarks.md, "Figures the code used to quote").
         gc.collect()
         gc.freeze()
         processor = self.processor

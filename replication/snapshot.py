@@ -5,7 +5,7 @@ at the slot's consistent point every row is sent exactly once. Their positions u
 commit LSN 0/0 (idx = order in the snapshot), which sorts before every streamed event.
 The value is built as the stream's (:func:`replication.record_value.assemble`): jsonb as
 PostgreSQL prints it, never parsed, and an event too large for a record as a claim check;
-tests/unit/test_snapshot.py checks that a row gives the same bytes both ways.
+tests/unit/replication/test_snapshot.py checks that a row gives the same bytes both ways.
 """
 
 from __future__ import annotations

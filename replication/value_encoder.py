@@ -30,7 +30,7 @@ converters (a unit test checks that), so an unknown type is refused when the pla
 built, never encoded by guess.
 
 The result is equal, once parsed, to the same row read column by column into Python
-values and printed by orjson (tests/unit/row_oracle.py; tests/unit/test_values.py checks
+values and printed by orjson (tests/unit/row_oracle.py; tests/unit/replication/test_values.py checks
 that over generated rows and the golden captures), and the key is the
 bytes of ``str(stream_id)``, so every key maps to the partition it always did.
 """

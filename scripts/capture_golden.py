@@ -174,7 +174,7 @@ SCENARIOS = [
     Scenario("timezone_offset", _timezone, session_options={"timezone": "Asia/Kolkata"}),
     Scenario("other_table_then_event", _other_table_then_event),
 ]
-# The same rows in binary mode: tests/unit/test_values_binary.py checks that they give
+# The same rows in binary mode: tests/unit/replication/test_values_binary.py checks that they give
 # the Kafka values the text captures give.
 SCENARIOS += [
     Scenario(

@@ -27,6 +27,7 @@ from typing import Final
 from pipeline import events as ev
 from pipeline.agents.errors import RecordRejected
 from pipeline.agents.records import DomainEvent
+from pipeline.bootstrap.inputs import Admin, BootstrapInput
 from pipeline.eventstore import NewEvent, idempotency_key
 
 SOURCE: Final = "pipeline.starter"
@@ -56,7 +57,7 @@ class StartPlan:
     job_id: str
     workflow_type: str
     workflow_id: str
-    workflow_input: dict[str, object]
+    workflow_input: BootstrapInput
 
 
 class Decision(Enum):
@@ -109,8 +110,46 @@ def _plan(
         # Always the deterministic id, whatever a producer wrote (records.py checks they agree).
         workflow_id=ev.workflow_id_for(str(stream_id)),
         # The workflow records workflow_started under the key the starter uses.
-        workflow_input={**raw_input, "job_id": job_id, "pending_event_id": str(pending_event_id)},
+        workflow_input=bootstrap_input(raw_input, job_id, str(pending_event_id)),
     )
+
+
+def bootstrap_input(
+    raw: Mapping[str, object], job_id: str, pending_event_id: str
+) -> BootstrapInput:
+    """The pending event's ``input`` as the workflow will decode it.
+
+    Temporal's data converter reads the start argument into :class:`BootstrapInput`,
+    ignoring unknown keys and failing the workflow task on a missing or mistyped field; the
+    same reading here turns such an input into a dead letter instead of a workflow that
+    cannot begin. What the values mean (a valid subdomain, admins) the workflow's first
+    activity validates, and a bad value is a business failure it records.
+    """
+    raw_admins = raw.get("admins")
+    if not isinstance(raw_admins, list):
+        raise RecordRejected("bad_pending", "input.admins is not a list")
+    admins = []
+    for i, admin in enumerate(raw_admins):
+        if not isinstance(admin, dict):
+            raise RecordRejected("bad_pending", f"input.admins[{i}] is not an object")
+        admins.append(
+            Admin(email=_text(admin, f"admins[{i}].email"), role=_text(admin, f"admins[{i}].role"))
+        )
+    return BootstrapInput(
+        org_id=_text(raw, "org_id"),
+        job_id=job_id,
+        name=_text(raw, "name"),
+        subdomain=_text(raw, "subdomain"),
+        admins=admins,
+        pending_event_id=pending_event_id,
+    )
+
+
+def _text(raw: Mapping[str, object], path: str) -> str:
+    value = raw.get(path.rsplit(".", 1)[-1])
+    if not isinstance(value, str):
+        raise RecordRejected("bad_pending", f"input.{path} is not a string")
+    return value
 
 
 def decide(history: Iterable[str]) -> Decision:
@@ -131,7 +170,7 @@ def decide(history: Iterable[str]) -> Decision:
 def with_claim(plan: StartPlan, claimed_id: uuid.UUID) -> StartPlan:
     """plan with the claim's id in the workflow input (the workflow's start record's cause)."""
     return replace(
-        plan, workflow_input={**plan.workflow_input, "claimed_event_id": str(claimed_id)}
+        plan, workflow_input=replace(plan.workflow_input, claimed_event_id=str(claimed_id))
     )
 
 

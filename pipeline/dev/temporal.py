@@ -70,10 +70,11 @@ class Temporal(SpawnedService):
                 str(self.port + 11),
                 "--db-filename",
                 str(self.root / "temporal.db"),
-                # SQLite's default rollback journal syncs the file on every commit:
-                # ~30 ms per workflow start here. A write-ahead log synced at checkpoints
-                # survives a crash of the server process (not of the machine, which a
-                # dev server need not) and starts a workflow in ~8 ms.
+                # SQLite's default rollback journal syncs the file on every commit, which
+                # made each workflow start slow here. A write-ahead log synced at
+                # checkpoints survives a crash of the server process (not of the machine,
+                # which a dev server need not) and starts workflows several times faster
+                # (docs/benchmarks.md, "Figures the code used to quote").
                 *SQLITE_PRAGMAS,
                 "--log-level",
                 "warn",

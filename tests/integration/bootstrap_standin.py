@@ -1,17 +1,21 @@
-"""A stand-in for the real OrganizationBootstrapWorkflow (written elsewhere), registered
-under the same name; in a module of its own so Temporal's sandbox imports nothing else."""
+"""A stand-in for the real OrganizationBootstrapWorkflow, registered under the same name
+and taking the same parameter type; in a module of its own so Temporal's sandbox imports
+nothing else (inputs.py imports only dataclasses)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from pipeline.bootstrap.inputs import BootstrapInput
 
 
 @workflow.defn(name="OrganizationBootstrapWorkflow")
 class StandInBootstrapWorkflow:
-    # Any, not object: Temporal's converter cannot decode into `object`.
+    # BootstrapInput, as the real workflow: a start argument Temporal's converter cannot
+    # read into it fails the workflow task, so every test that waits for this result
+    # checks that the starter's input decodes.
     @workflow.run
-    async def run(self, payload: dict[str, Any]) -> str:
+    async def run(self, request: BootstrapInput) -> str:
         # Echo the job id: the test reads it back to check the input the starter sent.
-        return str(payload.get("job_id"))
+        return request.job_id

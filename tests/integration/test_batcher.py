@@ -6,6 +6,7 @@ import uuid
 from collections import Counter, defaultdict
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from replication.batcher import PartitionBatcher
@@ -13,6 +14,8 @@ from replication.lsn import LSN, Position
 from replication.partitioner import partition_for
 from replication.producer import MAX_MESSAGE_BYTES, TopicSpec, ensure_topic
 from tests.integration.kafka_helpers import read_topic
+
+pytestmark = pytest.mark.integration
 
 EVENTS = 20_000
 PARTITIONS = 4

@@ -14,9 +14,12 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.dev.layout import DevLayout
+
+pytestmark = pytest.mark.integration
 
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
 

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -37,6 +38,8 @@ from tests.integration.pipeline_process import (
     pipeline_cli,
     slot_active,
 )
+
+pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -21,6 +21,8 @@ from pipeline.config import load_settings
 from pipeline.console import app as console_app
 from pipeline.console.guard import Guard
 
+pytestmark = pytest.mark.integration
+
 TOKEN = "pages-test-token-" + "5" * 32
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[web.Request, web.Application]

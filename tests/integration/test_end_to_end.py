@@ -34,6 +34,8 @@ from tests.integration.pipeline_process import (
     slot_active,
 )
 
+pytestmark = pytest.mark.integration
+
 CHAIN_HEAD = [
     events.BOOTSTRAP_INITIATED,
     events.QUEUE_PENDING,

@@ -13,6 +13,8 @@ from psycopg.types.json import Jsonb
 
 from pipeline.contract import default_contract
 
+pytestmark = pytest.mark.integration
+
 INITIATED = {
     "name": "Acme",
     "subdomain": "acme",

@@ -8,6 +8,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+pytestmark = pytest.mark.integration
+
 STREAM_SQL = (
     "SELECT api.emit_domain_event(p_stream_id => %s, p_stream_type => 'organization', "
     "p_event_type => %s, p_event_data => %s, p_event_metadata => %s, p_idempotency_key => %s)"

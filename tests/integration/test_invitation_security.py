@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from aiokafka import AIOKafkaConsumer
 from temporalio.client import Client
 
@@ -39,6 +40,8 @@ from tests.integration.pipeline_process import (
     stop_pipeline,
 )
 from tests.integration.test_end_to_end import emit_bootstrap, wait_completed
+
+pytestmark = pytest.mark.integration
 
 # Long enough for the bootstrap and the first acceptance on a busy machine, short enough
 # to wait for the second invitation to expire.

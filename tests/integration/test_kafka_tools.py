@@ -8,8 +8,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from pipeline.dev.layout import DevLayout, load_layout
 from replication.producer import TopicSpec, ensure_topic
+
+pytestmark = pytest.mark.integration
 
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
 

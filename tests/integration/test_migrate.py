@@ -13,6 +13,8 @@ from pipeline.errors import MigrationError
 from pipeline.migrate import MIGRATIONS_DIR, migrate
 from tests.integration.conftest import create_database, drop_database
 
+pytestmark = pytest.mark.integration
+
 
 def test_migrate_twice_is_a_noop_and_an_edit_is_refused(
     dev_layout: DevLayout, tmp_path: Path

@@ -54,6 +54,8 @@ from tests.integration.pipeline_process import (
     wait_exit,
 )
 
+pytestmark = pytest.mark.integration
+
 ORGS = 1_000
 CHAIN_HEAD = (
     events.BOOTSTRAP_INITIATED,

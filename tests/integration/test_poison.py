@@ -17,12 +17,12 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
@@ -31,6 +31,7 @@ from temporalio.client import Client
 
 from pipeline import events
 from replication.lsn import LSN
+from tests.exact_json import DEEP, exact, same
 from tests.integration.pipeline_process import (
     RunningPipeline,
     eventually,
@@ -39,8 +40,9 @@ from tests.integration.pipeline_process import (
     slot_active,
 )
 
+pytestmark = pytest.mark.integration
+
 MB = 1024 * 1024
-DEEP = "[" * 1100 + '"bottom"' + "]" * 1100
 FIFTY = "12345678901234567890123456789012345678901234567890"
 UNICODE = '{"rtl": "مرحبا שלום", "emoji": "👩‍👩‍👧‍👦🚀", "astral": "𝕏𐍈𠜎"}'
 UNKNOWN_TYPE = "test.unknown.type"
@@ -50,25 +52,6 @@ _EMIT = (
     "SELECT api.emit_domain_event(p_stream_id => %s, p_stream_type => 'organization', "
     "p_event_type => %s, p_event_data => %s, p_event_metadata => {meta})"
 )
-
-
-def exact(value: bytes | str) -> object:
-    """JSON parsed with arbitrary-precision numbers and room for deep nesting."""
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(20_000)
-    try:
-        return json.loads(value, parse_float=Decimal, parse_int=int)
-    finally:
-        sys.setrecursionlimit(limit)
-
-
-def same(a: object, b: object) -> bool:
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(20_000)
-    try:
-        return a == b
-    finally:
-        sys.setrecursionlimit(limit)
 
 
 def org_data(org: uuid.UUID) -> Jsonb:

@@ -14,6 +14,8 @@ import pytest
 from pipeline.dev.layout import DevLayout
 from tests.integration.pgbouncer import DEFAULT_PORT, pgbouncer
 
+pytestmark = pytest.mark.integration
+
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
 
 

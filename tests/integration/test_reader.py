@@ -16,6 +16,8 @@ from replication.lsn import LSN, Position
 from replication.reader import Reader, ReaderConfig
 from tests.integration.kafka_helpers import Record, read_topic
 
+pytestmark = pytest.mark.integration
+
 EMIT = (
     "SELECT api.emit_domain_event(p_stream_id => %s, p_stream_type => 'organization', "
     "p_event_type => 'test.happened', p_event_data => %s::jsonb)"

@@ -47,6 +47,8 @@ from replication.errors import WalLevelError
 from replication.lsn import LSN, Position
 from replication.reader import Reader, ReaderConfig
 
+pytestmark = pytest.mark.integration
+
 PIPELINE = Path(sys.executable).parent / "pipeline"
 PARTITIONS = 4
 EVENTS = 100_000

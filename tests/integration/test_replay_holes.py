@@ -24,6 +24,8 @@ from pipeline.dev.layout import DevLayout
 from pipeline.replay import ReplayRangeError, replay
 from replication.lsn import LSN
 
+pytestmark = pytest.mark.integration
+
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
 # partition -> commit LSNs of its records, in commit order.
 LAYOUT = {0: ["0/10", "0/20", "0/30"], 1: ["0/15", "0/40", "0/50"]}

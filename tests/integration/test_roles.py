@@ -14,6 +14,8 @@ from psycopg.types.json import Jsonb
 
 from tests.integration.pipeline_process import ROLES_SQL, as_role
 
+pytestmark = pytest.mark.integration
+
 EMIT = (
     "SELECT api.emit_domain_event(p_stream_id => %s, p_stream_type => 'organization', "
     "p_event_type => 'organization.created', p_event_data => %s, p_idempotency_key => %s)"

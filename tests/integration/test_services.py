@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from temporalio.client import Client
@@ -18,6 +19,8 @@ from pipeline.dev import services
 from pipeline.dev.layout import DevLayout, load_layout
 from pipeline.dev.process import pid_alive, port_open
 from tests.integration.probe_workflow import ShoutWorkflow, shout
+
+pytestmark = pytest.mark.integration
 
 
 def test_pgoutput_start_replication_returns_an_inserted_row(fresh_db: str) -> None:

@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
 from pipeline import events as ev
@@ -41,6 +42,8 @@ from tests.integration.test_pipeline_crash import (
     started_count,
 )
 from tests.integration.test_workflow_started import consumed_everything
+
+pytestmark = pytest.mark.integration
 
 # The StatefulSet's terminationGracePeriodSeconds is 60 and the worker Deployment's 45;
 # each process has to be gone well before, so the limit here is the smaller one's half.

@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from pipeline.dev.layout import DevLayout
 from tests.integration.pipeline_process import pipeline_cli, pipeline_env
+
+pytestmark = pytest.mark.integration
 
 READER_GRACE_S = 10.0
 WORKER_GRACE_S = 5.0  # PIPELINE_WORKER_GRACEFUL_SHUTDOWN_S below: nothing runs, so less

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from temporalio.client import Client
 
 from pipeline import events as ev
@@ -42,6 +43,8 @@ from tests.integration.test_pipeline_crash import (
     reader_active,
     standin_worker,
 )
+
+pytestmark = pytest.mark.integration
 
 HANG = 180.0
 TAKEOVER_LIMIT = 10.0

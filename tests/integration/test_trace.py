@@ -9,11 +9,14 @@ import uuid
 
 import orjson
 import psycopg
+import pytest
 from psycopg.types.json import Jsonb
 
 from pipeline import events as ev
 from pipeline import trace
 from tests.integration.pipeline_process import pipeline_cli
+
+pytestmark = pytest.mark.integration
 
 ADMINS = [
     {"email": "a@trace.test", "role": "organization_admin"},

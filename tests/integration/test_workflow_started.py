@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
+import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -52,6 +53,8 @@ from tests.integration.test_pipeline_crash import (
     consumed_everything,
     emit_bootstraps,
 )
+
+pytestmark = pytest.mark.integration
 
 HANG = 180.0  # bounds a hang only, nothing here is about speed
 

@@ -15,14 +15,14 @@ import pytest
 
 from replication import native
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # The tests of the compiled modules, run once more against their pure-Python sources.
 PURE_TESTS = [
-    "tests/unit/test_frame_loop.py",
-    "tests/unit/test_values.py",
-    "tests/unit/test_values_binary.py",
-    "tests/unit/test_tracker.py",
-    "tests/unit/test_golden.py",
+    "tests/unit/replication/test_frame_loop.py",
+    "tests/unit/replication/test_values.py",
+    "tests/unit/replication/test_values_binary.py",
+    "tests/unit/replication/test_tracker.py",
+    "tests/unit/replication/test_golden.py",
 ]
 
 

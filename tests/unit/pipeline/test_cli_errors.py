@@ -37,6 +37,14 @@ def pipeline(
     )
 
 
+def emit_bootstrap(*extra: str, subdomain: str = "acme") -> subprocess.CompletedProcess[str]:
+    """``pipeline emit bootstrap`` with a valid request, plus extra arguments."""
+    return pipeline(
+        "emit", "bootstrap", "--name", "Acme", "--subdomain", subdomain,
+        "--admin", "a@acme.test", *extra,
+    )  # fmt: skip
+
+
 def assert_clear(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
@@ -55,35 +63,24 @@ def test_a_placeholder_left_in_the_secret_is_a_configuration_error() -> None:
 
 
 def test_emit_with_an_org_id_that_is_not_a_uuid_is_a_usage_error() -> None:
-    result = pipeline(
-        "emit", "bootstrap", "--name", "Acme", "--subdomain", "acme", "--admin", "a@acme.test",
-        "--org-id", "not-a-uuid",
-    )  # fmt: skip
+    result = emit_bootstrap("--org-id", "not-a-uuid")
     assert_clear(result, 2, "--org-id", "'not-a-uuid' is not a UUID")
 
 
 def test_emit_with_an_unknown_signature_is_a_usage_error() -> None:
-    result = pipeline(
-        "emit", "bootstrap", "--name", "Acme", "--subdomain", "acme", "--admin", "a@acme.test",
-        "--signature", "bogus",
-    )  # fmt: skip
+    result = emit_bootstrap("--signature", "bogus")
     assert_clear(result, 2, "--signature", "bogus")
     assert "stream" in result.stderr and "aggregate" in result.stderr
 
 
 def test_emit_refuses_an_event_the_contract_rejects_before_connecting() -> None:
     # The database URL is a closed port: the refusal comes before any connection.
-    result = pipeline(
-        "emit", "bootstrap", "--name", "Acme", "--subdomain", "Not A Label!",
-        "--admin", "a@acme.test",
-    )  # fmt: skip
+    result = emit_bootstrap(subdomain="Not A Label!")
     assert_clear(result, 2, "not emitted", "event_data.subdomain", "nothing was written")
 
 
 def test_emit_with_the_database_down_is_a_runtime_failure() -> None:
-    result = pipeline(
-        "emit", "bootstrap", "--name", "Acme", "--subdomain", "acme", "--admin", "a@acme.test"
-    )
+    result = emit_bootstrap()
     assert_clear(result, 1, "emit failed", "PIPELINE_DATABASE_URL")
 
 

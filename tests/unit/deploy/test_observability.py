@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 import pipeline.runner  # noqa: F401  (registers the reader's gauges, as `pipeline run` does)
 from pipeline import metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OBS = ROOT / "deploy" / "observability"
 RULES = OBS / "alerts.rules.yml"
 RULE_TESTS = OBS / "alerts.test.yml"

@@ -20,29 +20,31 @@ def test_migrate_without_configuration_exits_2_naming_the_variable() -> None:
     assert "PIPELINE_DATABASE_URL" in result.output
 
 
-def test_check_with_a_missing_variable_exits_2_naming_it_and_its_source() -> None:
-    env = {
-        "PIPELINE_DATABASE_URL": "postgresql://app@db.internal:5432/app",
-        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "",
-        "PIPELINE_TEMPORAL_ADDRESS": "temporal:7233",
-    }
-    result = CliRunner().invoke(app, ["check"], env=env)
+CHECK_ENV = {
+    "PIPELINE_DATABASE_URL": "postgresql://app@db.internal:5432/app",
+    "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+    "PIPELINE_TEMPORAL_ADDRESS": "temporal:7233",
+}
+
+
+def check_exits_2(**env: str) -> str:
+    """``pipeline check`` with CHECK_ENV changed by env: exit 2; returns the output."""
+    result = CliRunner().invoke(app, ["check"], env={**CHECK_ENV, **env})
     assert result.exit_code == 2
-    assert (
-        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS (ConfigMap pipeline-config): is not set" in result.output
-    )
+    return result.output
+
+
+def test_check_with_a_missing_variable_exits_2_naming_it_and_its_source() -> None:
+    output = check_exits_2(PIPELINE_KAFKA_BOOTSTRAP_SERVERS="")
+    assert "PIPELINE_KAFKA_BOOTSTRAP_SERVERS (ConfigMap pipeline-config): is not set" in output
 
 
 def test_check_with_a_pooler_dsn_says_to_use_the_direct_host() -> None:
-    env = {
-        "PIPELINE_DATABASE_URL": "postgresql://u:p@aws-0-eu-west-1.pooler.supabase.com:6543/postgres",
-        "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
-        "PIPELINE_TEMPORAL_ADDRESS": "temporal:7233",
-    }
-    result = CliRunner().invoke(app, ["check"], env=env)
-    assert result.exit_code == 2
-    assert "PIPELINE_DATABASE_URL (Secret pipeline-secrets)" in result.output
-    assert "DIRECT host" in result.output
+    output = check_exits_2(
+        PIPELINE_DATABASE_URL="postgresql://u:p@aws-0-eu-west-1.pooler.supabase.com:6543/postgres"
+    )
+    assert "PIPELINE_DATABASE_URL (Secret pipeline-secrets)" in output
+    assert "DIRECT host" in output
 
 
 def test_every_command_has_help() -> None:

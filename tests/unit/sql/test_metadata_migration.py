@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.contract import default_contract
 
-MIGRATION = Path(__file__).resolve().parents[2] / "sql/migrations/0005_event_metadata_contract.sql"
+MIGRATION = Path(__file__).resolve().parents[3] / "sql/migrations/0005_event_metadata_contract.sql"
 
 
 def _lists() -> list[set[str]]:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import struct
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import orjson
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replication import rows, value_encoder
 from replication.decoder import Insert, decode_pgoutput, parse_copy_data
@@ -33,12 +35,16 @@ from tests.unit.pgoutput_fixtures import (
     domain_events_cache,
     domain_events_insert,
 )
+from tests.unit.replication.test_values import (
+    pg_jsonb,
+    pg_timestamptz,
+    row_columns,
+    text_tuple,
+    utf8,
+)
 from tests.unit.row_oracle import domain_event
-from tests.unit.test_values import pg_jsonb, pg_timestamptz, row_columns
 
 COLS = b.DOMAIN_EVENTS_COLUMNS
-_cache = domain_events_cache
-_insert = domain_events_insert
 
 
 def pg_text_timestamptz(moment: datetime) -> str:
@@ -52,33 +58,12 @@ def _us(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def text_and_binary(
-    event_id: UUID,
-    stream_id: UUID,
-    stream_type: str,
-    version: int,
-    event_type: str,
-    data: object,
-    meta: object,
-    key: str | None,
-    created: datetime,
-) -> tuple[bytes, bytes]:
-    """The tuple of one row as pgoutput sends it in text mode and in binary mode."""
-
-    def utf8(text: str) -> bytes:
-        return text.encode("utf-8", "surrogatepass")
-
-    text = b.domain_event_tuple(
-        id=str(event_id),
-        stream_id=str(stream_id),
-        stream_type=utf8(stream_type),
-        stream_version=str(version),
-        event_type=utf8(event_type),
-        event_data=utf8(pg_jsonb(data)),
-        event_metadata=utf8(pg_jsonb(meta)),
-        idempotency_key=None if key is None else utf8(key),
-        created_at=pg_text_timestamptz(created),
-    )
+def text_and_binary(*columns: Any) -> tuple[bytes, bytes]:
+    """The tuple of one row (row_columns' order) as pgoutput sends it in text mode and in
+    binary mode."""
+    row = dict(zip(row_columns, columns, strict=True))
+    text = text_tuple(row, pg_text_timestamptz(row["created"]))
+    event_id, stream_id, stream_type, version, event_type, data, meta, key, created = columns
     binary = b.tuple_data(
         ("b", event_id.bytes),
         ("b", stream_id.bytes),
@@ -95,7 +80,7 @@ def text_and_binary(
 
 def outcomes(cache: RelationCache, tup: bytes) -> tuple[object, object]:
     """(fast path, row path): the parsed value with its key, or the DecodeError's column."""
-    msg = _insert(tup)
+    msg = domain_events_insert(tup)
     try:
         key, value = ValueEncoder(cache).encode(RELID, msg.new)
         fast: object = (key, orjson.loads(value), list(orjson.loads(value)))
@@ -119,7 +104,7 @@ def _instant(result: object) -> object:
 
 
 def assert_modes_agree(text: bytes, binary: bytes) -> None:
-    cache = _cache()
+    cache = domain_events_cache()
     text_fast, text_slow = outcomes(cache, text)
     binary_fast, binary_slow = outcomes(cache, binary)
     assert text_fast == text_slow
@@ -128,21 +113,9 @@ def assert_modes_agree(text: bytes, binary: bytes) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(**row_columns)
-def test_generated_rows_give_the_same_value_in_both_modes(
-    event_id: UUID,
-    stream_id: UUID,
-    stream_type: str,
-    version: int,
-    event_type: str,
-    data: object,
-    meta: dict[str, object],
-    key: str | None,
-    created: datetime,
-) -> None:
-    text, binary = text_and_binary(
-        event_id, stream_id, stream_type, version, event_type, data, meta, key, created
-    )
+@given(row=st.fixed_dictionaries(row_columns))
+def test_generated_rows_give_the_same_value_in_both_modes(row: dict[str, Any]) -> None:
+    text, binary = text_and_binary(*(row[name] for name in row_columns))
     assert_modes_agree(text, binary)
 
 
@@ -161,10 +134,10 @@ SAMPLE = (
 
 def test_sample_row_is_byte_identical_in_utc() -> None:
     text, binary = text_and_binary(*SAMPLE)
-    cache = _cache()
-    assert ValueEncoder(cache).encode(RELID, _insert(binary).new) == ValueEncoder(cache).encode(
-        RELID, _insert(text).new
-    )
+    cache = domain_events_cache()
+    assert ValueEncoder(cache).encode(RELID, domain_events_insert(binary).new) == ValueEncoder(
+        cache
+    ).encode(RELID, domain_events_insert(text).new)
 
 
 @pytest.mark.parametrize(
@@ -196,10 +169,10 @@ def test_unrepresentable_timestamps_are_refused_by_both_paths(us: int, reason: s
     cols += [("b", b"organization"), ("b", struct.pack(">i", 3)), ("b", b"t")]
     cols += [("b", b"\x01{}"), ("b", b"\x01{}"), None, ("b", struct.pack(">q", us))]
     tup = b.tuple_data(*cols)
-    fast, slow = outcomes(_cache(), tup)
+    fast, slow = outcomes(domain_events_cache(), tup)
     assert fast == slow == ["domain_events row", " column 'created_at'"]
     with pytest.raises(DecodeError, match=reason):
-        ValueEncoder(_cache()).encode(RELID, _insert(tup).new)
+        ValueEncoder(domain_events_cache()).encode(RELID, domain_events_insert(tup).new)
 
 
 @pytest.mark.parametrize(
@@ -216,12 +189,12 @@ def test_unrepresentable_timestamps_are_refused_by_both_paths(us: int, reason: s
 def test_malformed_binary_columns_name_the_column_in_both_paths(column: str, raw: bytes) -> None:
     _, binary = text_and_binary(*SAMPLE)
     names = [name for _, name, _, _ in COLS]
-    msg = _insert(binary)
+    msg = domain_events_insert(binary)
     cols: list[object] = [
         ("b", raw) if name == column else (None if v is None else ("b", v))
         for name, v in zip(names, msg.new.values, strict=True)
     ]
-    fast, slow = outcomes(_cache(), b.tuple_data(*cols))
+    fast, slow = outcomes(domain_events_cache(), b.tuple_data(*cols))
     assert fast == slow == ["domain_events row", f" column {column!r}"]
 
 
@@ -230,14 +203,14 @@ def test_int8_and_varchar_and_json_columns() -> None:
     for wide, narrow in swap.items():
         cols = [(f, n, wide if t == narrow else t, m) for f, n, t, m in COLS]
         text, binary = text_and_binary(*SAMPLE)
-        msg = _insert(binary)
+        msg = domain_events_insert(binary)
         parts: list[object] = [None if v is None else ("b", v) for v in msg.new.values]
         if wide == 20:
             parts[3] = ("b", struct.pack(">q", 3))
         if wide == 114:  # json_send: the text as stored, no version byte
             parts[5] = ("b", json.dumps(SAMPLE[5]).encode())
             parts[6] = ("b", json.dumps(SAMPLE[6]).encode())
-        cache = _cache(cols)
+        cache = domain_events_cache(cols)
         fast_b, slow_b = outcomes(cache, b.tuple_data(*parts))
         fast_t, slow_t = outcomes(cache, text)
         assert fast_b == slow_b == fast_t == slow_t

@@ -24,7 +24,7 @@ from pipeline.cli import app as cli_app
 from pipeline.config import CONFIGMAP, SECRET, SOURCES, load_settings
 from pipeline.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "deploy" / "k8s"
 # The newest Kubernetes the installed kubernetes-validate has schemas for (1.37.0).
 KUBERNETES_VERSION = "1.37"
