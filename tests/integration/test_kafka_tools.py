@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from pipeline.dev.layout import DevLayout, load_layout
-from replication.producer import TopicSpec, ensure_topic
+from replication.topics import TopicSpec, ensure_topic
 
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
 
