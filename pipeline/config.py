@@ -119,34 +119,47 @@ Flag = Annotated[bool, BeforeValidator(flag)]
 class Settings(EnvSettings):
     """Validated configuration of ``pipeline run`` / ``replay`` / ``status``.
 
-    Each field is read from ``PIPELINE_<FIELD>``. The DSNs are ``SecretStr``: ``repr``
-    and logs show ``**********``; the code that connects calls ``.get_secret_value()``.
+    Each field is read from the variable its alias names. The DSNs are ``SecretStr``:
+    ``repr`` and logs show ``**********``; the code that connects calls
+    ``.get_secret_value()``.
     """
 
-    database_url: Dsn
-    kafka_bootstrap_servers: HostPorts
-    temporal_address: HostPorts
-    temporal_namespace: Name = "default"
-    temporal_task_queue: Name = "org-bootstrap"
-    topic: Name = "domain-events"
-    topic_partitions: Positive = 8
-    topic_replication_factor: Positive = 1
-    dead_letter_topic: Name = "domain-events-dlq"
-    slot_name: Annotated[str, BeforeValidator(_slot)] = "pipeline"
-    publication: Name = "pipeline_domain_events"
-    consumer_group: Name = "pipeline"
-    initial_snapshot: Flag = True
-    pgoutput_binary: Flag = True
-    kafka_transactions: Flag = True
-    web_port: Annotated[int, BeforeValidator(_port)] = DEFAULT_WEB_PORT
-    ready_max_lag_bytes: Positive = 64 * 1024 * 1024
+    database_url: Dsn = Field(validation_alias="PIPELINE_DATABASE_URL")
+    kafka_bootstrap_servers: HostPorts = Field(validation_alias="PIPELINE_KAFKA_BOOTSTRAP_SERVERS")
+    temporal_address: HostPorts = Field(validation_alias="PIPELINE_TEMPORAL_ADDRESS")
+    temporal_namespace: Name = Field("default", validation_alias="PIPELINE_TEMPORAL_NAMESPACE")
+    temporal_task_queue: Name = Field(
+        "org-bootstrap", validation_alias="PIPELINE_TEMPORAL_TASK_QUEUE"
+    )
+    topic: Name = Field("domain-events", validation_alias="PIPELINE_TOPIC")
+    topic_partitions: Positive = Field(8, validation_alias="PIPELINE_TOPIC_PARTITIONS")
+    topic_replication_factor: Positive = Field(
+        1, validation_alias="PIPELINE_TOPIC_REPLICATION_FACTOR"
+    )
+    dead_letter_topic: Name = Field(
+        "domain-events-dlq", validation_alias="PIPELINE_DEAD_LETTER_TOPIC"
+    )
+    slot_name: Annotated[str, BeforeValidator(_slot)] = Field(
+        "pipeline", validation_alias="PIPELINE_SLOT_NAME"
+    )
+    publication: Name = Field("pipeline_domain_events", validation_alias="PIPELINE_PUBLICATION")
+    consumer_group: Name = Field("pipeline", validation_alias="PIPELINE_CONSUMER_GROUP")
+    initial_snapshot: Flag = Field(True, validation_alias="PIPELINE_INITIAL_SNAPSHOT")
+    pgoutput_binary: Flag = Field(True, validation_alias="PIPELINE_PGOUTPUT_BINARY")
+    kafka_transactions: Flag = Field(True, validation_alias="PIPELINE_KAFKA_TRANSACTIONS")
+    web_port: Annotated[int, BeforeValidator(_port)] = Field(
+        DEFAULT_WEB_PORT, validation_alias="PIPELINE_WEB_PORT"
+    )
+    ready_max_lag_bytes: Positive = Field(
+        64 * 1024 * 1024, validation_alias="PIPELINE_READY_MAX_LAG_BYTES"
+    )
     # How every Kafka client and Temporal client authenticates and encrypts (built by
     # pipeline.security from their own variables). Their passwords and API key are fields
     # with repr=False, and the two are left out of model_dump / model_dump_json.
     kafka_security: KafkaSecurity = Field(PLAINTEXT, exclude=True)
     temporal_security: TemporalSecurity = Field(default_factory=TemporalSecurity, exclude=True)
     # The reader's own DSN (role pipeline_reader, sql/roles.sql); unset = database_url.
-    reader_database_url: Dsn | None = None
+    reader_database_url: Dsn | None = Field(None, validation_alias="PIPELINE_READER_DATABASE_URL")
 
     @property
     def reader_dsn(self) -> SecretStr:

@@ -53,10 +53,12 @@ class _MappingSource(EnvSettingsSource):
 
 
 class EnvSettings(BaseSettings):
-    """Frozen settings read from ``PIPELINE_<FIELD>`` (or a field's validation alias)."""
+    """Frozen settings; each field is read from the variable its ``validation_alias``
+    names (written out, so ``grep PIPELINE_X`` finds it and ``pipeline --help`` lists it)."""
 
     model_config = SettingsConfigDict(
         env_prefix=PREFIX,
+        case_sensitive=True,  # PIPELINE_TOPIC, not pipeline_topic, as always
         frozen=True,
         extra="ignore",
         validate_by_name=True,

@@ -80,7 +80,6 @@ def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
 
 
-Integer = Annotated[int, _number(int, "an integer", 0)]
 Count = Annotated[int, _number(int, "an integer", 1)]
 Seconds = Annotated[float, _number(float, "a number", 0.0)]
 
@@ -91,14 +90,25 @@ _RETRY = RetryTuning()
 class _RetryEnv(EnvSettings):
     """``PIPELINE_BOOTSTRAP_*``: the workflow's retry and timeout knobs."""
 
-    retry_initial_ms: Count = _RETRY.initial_interval_ms
-    retry_backoff: Annotated[float, _number(float, "a number", 1.0)] = _RETRY.backoff_coefficient
-    retry_max_ms: Count = _RETRY.maximum_interval_ms
-    provider_max_attempts: Count = _RETRY.provider_maximum_attempts
-    store_max_attempts: Count = _RETRY.store_maximum_attempts
-    activity_timeout_ms: Count = _RETRY.start_to_close_timeout_ms
-
-    model_config = EnvSettings.model_config | {"env_prefix": "PIPELINE_BOOTSTRAP_"}
+    retry_initial_ms: Count = Field(
+        _RETRY.initial_interval_ms, validation_alias="PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS"
+    )
+    retry_backoff: Annotated[float, _number(float, "a number", 1.0)] = Field(
+        _RETRY.backoff_coefficient, validation_alias="PIPELINE_BOOTSTRAP_RETRY_BACKOFF"
+    )
+    retry_max_ms: Count = Field(
+        _RETRY.maximum_interval_ms, validation_alias="PIPELINE_BOOTSTRAP_RETRY_MAX_MS"
+    )
+    provider_max_attempts: Count = Field(
+        _RETRY.provider_maximum_attempts,
+        validation_alias="PIPELINE_BOOTSTRAP_PROVIDER_MAX_ATTEMPTS",
+    )
+    store_max_attempts: Count = Field(
+        _RETRY.store_maximum_attempts, validation_alias="PIPELINE_BOOTSTRAP_STORE_MAX_ATTEMPTS"
+    )
+    activity_timeout_ms: Count = Field(
+        _RETRY.start_to_close_timeout_ms, validation_alias="PIPELINE_BOOTSTRAP_ACTIVITY_TIMEOUT_MS"
+    )
 
     def tuning(self) -> RetryTuning:
         return RetryTuning(
@@ -112,7 +122,7 @@ class _RetryEnv(EnvSettings):
 
 
 class BootstrapSettings(EnvSettings):
-    """Everything the worker needs, each from ``PIPELINE_<FIELD>`` unless aliased.
+    """Everything the worker needs, each field from the variable its alias names.
 
     Credentials are ``SecretStr``/``SecretBytes``: kept out of ``repr`` (and so out of logs);
     the code that connects or signs calls ``.get_secret_value()``.
@@ -122,33 +132,53 @@ class BootstrapSettings(EnvSettings):
     database_url: SecretStr = Field(
         validation_alias=AliasChoices("PIPELINE_WORKER_DATABASE_URL", "PIPELINE_DATABASE_URL")
     )
-    temporal_address: str = "127.0.0.1:7233"
-    temporal_namespace: str = "default"
+    temporal_address: str = Field("127.0.0.1:7233", validation_alias="PIPELINE_TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", validation_alias="PIPELINE_TEMPORAL_NAMESPACE")
     task_queue: str = Field("org-bootstrap", validation_alias="PIPELINE_TEMPORAL_TASK_QUEUE")
-    base_domain: Annotated[str, BeforeValidator(_hostname)] = "example.test"
-    dns_provider: Annotated[str, _choice(DNS_PROVIDERS)] = "local"
-    dns_record_type: Annotated[str, BeforeValidator(_upper)] = "CNAME"
+    base_domain: Annotated[str, BeforeValidator(_hostname)] = Field(
+        "example.test", validation_alias="PIPELINE_BASE_DOMAIN"
+    )
+    dns_provider: Annotated[str, _choice(DNS_PROVIDERS)] = Field(
+        "local", validation_alias="PIPELINE_DNS_PROVIDER"
+    )
+    dns_record_type: Annotated[str, BeforeValidator(_upper)] = Field(
+        "CNAME", validation_alias="PIPELINE_DNS_RECORD_TYPE"
+    )
     # Where the organization's name points; empty means the base domain itself.
-    dns_record_content: str = ""
-    cloudflare_api_token: SecretStr | None = None
-    cloudflare_zone_id: str | None = None
-    cloudflare_base_url: str = "https://api.cloudflare.com/client/v4"
-    email_provider: Annotated[str, _choice(EMAIL_PROVIDERS)] = "local"
-    smtp_host: str = "127.0.0.1"
-    smtp_port: Count = 25
-    smtp_from: str = "no-reply@example.test"
-    smtp_starttls: Annotated[bool, BeforeValidator(flag)] = False
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_timeout_s: Annotated[float, _number(float, "a number", 0.1)] = 10.0
-    email_outbox_dir: Path = Path(".cache/outbox")
+    dns_record_content: str = Field("", validation_alias="PIPELINE_DNS_RECORD_CONTENT")
+    cloudflare_api_token: SecretStr | None = Field(
+        None, validation_alias="PIPELINE_CLOUDFLARE_API_TOKEN"
+    )
+    cloudflare_zone_id: str | None = Field(None, validation_alias="PIPELINE_CLOUDFLARE_ZONE_ID")
+    cloudflare_base_url: str = Field(
+        "https://api.cloudflare.com/client/v4", validation_alias="PIPELINE_CLOUDFLARE_BASE_URL"
+    )
+    email_provider: Annotated[str, _choice(EMAIL_PROVIDERS)] = Field(
+        "local", validation_alias="PIPELINE_EMAIL_PROVIDER"
+    )
+    smtp_host: str = Field("127.0.0.1", validation_alias="PIPELINE_SMTP_HOST")
+    smtp_port: Count = Field(25, validation_alias="PIPELINE_SMTP_PORT")
+    smtp_from: str = Field("no-reply@example.test", validation_alias="PIPELINE_SMTP_FROM")
+    smtp_starttls: Annotated[bool, BeforeValidator(flag)] = Field(
+        False, validation_alias="PIPELINE_SMTP_STARTTLS"
+    )
+    smtp_username: str | None = Field(None, validation_alias="PIPELINE_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, validation_alias="PIPELINE_SMTP_PASSWORD")
+    smtp_timeout_s: Annotated[float, _number(float, "a number", 0.1)] = Field(
+        10.0, validation_alias="PIPELINE_SMTP_TIMEOUT_S"
+    )
+    email_outbox_dir: Path = Field(
+        Path(".cache/outbox"), validation_alias="PIPELINE_EMAIL_OUTBOX_DIR"
+    )
     # Empty means ``https://{fqdn}/invitations/accept`` (the organization's own site).
-    invitation_accept_url: str = ""
+    invitation_accept_url: str = Field("", validation_alias="PIPELINE_INVITATION_ACCEPT_URL")
     invitation_ttl: Annotated[
         timedelta, BeforeValidator(_days), _number(float, "a number", 0.001)
     ] = Field(timedelta(days=7), validation_alias="PIPELINE_INVITATION_TTL_DAYS")
     # The HMAC key invitation tokens are derived with (pipeline/invitations/tokens.py).
-    invitation_key: SecretBytes = SecretBytes(_PROCESS_INVITATION_KEY)
+    invitation_key: SecretBytes = Field(
+        SecretBytes(_PROCESS_INVITATION_KEY), validation_alias="PIPELINE_INVITATION_KEY"
+    )
     graceful_shutdown_s: Seconds = Field(
         30.0, validation_alias="PIPELINE_WORKER_GRACEFUL_SHUTDOWN_S"
     )
