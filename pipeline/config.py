@@ -222,7 +222,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 class _Database(EnvSettings):
-    database_url: Dsn
+    database_url: Dsn = Field(validation_alias="PIPELINE_DATABASE_URL")
 
 
 def database_url_from_env(env: Mapping[str, str] | None = None) -> str:

@@ -206,7 +206,7 @@ def _line(name: str, message: str) -> str:
     return f"{name} {message} ({where})"
 
 
-def _env_problems(env: Mapping[str, str], settings: BootstrapSettings | None) -> list[str]:
+def _env_problems(env: Mapping[str, str]) -> list[str]:
     """What the environment must hold beyond each value's own shape."""
     problems = []
     text = {name: env.get(name, "").strip() for name in env}
@@ -224,7 +224,7 @@ def _env_problems(env: Mapping[str, str], settings: BootstrapSettings | None) ->
                 problems.append(
                     f"{name} is required when PIPELINE_DNS_PROVIDER=cloudflare ({where})"
                 )
-    if settings is not None and settings.smtp_username and settings.smtp_password is None:
+    if text.get("PIPELINE_SMTP_USERNAME") and not text.get("PIPELINE_SMTP_PASSWORD"):
         problems.append("PIPELINE_SMTP_PASSWORD is required with PIPELINE_SMTP_USERNAME (Secret)")
     return problems
 
@@ -242,7 +242,7 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
     problems += [
         f"{name}: {message} ({SOURCES.get(name, 'ConfigMap')})" for name, message in secure
     ]
-    problems += _env_problems(env, settings)
+    problems += _env_problems(env)
     if problems:
         raise ConfigError("invalid bootstrap settings:\n  " + "\n  ".join(problems))
     assert settings is not None

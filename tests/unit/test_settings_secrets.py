@@ -117,3 +117,9 @@ def test_a_configuration_error_shows_no_secret() -> None:
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "PIPELINE_TOPIC_PARTITIONS" in result.stderr
     assert_no_secret(result.stdout + result.stderr)
+
+
+def test_the_dsn_alone_is_read_for_migrate_and_emit() -> None:
+    from pipeline.config import database_url_from_env
+
+    assert database_url_from_env(ENV) == ENV["PIPELINE_DATABASE_URL"]
