@@ -232,9 +232,9 @@ def create_app(
     runtime = AgentRuntime(
         worker_id=worker_id,
         consumer=f"{settings.consumer_group}.projection",
-        enqueue_db=effects.Database(settings.database_url, "enqueue"),
-        starter_db=effects.Database(settings.database_url, "starter"),
-        projection_db=effects.Database(settings.database_url, "projection"),
+        enqueue_db=effects.Database(settings.database_url.get_secret_value(), "enqueue"),
+        starter_db=effects.Database(settings.database_url.get_secret_value(), "starter"),
+        projection_db=effects.Database(settings.database_url.get_secret_value(), "projection"),
         temporal=effects.TemporalStarter(
             settings.temporal_address,
             settings.temporal_namespace,
@@ -294,7 +294,8 @@ def create_app(
 
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
-    pipeline_web.install(app, settings.database_url, env)  # accept page, write auth
+    # The accept page, the write auth.
+    pipeline_web.install(app, settings.database_url.get_secret_value(), env)
     app.early_tasks = list(extra_tasks)
 
     async def close_runtime(

@@ -38,7 +38,7 @@ async def check_postgres(settings: Settings) -> CheckResult:
     try:
         # The replication checks concern the reader's role (sql/roles.sql).
         async with await psycopg.AsyncConnection.connect(
-            settings.reader_database_url or settings.database_url,
+            settings.reader_dsn.get_secret_value(),
             autocommit=True,
             connect_timeout=5,
         ) as conn:
@@ -73,7 +73,7 @@ async def check_postgres(settings: Settings) -> CheckResult:
     if plugin not in (None, "pgoutput"):
         problems.append(f"slot {settings.slot_name!r} uses plugin {plugin!r}, not pgoutput")
     try:
-        finding = await asyncio.to_thread(pooler.probe, settings.database_url)
+        finding = await asyncio.to_thread(pooler.probe, settings.database_url.get_secret_value())
     except psycopg.Error as exc:
         return CheckResult("postgres", False, f"pooler probe failed: {str(exc).strip()}")
     if finding.pooled:
@@ -102,7 +102,8 @@ async def check_postgres(settings: Settings) -> CheckResult:
 async def superuser_warning(settings: Settings) -> str:
     """``; WARNING ...`` naming each configured DSN that logs in as a superuser, or ``''``."""
     found = []
-    for dsn in dict.fromkeys(filter(None, (settings.database_url, settings.reader_database_url))):
+    configured = (settings.database_url, settings.reader_database_url)
+    for dsn in dict.fromkeys(s.get_secret_value() for s in configured if s is not None):
         async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=5) as conn:
             row = await (
                 await conn.execute(

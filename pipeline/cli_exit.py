@@ -1,19 +1,31 @@
 """How a ``pipeline`` command ends: its exit codes, and the one-line error it prints.
 
 Exit codes: 0 success; 1 a runtime failure (a service unreachable, a check failed);
-2 bad usage or invalid configuration (nothing was touched).
+2 bad usage or invalid configuration (nothing was touched). A command that ends on an
+error exits with :func:`exit_code`: the row of :mod:`replication.retry`'s table the error
+matches says whether the configuration must change (2) or not (1).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Final, NoReturn
+from typing import NoReturn
 
 import typer
 
-EXIT_FAILURE: Final = 1
-EXIT_CONFIG: Final = 2
+from pipeline.errors import ConfigError
+from replication.retry import EXIT_CONFIG, EXIT_FAILURE, classify
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "exit_code", "exit_now", "fail"]
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code of a command that ends on ``error``: 2 for a configuration error
+    (ConfigError, or a row of the retry table the operator fixes), else 1."""
+    if isinstance(error, ConfigError):
+        return EXIT_CONFIG
+    return classify(error).exit_code
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:

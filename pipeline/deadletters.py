@@ -101,7 +101,7 @@ def _settings() -> Settings:
 
 def _connect(settings: Settings) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(settings.database_url, autocommit=True)
+        return psycopg.connect(settings.database_url.get_secret_value(), autocommit=True)
     except psycopg.Error as exc:
         typer.secho(f"cannot connect to PostgreSQL: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from exc

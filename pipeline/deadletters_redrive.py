@@ -35,7 +35,7 @@ async def redrive(settings: Settings, key: str | None) -> list[tuple[str, str]]:
     happened."""
     outcomes: list[tuple[str, str]] = []
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
+        settings.database_url.get_secret_value(), autocommit=True
     ) as conn:
         rows = await (await conn.execute(_OPEN, (key, key))).fetchall()
         if not rows:

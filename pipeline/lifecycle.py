@@ -9,7 +9,6 @@ the records in flight. The app itself (its agents and pages) is :mod:`pipeline.a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -17,14 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from faust.tables import TableManager
 
-from pipeline.agents.errors import TopicLayoutError
 from pipeline.config import Settings
-from replication.kafka_client import client_options
-from replication.producer import MAX_MESSAGE_BYTES
+from replication import topics
 
 log = logging.getLogger(__name__)
 
@@ -44,59 +39,26 @@ def kafka_servers(settings: Settings) -> list[str]:
     return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
 
 
-async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
-    # A topic just created is briefly unknown to the broker answering the metadata request.
-    for _ in range(100):
-        (meta,) = await admin.describe_topics([topic])
-        if meta["error_code"] == 0 and meta["partitions"]:
-            return len(meta["partitions"])
-        await asyncio.sleep(0.1)
-    raise TopicLayoutError(f"topic {topic} is still not in the cluster's metadata")
-
-
 async def ensure_topics(settings: Settings) -> None:
-    """Create the source and dead-letter topics if missing; check their partition counts.
+    """Create the source and dead-letter topics if missing; refuse a source topic whose
+    partition count is not ``PIPELINE_TOPIC_PARTITIONS`` (TopicLayoutError).
 
     Faust creates only its internal topics, and a consumer subscribed to a missing topic
     is not assigned it until its metadata refreshes, so the topics exist before the
-    worker starts. Both are created as the reader creates its topic: unlimited retention
-    (the topic is the log ``pipeline replay`` re-reads; dead letters are kept until
-    handled) and room for large events; replication factor from the settings.
+    worker starts. The implementation and its policy are the reader's own
+    (:mod:`replication.topics`): unlimited retention, room for large events, replication
+    factor from the settings.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka_servers(settings), **client_options(settings.kafka_security)
+    await topics.ensure_topics(
+        kafka_servers(settings),
+        topics.topic_specs(
+            settings.topic,
+            settings.dead_letter_topic,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+        ),
+        settings.kafka_security,
     )
-    await admin.start()
-    try:
-        names = [settings.topic, settings.dead_letter_topic]
-        for name in names:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        name,
-                        settings.topic_partitions,
-                        settings.topic_replication_factor,
-                        topic_configs={
-                            "retention.ms": "-1",
-                            "max.message.bytes": str(MAX_MESSAGE_BYTES),
-                        },
-                    )
-                ]
-            )
-            for topic, code, message in response.topic_errors:
-                if code == 0:
-                    log.info("created topic %s, %d partitions", topic, settings.topic_partitions)
-                elif code != TopicAlreadyExistsError.errno:
-                    raise TopicLayoutError(f"cannot create topic {topic}: {message} ({code})")
-        count = await _partition_count(admin, settings.topic)
-        if count != settings.topic_partitions:
-            raise TopicLayoutError(
-                f"topic {settings.topic} has {count} partitions, but "
-                f"PIPELINE_TOPIC_PARTITIONS is {settings.topic_partitions}: set it to "
-                f"{count} (a topic's partition count decides which partition holds a stream)"
-            )
-    finally:
-        await admin.close()
 
 
 class TablelessManager(TableManager):

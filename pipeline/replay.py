@@ -167,9 +167,11 @@ def build_runtime(settings: Settings, producer: AIOKafkaProducer) -> AgentRuntim
     return AgentRuntime(
         worker_id=f"replay-{int(time.time())}",
         consumer=f"{settings.consumer_group}.replay",
-        enqueue_db=effects.Database(settings.database_url, "replay-enqueue"),
-        starter_db=effects.Database(settings.database_url, "replay-starter"),
-        projection_db=effects.Database(settings.database_url, "replay-projection"),
+        enqueue_db=effects.Database(settings.database_url.get_secret_value(), "replay-enqueue"),
+        starter_db=effects.Database(settings.database_url.get_secret_value(), "replay-starter"),
+        projection_db=effects.Database(
+            settings.database_url.get_secret_value(), "replay-projection"
+        ),
         temporal=effects.TemporalStarter(
             settings.temporal_address,
             settings.temporal_namespace,
@@ -224,7 +226,7 @@ async def replay(
         if not dry_run:
             await producer.start()
             runtime = build_runtime(settings, producer)
-            since = await _server_now(settings.database_url)
+            since = await _server_now(settings.database_url.get_secret_value())
             starts_before = _started_total()
             applied_before = _applied_total()
         for tp in parts:
@@ -267,7 +269,9 @@ async def replay(
             for batch in batches.values():
                 if batch:
                     await runtime.project(batch)
-            summary.events_emitted = await _caused_count(settings.database_url, since, causes)
+            summary.events_emitted = await _caused_count(
+                settings.database_url.get_secret_value(), since, causes
+            )
             summary.projection_rows_repaired = int(_applied_total() - applied_before)
             summary.workflows_started = int(_started_total() - starts_before)
     finally:

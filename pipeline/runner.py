@@ -17,14 +17,13 @@ from prometheus_client import Counter, Gauge
 
 from pipeline import health, metrics
 from pipeline.app import run_app
+from pipeline.cli_exit import exit_code
 from pipeline.config import Settings, reader_config
 from pipeline.lifecycle import BackgroundTask
 from replication.errors import ReaderSetupError
 from replication.reader import Reader, ReaderStats
 
 log = logging.getLogger(__name__)
-
-EXIT_SETUP = 2
 
 READER_ACTIVE = Gauge("pipeline_reader_active", "1 while this process holds the replication slot.")
 CONFIRMED_LSN = Gauge(
@@ -63,13 +62,16 @@ def reader_task(settings: Settings) -> tuple[Reader, BackgroundTask]:
     async def run_reader() -> None:
         try:
             await reader.run(asyncio.Event())  # stopped by cancellation on shutdown
-        except ReaderSetupError as exc:
-            # Retrying cannot fix this (wal_level, privileges, a pooler...): stop the whole
-            # process so the orchestrator shows the error instead of a silent non-reader.
-            SETUP_FAILURES.inc()
-            log.critical("replication reader cannot run: %s", exc)
+        except Exception as exc:
+            # The reader raises only what retrying cannot fix (replication.retry: FATAL;
+            # wal_level, privileges, a pooler... or a bug): stop the whole process so the
+            # orchestrator shows the error instead of a silent non-reader.
+            setup = isinstance(exc, ReaderSetupError)  # its message says what to change
+            if setup:
+                SETUP_FAILURES.inc()
+            log.critical("replication reader cannot run: %s", exc, exc_info=None if setup else exc)
             logging.shutdown()
-            os._exit(EXIT_SETUP)
+            os._exit(exit_code(exc))
 
     return reader, run_reader
 

@@ -65,7 +65,7 @@ class Status(TypedDict):
 
 async def _dead_letters(settings: Settings) -> dict[str, int]:
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True
+        settings.database_url.get_secret_value(), autocommit=True
     ) as conn:
         row = await (
             await conn.execute(
@@ -80,7 +80,7 @@ async def _dead_letters(settings: Settings) -> dict[str, int]:
 
 async def _database(settings: Settings) -> tuple[SlotStatus, ReaderStatus, dict[str, int]]:
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url, autocommit=True, connect_timeout=10
+        settings.database_url.get_secret_value(), autocommit=True, connect_timeout=10
     ) as conn:
         cur = await conn.execute(
             "SELECT s.active, s.active_pid, s.confirmed_flush_lsn::text, "

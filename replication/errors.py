@@ -112,6 +112,11 @@ class PublicationError(ReaderSetupError):
     """The publication is missing or does not cover the table."""
 
 
+class TopicLayoutError(ReaderSetupError):
+    """A topic exists with another partition count than the configured one, or cannot be
+    created (replication.topics)."""
+
+
 class SlotInUse(ReplicationError):
     """Another process holds the slot; the reader waits and takes over when it is free."""
 

@@ -12,21 +12,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from replication import killpoint
 from replication.batcher import PartitionBatcher, RecordBatch
 from replication.kafka_client import PLAINTEXT, KafkaSecurity, client_options
 from replication.lsn import Position
+from replication.topics import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: PLC0414 (re-exported)
 
 log = logging.getLogger(__name__)
 
-# Events up to this size go through; the topic is created to accept them.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # A transaction left open by a reader that died is aborted by the broker after this long
 # (at once by the next reader's start). Also the bound on the initial snapshot, which is
 # one transaction. The broker's default transaction.max.timeout.ms.
@@ -36,55 +33,6 @@ TRANSACTION_TIMEOUT_MS = 900_000
 def transactional_id(topic: str, slot: str) -> str:
     """The reader's Kafka transactional id: one per topic and slot, stable across restarts."""
     return f"pipeline-reader.{topic}.{slot}"
-
-
-@dataclass(frozen=True, slots=True)
-class TopicSpec:
-    """The topic the reader produces to; created with these settings when missing."""
-
-    name: str
-    partitions: int
-    replication_factor: int = 1
-    # Retention -1: the topic is the log `pipeline replay` re-reads (DESIGN invariant 5).
-    retention_ms: int = -1
-
-
-async def ensure_topic(bootstrap: str, spec: TopicSpec, security: KafkaSecurity = PLAINTEXT) -> int:
-    """Create the topic if missing; returns its partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
-    await admin.start()
-    try:
-        try:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        spec.name,
-                        num_partitions=spec.partitions,
-                        replication_factor=spec.replication_factor,
-                        topic_configs={
-                            "retention.ms": str(spec.retention_ms),
-                            "max.message.bytes": str(MAX_MESSAGE_BYTES),
-                        },
-                    )
-                ]
-            )
-            # The broker answers "already exists" as an error code, not an exception.
-            if all(code == 0 for _, code, *_ in response.topic_errors):
-                log.info("created topic %s with %d partitions", spec.name, spec.partitions)
-        except TopicAlreadyExistsError:
-            pass
-        described = await admin.describe_topics([spec.name])
-        partitions = len(described[0]["partitions"])
-        if partitions != spec.partitions:
-            log.warning(
-                "topic %s has %d partitions, configured %d: keeping the topic's",
-                spec.name,
-                partitions,
-                spec.partitions,
-            )
-        return partitions
-    finally:
-        await admin.close()
 
 
 Headers = list[tuple[str, bytes]]

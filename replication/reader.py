@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from psycopg.conninfo import make_conninfo
 
 from replication.errors import SlotInUse
-from replication.producer import TopicSpec, ensure_topic
 from replication.retry import Backoff, Directive, classify
 from replication.session import AckHook, ReaderConfig, ReaderStats, Session
 from replication.slot import (
@@ -28,6 +27,7 @@ from replication.slot import (
     drop_inactive_slot,
     preflight,
 )
+from replication.topics import ensure_topics, topic_specs
 from replication.wire import ReplicationWire
 
 __all__ = ["AckHook", "Reader", "ReaderConfig", "ReaderStats", "application_name"]
@@ -132,12 +132,11 @@ class Reader:
             await drop_inactive_slot(cfg.dsn, cfg.slot)
             state = SlotState(exists=False)
         # The topic, and the dead-letter topic the session writes rows it cannot convert
-        # to (unlimited retention both: dead letters are kept until handled).
-        for topic in (cfg.topic, cfg.dead_letter_topic):
-            await ensure_topic(
-                cfg.kafka_bootstrap,
-                TopicSpec(topic, cfg.partitions, cfg.replication_factor),
-                cfg.kafka_security,
-            )
+        # to (replication.topics: the same creation and policy as pipeline run's).
+        await ensure_topics(
+            cfg.kafka_bootstrap,
+            topic_specs(cfg.topic, cfg.dead_letter_topic, cfg.partitions, cfg.replication_factor),
+            cfg.kafka_security,
+        )
         session = Session(cfg, self.stats, state, self._ack_hook)
         await session.run(stop, wire)

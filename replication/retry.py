@@ -1,16 +1,29 @@
-"""What the reader does about an error: one table, error kind -> directive -> operator hint.
+"""What to do about an error: one table, error kind -> directive -> operator hint.
 
-The model is supabase/etl's error kinds: a session that ends with an error is classified
-once, here, and :class:`~replication.reader.Reader` only follows the directive. The
-table is ordered, most specific kind first; an error matches the first row whose kind
-it is an instance of. An error of no listed kind is a bug and is fatal: it is raised
-with its traceback instead of being retried forever with a misleading hint.
+The model is supabase/etl's error kinds: an error is classified once, here, and its
+user follows the directive. Three users, one table:
+
+- the reader (:class:`~replication.reader.Reader`) retries a session that ended with an
+  error under RETRY or WAIT, and raises a FATAL one;
+- the agents (``pipeline.agents.effects.with_retries``) retry an effect under RETRY or
+  WAIT, and under FATAL stop the process with the hint, the record unacknowledged (it is
+  delivered again after the restart, never lost);
+- the CLI (``pipeline.cli_exit.exit_code``) exits with the row's ``exit_code``: 2 when the
+  operator's configuration must change, 1 for a runtime failure.
+
+The table is ordered, most specific kind first; an error matches the first row whose
+kind it is an instance of (or whose ``when`` accepts it). An error of no listed kind is a
+bug and is fatal: it is raised with its traceback instead of being retried forever with
+a misleading hint.
 """
 
 from __future__ import annotations
 
 import enum
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import psycopg
 from aiokafka.errors import (
@@ -21,6 +34,9 @@ from aiokafka.errors import (
 )
 
 from replication.errors import DeliveryError, ReaderSetupError, ServerError, SlotInUse, StreamClosed
+
+EXIT_FAILURE: Final = 1  # a runtime failure: a service unreachable, a check failed
+EXIT_CONFIG: Final = 2  # the configuration or the setup must change
 
 
 class Directive(enum.Enum):
@@ -38,12 +54,61 @@ class Rule:
     kinds: tuple[type[BaseException], ...]
     directive: Directive
     hint: str
+    # The CLI's exit code when a command ends on this error.
+    exit_code: int = EXIT_FAILURE
+    # Matches an error of none of ``kinds`` too when this says so (errors told apart by
+    # a field, such as Temporal's RPC status).
+    when: Callable[[BaseException], bool] | None = None
+
+    def matches(self, error: BaseException) -> bool:
+        return isinstance(error, self.kinds) or (self.when is not None and self.when(error))
+
+
+def _rpc_status(statuses: frozenset[str]) -> Callable[[BaseException], bool]:
+    """Whether an error is a Temporal RPCError with one of ``statuses`` (by name).
+
+    temporalio is looked up, not imported: an RPCError exists only once it is loaded, and
+    the reader alone never loads it."""
+
+    def check(error: BaseException) -> bool:
+        service = sys.modules.get("temporalio.service")
+        if service is None or not isinstance(error, service.RPCError):
+            return False
+        return str(error.status.name) in statuses
+
+    return check
+
+
+def _temporal_connect(error: BaseException) -> bool:
+    # temporalio's Client.connect reports an unreachable server as a RuntimeError.
+    return isinstance(error, RuntimeError) and "connect" in str(error).lower()
 
 
 KAFKA_HINT = "check that the Kafka brokers in PIPELINE_KAFKA_BOOTSTRAP_SERVERS are up and reachable"
+POSTGRES_HINT = "check that PostgreSQL in PIPELINE_DATABASE_URL is up and reachable"
+TEMPORAL_HINT = "check that the Temporal frontend in PIPELINE_TEMPORAL_ADDRESS is up and reachable"
+_TEMPORAL_TRANSIENT = frozenset(
+    {
+        "UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "ABORTED",
+        "CANCELLED",
+        "INTERNAL",
+        "UNKNOWN",
+    }
+)
+_TEMPORAL_REFUSED = frozenset(
+    {"PERMISSION_DENIED", "UNAUTHENTICATED", "NOT_FOUND", "FAILED_PRECONDITION"}
+)
 
 RULES: tuple[Rule, ...] = (
-    Rule((ReaderSetupError,), Directive.FATAL, "see the message: the setup must change"),
+    Rule(
+        (ReaderSetupError,),
+        Directive.FATAL,
+        "see the message: the setup must change",
+        EXIT_CONFIG,
+    ),
     Rule(
         (SlotInUse,),
         Directive.WAIT,
@@ -59,26 +124,55 @@ RULES: tuple[Rule, ...] = (
         Directive.WAIT,
         "grant the reader's Kafka principal write access to the topics and its "
         "transactional id (pipeline-reader.<topic>.<slot>)",
+        EXIT_CONFIG,
     ),
     Rule((DeliveryError,), Directive.RETRY, KAFKA_HINT),
     Rule((KafkaError,), Directive.RETRY, KAFKA_HINT),
     Rule(
-        (psycopg.Error, StreamClosed, ServerError),
-        Directive.RETRY,
-        "check that PostgreSQL in PIPELINE_DATABASE_URL is up and reachable",
+        (psycopg.errors.InsufficientPrivilege,),
+        Directive.WAIT,
+        "grant the role of the DSN what sql/roles.sql grants it",
+        EXIT_CONFIG,
     ),
-    Rule((OSError, TimeoutError), Directive.RETRY, "check the network to PostgreSQL and Kafka"),
+    Rule(
+        (
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.UndefinedColumn,
+            psycopg.errors.UndefinedFunction,
+        ),
+        Directive.WAIT,
+        "the database schema is behind the code: run `pipeline migrate`",
+        EXIT_CONFIG,
+    ),
+    Rule((psycopg.Error, StreamClosed, ServerError), Directive.RETRY, POSTGRES_HINT),
+    Rule((), Directive.RETRY, TEMPORAL_HINT, when=_rpc_status(_TEMPORAL_TRANSIENT)),
+    Rule((), Directive.RETRY, TEMPORAL_HINT, when=_temporal_connect),
+    Rule(
+        (),
+        Directive.WAIT,
+        "Temporal refused the request: check PIPELINE_TEMPORAL_NAMESPACE, the TLS and API "
+        "key settings, and the permissions of the pipeline's Temporal identity",
+        EXIT_CONFIG,
+        when=_rpc_status(_TEMPORAL_REFUSED),
+    ),
+    Rule(
+        (OSError, TimeoutError),
+        Directive.RETRY,
+        "check the network to PostgreSQL, Kafka and Temporal",
+    ),
 )
 
-_UNKNOWN = Rule((), Directive.FATAL, "an unexpected error: please report it with the traceback")
+UNKNOWN = Rule(
+    (), Directive.FATAL, "an unexpected error (a bug): please report it with the traceback"
+)
 
 
 def classify(error: BaseException) -> Rule:
     """The first rule of :data:`RULES` whose kind ``error`` is; fatal if none."""
     for rule in RULES:
-        if isinstance(error, rule.kinds):
+        if rule.matches(error):
             return rule
-    return _UNKNOWN
+    return UNKNOWN
 
 
 @dataclass(slots=True)

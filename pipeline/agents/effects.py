@@ -1,19 +1,21 @@
 """The agents' I/O: the event store, Temporal, and the one place that decides to retry.
 
 Thin adapters; the decisions are in :mod:`pipeline.agents.enqueue` and
-:mod:`pipeline.agents.starter`. Every effect here is idempotent (keyed emits, a
-deterministic workflow id with a reuse and conflict policy that make a second start a
-no-op), which is what makes retrying any of them safe.
+:mod:`pipeline.agents.starter`, what to do about an error in :mod:`replication.retry`'s
+table. Every effect here is idempotent (keyed emits, a deterministic workflow id with a
+reuse and conflict policy that make a second start a no-op), which is what makes
+retrying any of them safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Final, TypeVar
+from typing import Final, NoReturn, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -26,30 +28,14 @@ from pipeline import metrics
 from pipeline.agents.starter import JOB_DONE, STARTED_OR_DONE, StartPlan
 from pipeline.eventstore import NewEvent, emit
 from pipeline.security import TemporalSecurity, connect_temporal
+from replication.retry import Directive, classify
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_TRANSIENT_RPC: Final = frozenset(
-    {
-        RPCStatusCode.UNAVAILABLE,
-        RPCStatusCode.DEADLINE_EXCEEDED,
-        RPCStatusCode.RESOURCE_EXHAUSTED,
-        RPCStatusCode.ABORTED,
-        RPCStatusCode.CANCELLED,
-    }
-)
 START_RPC_TIMEOUT: Final = timedelta(seconds=15)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether exc is an outage that goes away by itself (as opposed to a bug or bad data)."""
-    if isinstance(exc, RPCError):
-        return exc.status in _TRANSIENT_RPC
-    # temporalio's Client.connect reports an unreachable server as a RuntimeError.
-    if isinstance(exc, RuntimeError) and "connect" in str(exc).lower():
-        return True
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+# A FATAL error's exit (replication.retry: EXIT_FAILURE, or EXIT_CONFIG for its rows).
+Stop = Callable[[int], NoReturn]
 
 
 def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
@@ -60,13 +46,30 @@ def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
     return min(cap, base * 2.0 ** min(attempt - 1, 32))
 
 
-async def with_retries(agent: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
-    """Run action until it succeeds, waiting longer after each failure (capped).
+def _stop_process(code: int) -> NoReturn:
+    """Exit at once, the record in hand unacknowledged (so delivered again)."""
+    logging.shutdown()
+    os._exit(code)
 
-    The one retry decision of the agents: a failure is never a reason to drop the record
-    (the agent does not ack it until the effect happened), so every failure is retried.
-    An outage is logged as a warning; anything else as an error with the operator's hint,
-    because retrying cannot fix it and the partition stays blocked until someone does.
+
+async def with_retries(
+    agent: str, what: str, action: Callable[[], Awaitable[T]], *, stop: Stop = _stop_process
+) -> T:
+    """Run action until it succeeds, doing what :mod:`replication.retry`'s table says.
+
+    The one retry decision of the agents. A record is never dropped: the agent acks it
+    only once its effects happened, and an exception reaching the dispatcher would ack it
+    without them. So:
+
+    - RETRY (an outage): retried, waiting longer after each failure (capped); a warning.
+    - WAIT (the operator must act: a privilege, a migration, Temporal's namespace or
+      credentials): retried the same way, each failure logged as an error with the hint;
+      the record's stream waits until it is fixed.
+    - FATAL (no listed kind: a bug): retrying would spin forever, and dead-lettering a
+      bug would empty every later record into the dead-letter topic. The process stops
+      instead, with the error, the hint and the traceback logged critical: the record is
+      not acknowledged, so after the restart it is delivered again (every effect is
+      idempotent), and the orchestrator shows the crash loop until the bug is fixed.
     """
     attempt = 0
     while True:
@@ -75,28 +78,33 @@ async def with_retries(agent: str, what: str, action: Callable[[], Awaitable[T]]
             return await action()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # every failure is retried, see the docstring
-            delay = retry_delay(attempt)
-            metrics.AGENT_RETRIES.labels(agent).inc()
-            if is_transient(exc):
-                log.warning(
-                    "%s: %s failed (attempt=%d), retrying in %.1fs: %s",
+        except Exception as exc:  # classified below; none is dropped
+            rule = classify(exc)
+            if rule.directive is Directive.FATAL:
+                log.critical(
+                    "%s: %s failed (attempt=%d) with an error retrying cannot fix: %s; "
+                    "stopping, the record is delivered again after the restart (%s)",
                     agent,
                     what,
                     attempt,
-                    delay,
                     exc,
-                )
-            else:
-                log.error(
-                    "%s: %s failed (attempt=%d), retrying in %.1fs; not an outage: fix the "
-                    "cause (a bug or bad data), the partition waits until then",
-                    agent,
-                    what,
-                    attempt,
-                    delay,
+                    rule.hint,
                     exc_info=exc,
                 )
+                stop(rule.exit_code)
+            delay = retry_delay(attempt)
+            metrics.AGENT_RETRIES.labels(agent).inc()
+            log.log(
+                logging.WARNING if rule.directive is Directive.RETRY else logging.ERROR,
+                "%s: %s failed (attempt=%d), retrying in %.1fs: %s: %s (%s)",
+                agent,
+                what,
+                attempt,
+                delay,
+                type(exc).__name__,
+                exc,
+                rule.hint,
+            )
             await asyncio.sleep(delay)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pipeline.errors import PipelineError
+from replication.errors import TopicLayoutError
+
+__all__ = ["AgentError", "RecordRejected", "TopicLayoutError"]
 
 
 class AgentError(PipelineError):
@@ -23,7 +26,3 @@ class RecordRejected(AgentError):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
-
-
-class TopicLayoutError(AgentError):
-    """A topic exists with a partition count other than the configured one."""

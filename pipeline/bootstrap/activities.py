@@ -85,7 +85,7 @@ class BootstrapActivities:
 
     def __init__(self, settings: BootstrapSettings, dns: DnsProvider, email: EmailProvider) -> None:
         self._settings = settings
-        self._dsn = settings.database_url
+        self._dsn = settings.database_url.get_secret_value()
         self._dns = dns
         self._email = email
 
@@ -225,7 +225,9 @@ class BootstrapActivities:
         """
         invitation_id = str(uuid.uuid4())
         expires_at = (datetime.now(UTC) + self._settings.invitation_ttl).isoformat()
-        token = tokens.derive_token(self._settings.invitation_key, invitation_id, expires_at)
+        token = tokens.derive_token(
+            self._settings.invitation_key.get_secret_value(), invitation_id, expires_at
+        )
         data = {
             "invitation_id": invitation_id,
             "email": request.admin.email,
@@ -247,7 +249,7 @@ class BootstrapActivities:
     def _token(self, inv: Invitation) -> str:
         """The invitation's token, derived again; refused if the key changed since."""
         token = tokens.derive_token(
-            self._settings.invitation_key, inv.invitation_id, inv.expires_at
+            self._settings.invitation_key.get_secret_value(), inv.invitation_id, inv.expires_at
         )
         if not tokens.matches(token, inv.token_hash):
             raise ApplicationError(

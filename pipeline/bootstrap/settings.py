@@ -9,60 +9,182 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretBytes, SecretStr
 
 from pipeline.bootstrap.inputs import RetryTuning
 from pipeline.bootstrap.validation import validate_hostname
+from pipeline.envsettings import EnvSettings, flag, read
 from pipeline.errors import ConfigError
 from pipeline.invitations.tokens import MIN_KEY_BYTES
 from pipeline.security import SOURCES, TemporalSecurity, temporal_security_from_env
 
 DNS_PROVIDERS = frozenset({"local", "cloudflare"})
 EMAIL_PROVIDERS = frozenset({"smtp", "local"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-_T = TypeVar("_T")
 # Only for settings built in code (tests): from_env requires PIPELINE_INVITATION_KEY.
 # One key per process, so every worker of one test process derives the same tokens.
 _PROCESS_INVITATION_KEY = secrets.token_bytes(MIN_KEY_BYTES)
+# The worker's variables that come from the Secret; every other one from the ConfigMap.
+_SECRETS = frozenset(
+    {
+        "PIPELINE_DATABASE_URL",
+        "PIPELINE_WORKER_DATABASE_URL",
+        "PIPELINE_CLOUDFLARE_API_TOKEN",
+        "PIPELINE_SMTP_PASSWORD",
+        "PIPELINE_INVITATION_KEY",
+    }
+)
 
 
-@dataclass(frozen=True, slots=True)
-class BootstrapSettings:
-    """Everything the worker needs; secrets are kept out of ``repr`` (and so out of logs)."""
+def _number(parse: Callable[[str], float], what: str, minimum: float) -> BeforeValidator:
+    """A number of at least ``minimum`` when read from the environment (a string)."""
 
-    database_url: str = field(repr=False)
-    temporal_address: str = "127.0.0.1:7233"
-    temporal_namespace: str = "default"
-    task_queue: str = "org-bootstrap"
-    base_domain: str = "example.test"
-    dns_provider: str = "local"
-    dns_record_type: str = "CNAME"
+    def check(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            number = parse(value)
+        except ValueError:
+            raise ValueError(f"must be {what}, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return BeforeValidator(check)
+
+
+def _choice(allowed: frozenset[str]) -> BeforeValidator:
+    def check(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.lower() not in allowed:
+            choices = " or ".join(sorted(allowed))
+            raise ValueError(f"must be {choices}, got {value.lower()!r}")
+        return value.lower()
+
+    return BeforeValidator(check)
+
+
+def _hostname(value: object) -> object:
+    return validate_hostname(value.lower()) if isinstance(value, str) else value
+
+
+def _days(value: object) -> object:
+    return timedelta(days=value) if isinstance(value, float) else value
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+Count = Annotated[int, _number(int, "an integer", 1)]
+Seconds = Annotated[float, _number(float, "a number", 0.0)]
+
+
+_RETRY = RetryTuning()
+
+
+class _RetryEnv(EnvSettings):
+    """``PIPELINE_BOOTSTRAP_*``: the workflow's retry and timeout knobs."""
+
+    retry_initial_ms: Count = Field(
+        _RETRY.initial_interval_ms, validation_alias="PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS"
+    )
+    retry_backoff: Annotated[float, _number(float, "a number", 1.0)] = Field(
+        _RETRY.backoff_coefficient, validation_alias="PIPELINE_BOOTSTRAP_RETRY_BACKOFF"
+    )
+    retry_max_ms: Count = Field(
+        _RETRY.maximum_interval_ms, validation_alias="PIPELINE_BOOTSTRAP_RETRY_MAX_MS"
+    )
+    provider_max_attempts: Count = Field(
+        _RETRY.provider_maximum_attempts,
+        validation_alias="PIPELINE_BOOTSTRAP_PROVIDER_MAX_ATTEMPTS",
+    )
+    store_max_attempts: Count = Field(
+        _RETRY.store_maximum_attempts, validation_alias="PIPELINE_BOOTSTRAP_STORE_MAX_ATTEMPTS"
+    )
+    activity_timeout_ms: Count = Field(
+        _RETRY.start_to_close_timeout_ms, validation_alias="PIPELINE_BOOTSTRAP_ACTIVITY_TIMEOUT_MS"
+    )
+
+    def tuning(self) -> RetryTuning:
+        return RetryTuning(
+            initial_interval_ms=self.retry_initial_ms,
+            backoff_coefficient=self.retry_backoff,
+            maximum_interval_ms=self.retry_max_ms,
+            provider_maximum_attempts=self.provider_max_attempts,
+            store_maximum_attempts=self.store_max_attempts,
+            start_to_close_timeout_ms=self.activity_timeout_ms,
+        )
+
+
+class BootstrapSettings(EnvSettings):
+    """Everything the worker needs, each field from the variable its alias names.
+
+    Credentials are ``SecretStr``/``SecretBytes``: kept out of ``repr`` (and so out of logs);
+    the code that connects or signs calls ``.get_secret_value()``.
+    """
+
+    # The worker's own role (pipeline_worker, sql/roles.sql) when set.
+    database_url: SecretStr = Field(
+        validation_alias=AliasChoices("PIPELINE_WORKER_DATABASE_URL", "PIPELINE_DATABASE_URL")
+    )
+    temporal_address: str = Field("127.0.0.1:7233", validation_alias="PIPELINE_TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", validation_alias="PIPELINE_TEMPORAL_NAMESPACE")
+    task_queue: str = Field("org-bootstrap", validation_alias="PIPELINE_TEMPORAL_TASK_QUEUE")
+    base_domain: Annotated[str, BeforeValidator(_hostname)] = Field(
+        "example.test", validation_alias="PIPELINE_BASE_DOMAIN"
+    )
+    dns_provider: Annotated[str, _choice(DNS_PROVIDERS)] = Field(
+        "local", validation_alias="PIPELINE_DNS_PROVIDER"
+    )
+    dns_record_type: Annotated[str, BeforeValidator(_upper)] = Field(
+        "CNAME", validation_alias="PIPELINE_DNS_RECORD_TYPE"
+    )
     # Where the organization's name points; empty means the base domain itself.
-    dns_record_content: str = ""
-    cloudflare_api_token: str | None = field(default=None, repr=False)
-    cloudflare_zone_id: str | None = None
-    cloudflare_base_url: str = "https://api.cloudflare.com/client/v4"
-    email_provider: str = "local"
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
-    smtp_from: str = "no-reply@example.test"
-    smtp_starttls: bool = False
-    smtp_username: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)
-    smtp_timeout_s: float = 10.0
-    email_outbox_dir: Path = Path(".cache/outbox")
+    dns_record_content: str = Field("", validation_alias="PIPELINE_DNS_RECORD_CONTENT")
+    cloudflare_api_token: SecretStr | None = Field(
+        None, validation_alias="PIPELINE_CLOUDFLARE_API_TOKEN"
+    )
+    cloudflare_zone_id: str | None = Field(None, validation_alias="PIPELINE_CLOUDFLARE_ZONE_ID")
+    cloudflare_base_url: str = Field(
+        "https://api.cloudflare.com/client/v4", validation_alias="PIPELINE_CLOUDFLARE_BASE_URL"
+    )
+    email_provider: Annotated[str, _choice(EMAIL_PROVIDERS)] = Field(
+        "local", validation_alias="PIPELINE_EMAIL_PROVIDER"
+    )
+    smtp_host: str = Field("127.0.0.1", validation_alias="PIPELINE_SMTP_HOST")
+    smtp_port: Count = Field(25, validation_alias="PIPELINE_SMTP_PORT")
+    smtp_from: str = Field("no-reply@example.test", validation_alias="PIPELINE_SMTP_FROM")
+    smtp_starttls: Annotated[bool, BeforeValidator(flag)] = Field(
+        False, validation_alias="PIPELINE_SMTP_STARTTLS"
+    )
+    smtp_username: str | None = Field(None, validation_alias="PIPELINE_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, validation_alias="PIPELINE_SMTP_PASSWORD")
+    smtp_timeout_s: Annotated[float, _number(float, "a number", 0.1)] = Field(
+        10.0, validation_alias="PIPELINE_SMTP_TIMEOUT_S"
+    )
+    email_outbox_dir: Path = Field(
+        Path(".cache/outbox"), validation_alias="PIPELINE_EMAIL_OUTBOX_DIR"
+    )
     # Empty means ``https://{fqdn}/invitations/accept`` (the organization's own site).
-    invitation_accept_url: str = ""
-    invitation_ttl: timedelta = timedelta(days=7)
+    invitation_accept_url: str = Field("", validation_alias="PIPELINE_INVITATION_ACCEPT_URL")
+    invitation_ttl: Annotated[
+        timedelta, BeforeValidator(_days), _number(float, "a number", 0.001)
+    ] = Field(timedelta(days=7), validation_alias="PIPELINE_INVITATION_TTL_DAYS")
     # The HMAC key invitation tokens are derived with (pipeline/invitations/tokens.py).
-    invitation_key: bytes = field(default=_PROCESS_INVITATION_KEY, repr=False)
-    graceful_shutdown_s: float = 30.0
-    retry: RetryTuning = field(default_factory=RetryTuning)
-    temporal_security: TemporalSecurity = field(default_factory=TemporalSecurity)
+    invitation_key: SecretBytes = Field(
+        SecretBytes(_PROCESS_INVITATION_KEY), validation_alias="PIPELINE_INVITATION_KEY"
+    )
+    graceful_shutdown_s: Seconds = Field(
+        30.0, validation_alias="PIPELINE_WORKER_GRACEFUL_SHUTDOWN_S"
+    )
+    retry: RetryTuning = Field(default_factory=RetryTuning)
+    # Its API key is a repr=False field; left out of model_dump / model_dump_json.
+    temporal_security: TemporalSecurity = Field(default_factory=TemporalSecurity, exclude=True)
 
     @property
     def dns_target(self) -> str:
@@ -75,156 +197,53 @@ class BootstrapSettings:
         return f"{base}?token={token}"
 
 
-class _EnvReader:
-    """Reads typed values from the environment, collecting problems instead of raising."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def text(self, name: str, default: str) -> str:
-        raw = self.env.get(name, "").strip()
-        return raw or default
-
-    def optional(self, name: str) -> str | None:
-        raw = self.env.get(name, "").strip()
-        return raw or None
-
-    def parsed(self, name: str, default: _T, parse: Callable[[str], _T], what: str) -> _T:
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            return parse(raw)
-        except ValueError:
-            self.problems.append(f"{name} must be {what}, got {raw!r} (ConfigMap)")
-            return default
-
-    def number(self, name: str, default: int, minimum: int = 0) -> int:
-        value = self.parsed(name, default, int, "an integer")
-        if value < minimum:
-            self.problems.append(f"{name} must be at least {minimum}, got {value} (ConfigMap)")
-        return value
-
-    def real(self, name: str, default: float, minimum: float = 0.0) -> float:
-        value = self.parsed(name, default, float, "a number")
-        if value < minimum:
-            self.problems.append(f"{name} must be at least {minimum}, got {value} (ConfigMap)")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        def parse(raw: str) -> bool:
-            if raw.lower() in _TRUE:
-                return True
-            if raw.lower() in _FALSE:
-                return False
-            raise ValueError(raw)
-
-        return self.parsed(name, default, parse, "true or false")
-
-    def choice(self, name: str, default: str, allowed: frozenset[str]) -> str:
-        value = self.text(name, default).lower()
-        if value not in allowed:
-            choices = " or ".join(sorted(allowed))
-            self.problems.append(f"{name} must be {choices}, got {value!r} (ConfigMap)")
-        return value
+def _line(name: str, message: str) -> str:
+    if name == "PIPELINE_WORKER_DATABASE_URL" and message == "is not set":
+        name = "PIPELINE_DATABASE_URL"  # the one every deployment sets
+    if message == "is not set":
+        message = "is required"
+    where = SOURCES.get(name) or ("Secret" if name in _SECRETS else "ConfigMap")
+    return f"{name} {message} ({where})"
 
 
-def _retry_from_env(r: _EnvReader) -> RetryTuning:
-    d = RetryTuning()
-    return RetryTuning(
-        initial_interval_ms=r.number(
-            "PIPELINE_BOOTSTRAP_RETRY_INITIAL_MS", d.initial_interval_ms, 1
-        ),
-        backoff_coefficient=r.real("PIPELINE_BOOTSTRAP_RETRY_BACKOFF", d.backoff_coefficient, 1.0),
-        maximum_interval_ms=r.number("PIPELINE_BOOTSTRAP_RETRY_MAX_MS", d.maximum_interval_ms, 1),
-        provider_maximum_attempts=r.number(
-            "PIPELINE_BOOTSTRAP_PROVIDER_MAX_ATTEMPTS", d.provider_maximum_attempts, 1
-        ),
-        store_maximum_attempts=r.number(
-            "PIPELINE_BOOTSTRAP_STORE_MAX_ATTEMPTS", d.store_maximum_attempts, 1
-        ),
-        start_to_close_timeout_ms=r.number(
-            "PIPELINE_BOOTSTRAP_ACTIVITY_TIMEOUT_MS", d.start_to_close_timeout_ms, 1
-        ),
-    )
-
-
-def _temporal_security(r: _EnvReader) -> TemporalSecurity:
-    """Temporal TLS / mTLS / API key, the same variables as ``pipeline run`` reads."""
-    problems: list[tuple[str, str]] = []
-    security = temporal_security_from_env(r.env, problems)
-    r.problems.extend(
-        f"{name}: {message} ({SOURCES.get(name, 'ConfigMap')})" for name, message in problems
-    )
-    return security
+def _env_problems(env: Mapping[str, str]) -> list[str]:
+    """What the environment must hold beyond each value's own shape."""
+    problems = []
+    text = {name: env.get(name, "").strip() for name in env}
+    if len(text.get("PIPELINE_INVITATION_KEY", "").encode()) < MIN_KEY_BYTES:
+        problems.append(
+            f"PIPELINE_INVITATION_KEY is required: at least {MIN_KEY_BYTES} bytes of random"
+            " text, e.g. `openssl rand -base64 48` (Secret)"
+        )
+    if text.get("PIPELINE_DNS_PROVIDER", "").lower() == "cloudflare":
+        for name, where in (
+            ("PIPELINE_CLOUDFLARE_API_TOKEN", "Secret"),
+            ("PIPELINE_CLOUDFLARE_ZONE_ID", "ConfigMap"),
+        ):
+            if not text.get(name):
+                problems.append(
+                    f"{name} is required when PIPELINE_DNS_PROVIDER=cloudflare ({where})"
+                )
+    if text.get("PIPELINE_SMTP_USERNAME") and not text.get("PIPELINE_SMTP_PASSWORD"):
+        problems.append("PIPELINE_SMTP_PASSWORD is required with PIPELINE_SMTP_USERNAME (Secret)")
+    return problems
 
 
 def from_env(env: Mapping[str, str]) -> BootstrapSettings:
     """Build and validate the settings; raise :class:`ConfigError` listing every problem."""
-    r = _EnvReader(env)
-    d = BootstrapSettings(database_url="")
-    # The worker's own role (pipeline_worker, sql/roles.sql) when set.
-    database_url = r.text("PIPELINE_WORKER_DATABASE_URL", "") or r.text("PIPELINE_DATABASE_URL", "")
-    if not database_url:
-        r.problems.append("PIPELINE_DATABASE_URL is required (Secret)")
-    base_domain = r.text("PIPELINE_BASE_DOMAIN", d.base_domain).lower()
-    try:
-        validate_hostname(base_domain)
-    except ValueError as exc:
-        r.problems.append(f"PIPELINE_BASE_DOMAIN: {exc} (ConfigMap)")
-    dns_provider = r.choice("PIPELINE_DNS_PROVIDER", d.dns_provider, DNS_PROVIDERS)
-    token = r.optional("PIPELINE_CLOUDFLARE_API_TOKEN")
-    zone = r.optional("PIPELINE_CLOUDFLARE_ZONE_ID")
-    if dns_provider == "cloudflare":
-        if token is None:
-            r.problems.append(
-                "PIPELINE_CLOUDFLARE_API_TOKEN is required when PIPELINE_DNS_PROVIDER=cloudflare"
-                " (Secret)"
-            )
-        if zone is None:
-            r.problems.append(
-                "PIPELINE_CLOUDFLARE_ZONE_ID is required when PIPELINE_DNS_PROVIDER=cloudflare"
-                " (ConfigMap)"
-            )
-    email_provider = r.choice("PIPELINE_EMAIL_PROVIDER", d.email_provider, EMAIL_PROVIDERS)
-    ttl_days = r.real("PIPELINE_INVITATION_TTL_DAYS", d.invitation_ttl.days, 0.001)
-    invitation_key = r.text("PIPELINE_INVITATION_KEY", "")
-    if len(invitation_key.encode()) < MIN_KEY_BYTES:
-        r.problems.append(
-            f"PIPELINE_INVITATION_KEY is required: at least {MIN_KEY_BYTES} bytes of random"
-            " text, e.g. `openssl rand -base64 48` (Secret)"
-        )
-    settings = BootstrapSettings(
-        database_url=database_url,
-        temporal_address=r.text("PIPELINE_TEMPORAL_ADDRESS", d.temporal_address),
-        temporal_namespace=r.text("PIPELINE_TEMPORAL_NAMESPACE", d.temporal_namespace),
-        task_queue=r.text("PIPELINE_TEMPORAL_TASK_QUEUE", d.task_queue),
-        base_domain=base_domain,
-        dns_provider=dns_provider,
-        dns_record_type=r.text("PIPELINE_DNS_RECORD_TYPE", d.dns_record_type).upper(),
-        dns_record_content=r.text("PIPELINE_DNS_RECORD_CONTENT", d.dns_record_content),
-        cloudflare_api_token=token,
-        cloudflare_zone_id=zone,
-        cloudflare_base_url=r.text("PIPELINE_CLOUDFLARE_BASE_URL", d.cloudflare_base_url),
-        email_provider=email_provider,
-        smtp_host=r.text("PIPELINE_SMTP_HOST", d.smtp_host),
-        smtp_port=r.number("PIPELINE_SMTP_PORT", d.smtp_port, 1),
-        smtp_from=r.text("PIPELINE_SMTP_FROM", d.smtp_from),
-        smtp_starttls=r.flag("PIPELINE_SMTP_STARTTLS", d.smtp_starttls),
-        smtp_username=r.optional("PIPELINE_SMTP_USERNAME"),
-        smtp_password=r.optional("PIPELINE_SMTP_PASSWORD"),
-        smtp_timeout_s=r.real("PIPELINE_SMTP_TIMEOUT_S", d.smtp_timeout_s, 0.1),
-        email_outbox_dir=Path(r.text("PIPELINE_EMAIL_OUTBOX_DIR", str(d.email_outbox_dir))),
-        invitation_accept_url=r.text("PIPELINE_INVITATION_ACCEPT_URL", ""),
-        invitation_ttl=timedelta(days=ttl_days),
-        invitation_key=invitation_key.encode(),
-        graceful_shutdown_s=r.real("PIPELINE_WORKER_GRACEFUL_SHUTDOWN_S", d.graceful_shutdown_s),
-        retry=_retry_from_env(r),
-        temporal_security=_temporal_security(r),
-    )
-    if settings.smtp_username is not None and settings.smtp_password is None:
-        r.problems.append("PIPELINE_SMTP_PASSWORD is required with PIPELINE_SMTP_USERNAME (Secret)")
-    if r.problems:
-        raise ConfigError("invalid bootstrap settings:\n  " + "\n  ".join(r.problems))
+    secure: list[tuple[str, str]] = []
+    temporal_security = temporal_security_from_env(env, secure)
+    retry, found = read(_RetryEnv, env)
+    given: dict[str, Any] = {"temporal_security": temporal_security}
+    if retry is not None:
+        given["retry"] = retry.tuning()
+    settings, invalid = read(BootstrapSettings, env, **given)
+    problems = [_line(name, message) for name, message in [*invalid, *found]]
+    problems += [
+        f"{name}: {message} ({SOURCES.get(name, 'ConfigMap')})" for name, message in secure
+    ]
+    problems += _env_problems(env)
+    if problems:
+        raise ConfigError("invalid bootstrap settings:\n  " + "\n  ".join(problems))
+    assert settings is not None
     return settings

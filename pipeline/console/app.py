@@ -74,7 +74,7 @@ class Console:
         dead: list[deadletters.Entry] = []
         if "postgres" not in report["unavailable"]:
             try:
-                dead = await _dead_letters(self.settings.database_url)
+                dead = await _dead_letters(self.settings.database_url.get_secret_value())
             except psycopg.Error as exc:
                 log.warning("console: cannot list dead letters: %s", exc)
         return self.templates.get_template("status.html").render(
@@ -143,7 +143,7 @@ def build(console: Console) -> web.Application:
     """The console's application: routes and the write guard."""
     app = web.Application(middlewares=[guard.middleware(console.guard)])  # type: ignore[list-item]
     contract = default_contract()
-    dsn = console.settings.database_url
+    dsn = console.settings.database_url.get_secret_value()
 
     async def index(_: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/pipeline")

@@ -56,7 +56,7 @@ def setup(fresh_db: str, kafka_bootstrap: str) -> Setup:
     settings = Settings(
         database_url=fresh_db,
         kafka_bootstrap_servers=kafka_bootstrap,
-        temporal_address="",  # filled per process by _env (the layout's address)
+        temporal_address="127.0.0.1:7233",  # replaced per process by _env (the layout's)
         topic=name,
         dead_letter_topic=f"{name}-dlq",
         topic_partitions=3,
@@ -70,7 +70,7 @@ def _env(settings: Settings, temporal_address: str, group: str, tmp: Path) -> di
     env = dict(os.environ)
     env.update(
         {
-            "PIPELINE_DATABASE_URL": settings.database_url,
+            "PIPELINE_DATABASE_URL": settings.database_url.get_secret_value(),
             "PIPELINE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "PIPELINE_TEMPORAL_ADDRESS": temporal_address,
             "PIPELINE_TEMPORAL_NAMESPACE": "default",
@@ -144,7 +144,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, app: App) 
 @contextlib.asynccontextmanager
 async def services(setup: Setup, client: Client, kafka: str) -> AsyncIterator[Feeder]:
     await ensure_topics(setup.settings)
-    feeder = Feeder(setup.settings.database_url, kafka, setup.settings.topic)
+    feeder = Feeder(setup.settings.database_url.get_secret_value(), kafka, setup.settings.topic)
     async with Worker(client, task_queue=setup.task_queue, workflows=[StandInBootstrapWorkflow]):
         await feeder.start()
         try:
@@ -223,10 +223,12 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
     async with services(setup, temporal_client, kafka_bootstrap) as feeder:
         env = _env(settings, address, settings.consumer_group, tmp_path)
         with running_app(env, tmp_path) as app:
-            job_id = emit_initiated(settings.database_url, org, f"acme-{org.hex[:8]}")
+            job_id = emit_initiated(
+                settings.database_url.get_secret_value(), org, f"acme-{org.hex[:8]}"
+            )
 
             async def chain_done() -> bool:
-                row = queue_row(settings.database_url, job_id)
+                row = queue_row(settings.database_url.get_secret_value(), job_id)
                 return (
                     row is not None
                     and row[3] is not None
@@ -236,7 +238,7 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
 
             await eventually(chain_done, "initiated → … → workflow_started", app)
 
-            events_before = stream_events(settings.database_url, org)
+            events_before = stream_events(settings.database_url.get_secret_value(), org)
             assert [e[0] for e in events_before] == [
                 ev.BOOTSTRAP_INITIATED,
                 ev.QUEUE_PENDING,
@@ -268,7 +270,7 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
                 job_id
             )  # the starter passed input + job_id
 
-            row = queue_row(settings.database_url, job_id)
+            row = queue_row(settings.database_url.get_secret_value(), job_id)
             assert row is not None
             assert row[:8] == (
                 "processing",
@@ -281,7 +283,7 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
                 True,
             )
             consumer = f"{settings.consumer_group}.projection"
-            checkpoints = checkpoint_positions(settings.database_url, consumer)
+            checkpoints = checkpoint_positions(settings.database_url.get_secret_value(), consumer)
             last_lsn = dict(feeder.produced[-1][2])["commit_lsn"].decode()
             assert checkpoints and checkpoints[0][0] == settings.topic
             assert last_lsn in {c[2] for c in checkpoints}
@@ -309,9 +311,12 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
             # event and the starter agent's redelivered pending event.
             assert not_started_again() == 3
             assert app.metric("pipeline_workflow_starts_total", outcome="started") == 1
-            assert stream_events(settings.database_url, org) == events_before
-            assert queue_row(settings.database_url, job_id) == row
-            assert checkpoint_positions(settings.database_url, consumer) == checkpoints
+            assert stream_events(settings.database_url.get_secret_value(), org) == events_before
+            assert queue_row(settings.database_url.get_secret_value(), job_id) == row
+            assert (
+                checkpoint_positions(settings.database_url.get_secret_value(), consumer)
+                == checkpoints
+            )
 
         # A replay: a new consumer group reads the whole topic again from the start.
         env2 = _env(settings, address, f"{settings.consumer_group}-replay", tmp_path)
@@ -322,8 +327,8 @@ async def test_chain_runs_once_and_redelivery_changes_nothing(
 
             await eventually(replayed, "the replay of the whole topic", replay)
             assert replay.metric("pipeline_workflow_starts_total", outcome="started") == 0
-            assert stream_events(settings.database_url, org) == events_before
-            assert queue_row(settings.database_url, job_id) == row
+            assert stream_events(settings.database_url.get_secret_value(), org) == events_before
+            assert queue_row(settings.database_url.get_secret_value(), job_id) == row
             assert len(feeder.produced) == 4
     assert await executions(temporal_client, workflow_id) == runs
 
@@ -353,10 +358,12 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_flow
                 b'"idempotency_key":null,"created_at":"2026-01-01T00:00:00+00:00"}'
             ) % (str(uuid.uuid4()).encode(), key)
             await feeder.send(key, bad_row, breaks_contract)
-            job_id = emit_initiated(settings.database_url, org, f"ok-{org.hex[:8]}")
+            job_id = emit_initiated(
+                settings.database_url.get_secret_value(), org, f"ok-{org.hex[:8]}"
+            )
 
             async def started() -> bool:
-                row = queue_row(settings.database_url, job_id)
+                row = queue_row(settings.database_url.get_secret_value(), job_id)
                 return row is not None and row[3] is not None
 
             await eventually(started, "the good stream's workflow start", app)
@@ -410,13 +417,15 @@ async def test_a_job_is_not_dropped_while_temporal_is_unreachable(
     async with services(setup, temporal_client, kafka_bootstrap) as feeder:
         env = _env(settings, down, settings.consumer_group, tmp_path)
         with running_app(env, tmp_path) as app:
-            job_id = emit_initiated(settings.database_url, org, f"down-{org.hex[:8]}")
+            job_id = emit_initiated(
+                settings.database_url.get_secret_value(), org, f"down-{org.hex[:8]}"
+            )
 
             async def retrying() -> bool:
                 return app.metric("pipeline_workflow_starts_total", outcome="failed") >= 2
 
             await eventually(retrying, "start attempts against an unreachable Temporal", app)
-            types = [e[0] for e in stream_events(settings.database_url, org)]
+            types = [e[0] for e in stream_events(settings.database_url.get_secret_value(), org)]
             assert types == [ev.BOOTSTRAP_INITIATED, ev.QUEUE_PENDING, ev.QUEUE_CLAIMED]
             assert await executions(temporal_client, workflow_id) == []
         # The same process restarted (same group, instance id and web port, as a pod keeps
@@ -426,11 +435,11 @@ async def test_a_job_is_not_dropped_while_temporal_is_unreachable(
         with running_app(env, tmp_path) as again:
 
             async def started() -> bool:
-                row = queue_row(settings.database_url, job_id)
+                row = queue_row(settings.database_url.get_secret_value(), job_id)
                 return row is not None and row[3] is not None
 
             await eventually(started, "the start after Temporal came back", again)
-    types = [e[0] for e in stream_events(settings.database_url, org)]
+    types = [e[0] for e in stream_events(settings.database_url.get_secret_value(), org)]
     assert types == [
         ev.BOOTSTRAP_INITIATED,
         ev.QUEUE_PENDING,

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from replication.batcher import PartitionBatcher
 from replication.lsn import LSN, Position
 from replication.partitioner import partition_for
-from replication.producer import MAX_MESSAGE_BYTES, TopicSpec, ensure_topic
+from replication.topics import MAX_MESSAGE_BYTES, TopicSpec, ensure_topic
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -87,18 +86,18 @@ def smtp_server(mailbox: Mailbox, port: int) -> Iterator[Controller]:
 
 
 def make_settings(dsn: str, smtp_port: int, **changes: object) -> BootstrapSettings:
-    settings = BootstrapSettings(
-        database_url=dsn,
-        task_queue=f"bootstrap-{uuid.uuid4()}",
-        base_domain="example.test",
-        email_provider="smtp",
-        smtp_host="127.0.0.1",
-        smtp_port=smtp_port,
-        smtp_timeout_s=5.0,
-        graceful_shutdown_s=10.0,
-        retry=FAST,
-    )
-    return replace(settings, **changes)  # type: ignore[arg-type]
+    fields: dict[str, object] = {
+        "database_url": dsn,
+        "task_queue": f"bootstrap-{uuid.uuid4()}",
+        "base_domain": "example.test",
+        "email_provider": "smtp",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp_port,
+        "smtp_timeout_s": 5.0,
+        "graceful_shutdown_s": 10.0,
+        "retry": FAST,
+    }
+    return BootstrapSettings(**{**fields, **changes})  # type: ignore[arg-type]
 
 
 def initiate(

@@ -17,7 +17,6 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,7 +55,7 @@ async def pipeline_with_short_invitations(
     env["PIPELINE_INVITATION_ACCEPT_URL"] = (
         f"http://127.0.0.1:{env['PIPELINE_WEB_PORT']}/invitations/accept"
     )
-    worker = build_worker(client, replace(from_env(env), invitation_ttl=TTL))
+    worker = build_worker(client, from_env(env).model_copy(update={"invitation_ttl": TTL}))
     running = start_pipeline(env, tmp)
     try:
         async with worker:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.dev.layout import DevLayout, load_layout
-from replication.producer import TopicSpec, ensure_topic
+from replication.topics import TopicSpec, ensure_topic
 
 pytestmark = pytest.mark.integration
 

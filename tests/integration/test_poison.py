@@ -313,7 +313,7 @@ async def test_no_record_stops_the_pipeline(
 async def check_topics(
     running: RunningPipeline, streams: dict[str, uuid.UUID], kafka_bootstrap: str
 ) -> None:
-    dsn, settings = running.settings.database_url, running.settings
+    dsn, settings = running.settings.database_url.get_secret_value(), running.settings
     rows = table_rows(dsn)
     records = await read_all(kafka_bootstrap, settings.topic)
     by_id: dict[str, ConsumerRecord[bytes, bytes]] = {}

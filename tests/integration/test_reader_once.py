@@ -29,7 +29,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from replication.lsn import LSN, Position
-from replication.producer import EventProducer, TopicSpec, ensure_topic, transactional_id
+from replication.producer import EventProducer, transactional_id
+from replication.topics import TopicSpec, ensure_topic
 
 pytestmark = pytest.mark.integration
 

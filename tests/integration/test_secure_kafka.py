@@ -16,12 +16,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from temporalio.client import Client
 
 from pipeline import events
 from pipeline.bootstrap.settings import from_env
 from pipeline.bootstrap.worker import build_worker
 from pipeline.dev.layout import DevLayout
+from replication.kafka_client import KafkaSecurity, client_options
 from tests.integration.kafka_helpers import read_topic
 from tests.integration.pipeline_process import (
     RunningPipeline,
@@ -57,6 +59,22 @@ async def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
         text=True,
         timeout=180,
     )
+
+
+async def wait_for_topic(
+    bootstrap: str, topic: str, security: KafkaSecurity, timeout: float = 120
+) -> None:
+    """Until the reader created ``topic``: a consumer subscribing first would have the
+    broker auto-create it with one partition, which the reader refuses (replication.topics).
+    Listing the topics creates none."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options(security))
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while topic not in await admin.list_topics():
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 def start_reader(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -200,6 +218,7 @@ async def test_reader_produces_through_each_listener(
         security = secure_broker.security(protocol)
         if mechanism:
             security = secure_broker.security(protocol, sasl_mechanism=mechanism)
+        await wait_for_topic(secure_broker.bootstrap(protocol), env["PIPELINE_TOPIC"], security)
         records = await read_topic(
             secure_broker.bootstrap(protocol), env["PIPELINE_TOPIC"], 1, security=security
         )

@@ -15,14 +15,16 @@ from pipeline.errors import ConfigError
 def build_dns_provider(settings: BootstrapSettings) -> DnsProvider:
     """The DNS provider named by ``settings.dns_provider``."""
     if settings.dns_provider == "local":
-        return LocalDnsProvider(settings.database_url)
+        return LocalDnsProvider(settings.database_url.get_secret_value())
     if settings.cloudflare_api_token is None or settings.cloudflare_zone_id is None:
         raise ConfigError(
             "PIPELINE_CLOUDFLARE_API_TOKEN (Secret) and PIPELINE_CLOUDFLARE_ZONE_ID (ConfigMap) "
             "are required when PIPELINE_DNS_PROVIDER=cloudflare"
         )
     return CloudflareDnsProvider(
-        settings.cloudflare_api_token, settings.cloudflare_zone_id, settings.cloudflare_base_url
+        settings.cloudflare_api_token.get_secret_value(),
+        settings.cloudflare_zone_id,
+        settings.cloudflare_base_url,
     )
 
 
@@ -36,7 +38,7 @@ def build_email_provider(settings: BootstrapSettings) -> EmailProvider:
         settings.smtp_from,
         starttls=settings.smtp_starttls,
         username=settings.smtp_username,
-        password=settings.smtp_password,
+        password=(settings.smtp_password.get_secret_value() if settings.smtp_password else None),
         timeout_s=settings.smtp_timeout_s,
     )
 

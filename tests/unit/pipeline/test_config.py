@@ -79,7 +79,9 @@ def test_direct_hosts_are_not_poolers() -> None:
 def test_a_pooler_is_not_guessed_from_an_ordinary_name_or_port(dsn: str) -> None:
     # `pipeline check` asks the server instead (tests/integration/test_pooler_check.py).
     assert pooler_problem(dsn) is None
-    assert load_settings({**GOOD, "PIPELINE_DATABASE_URL": dsn}).database_url == dsn
+    assert (
+        load_settings({**GOOD, "PIPELINE_DATABASE_URL": dsn}).database_url.get_secret_value() == dsn
+    )
 
 
 @pytest.mark.parametrize("raw", ["70000", "0", "65536", "http"])

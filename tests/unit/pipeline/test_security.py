@@ -227,7 +227,7 @@ def test_the_dsn_keeps_sslmode_verify_full_down_to_the_replication_connection() 
         "?sslmode=verify-full&sslrootcert=/etc/pipeline/tls/pg-ca.pem"
     )
     settings = load_settings(BASE | {"PIPELINE_DATABASE_URL": dsn})
-    assert settings.database_url == dsn
+    assert settings.database_url.get_secret_value() == dsn
     reader_dsn = reader_config(settings).dsn
     assert reader_dsn == dsn
     # What psycopg hands libpq for the reader's replication="database" connection.

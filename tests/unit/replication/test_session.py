@@ -277,3 +277,45 @@ def test_a_session_survives_a_broker_outage_with_nothing_lost_or_doubled() -> No
     assert server.flushes[-1] == LSN(server.last_end)
     assert server.flushes[0] < LSN(server.last_end)
     assert stats.events_acked >= len(expected)
+
+
+def test_the_reader_retries_a_broker_outage_at_session_start() -> None:
+    """Reader.run follows replication.retry: a KafkaError raised as a session starts (the
+    broker down when the producer starts) is retried, not raised out of ``pipeline run``."""
+    from replication.reader import Reader
+
+    server = Server()
+    topic = Topic()
+    config = ReaderConfig(
+        dsn="postgresql://unused",
+        kafka_bootstrap="unused:9092",
+        partitions=PARTITIONS,
+        status_interval=0.01,
+        transactional=False,
+        retry_min=0.01,
+        retry_max=0.02,
+    )
+    start_fails = [True, True, False]  # the broker is down for the first two starts
+
+    class StandInReader(Reader):
+        async def session(self, stop: asyncio.Event) -> None:
+            fails = start_fails.pop(0)
+
+            def producer(on_acks: AcksCallback) -> RecordProducer:
+                return Producer(topic, on_acks, fail_from=None, start_fails=fails)
+
+            state = SlotState(exists=True, confirmed_flush=server.confirmed)
+            session = Session(
+                self.config, self.stats, state, producer=producer, read_resume=topic.last_positions
+            )
+            await session.run(stop, Wire(server, stop))
+
+    reader = StandInReader(config)
+    asyncio.run(asyncio.wait_for(reader.run(asyncio.Event()), 30))
+
+    assert start_fails == []
+    assert reader.stats.sessions == 3
+    delivered = [pos for records in topic.partitions for pos, *_ in records]
+    assert len(delivered) == len(set(delivered)) == TRANSACTIONS * EVENTS_PER_TXN
+    assert server.flushes == sorted(server.flushes)
+    assert server.flushes[-1] == LSN(server.last_end)

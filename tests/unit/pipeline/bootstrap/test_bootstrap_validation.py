@@ -227,7 +227,7 @@ def test_invitation_key_is_required_long_and_kept_out_of_repr() -> None:
     with pytest.raises(ConfigError, match="PIPELINE_INVITATION_KEY"):
         from_env({"PIPELINE_DATABASE_URL": "postgresql://db/x", "PIPELINE_INVITATION_KEY": "short"})
     s = from_env({"PIPELINE_DATABASE_URL": "postgresql://db/x", "PIPELINE_INVITATION_KEY": KEY})
-    assert s.invitation_key == KEY.encode()
+    assert s.invitation_key.get_secret_value() == KEY.encode()
     assert KEY not in repr(s)
 
 
