@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from pipeline.bootstrap.activities import BootstrapActivities
+from pipeline.bootstrap.heartbeat import HeartbeatInterceptor
 from pipeline.bootstrap.providers import build_dns_provider, build_email_provider
 from pipeline.bootstrap.providers.dns import DnsProvider
 from pipeline.bootstrap.providers.email import EmailProvider
@@ -25,6 +26,8 @@ from pipeline.bootstrap.workflows import OrganizationBootstrapWorkflow
 from pipeline.security import connect_temporal
 
 logger = logging.getLogger(__name__)
+
+STICKY_TIMEOUT_S = 3.0
 
 
 def build_worker(
@@ -49,6 +52,11 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=[OrganizationBootstrapWorkflow],
         activities=activities.all(),
+        interceptors=[HeartbeatInterceptor()],
+        # A workflow's next task goes to the queue of the worker that ran its last one;
+        # when that worker died, Temporal moves it to the shared queue after this long
+        # (the SDK's default is 10 s, which every bootstrap of a killed worker waited).
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=STICKY_TIMEOUT_S),
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
     )
 
