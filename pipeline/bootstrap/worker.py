@@ -27,8 +27,6 @@ from pipeline.security import connect_temporal
 
 logger = logging.getLogger(__name__)
 
-STICKY_TIMEOUT_S = 3.0
-
 
 def build_worker(
     client: Client,
@@ -53,10 +51,6 @@ def build_worker(
         workflows=[OrganizationBootstrapWorkflow],
         activities=activities.all(),
         interceptors=[HeartbeatInterceptor()],
-        # A workflow's next task goes to the queue of the worker that ran its last one;
-        # when that worker died, Temporal moves it to the shared queue after this long
-        # (the SDK's default is 10 s, which every bootstrap of a killed worker waited).
-        sticky_queue_schedule_to_start_timeout=timedelta(seconds=STICKY_TIMEOUT_S),
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
     )
 
