@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from pipeline.bootstrap.activities import BootstrapActivities
+from pipeline.bootstrap.heartbeat import HeartbeatInterceptor
 from pipeline.bootstrap.providers import build_dns_provider, build_email_provider
 from pipeline.bootstrap.providers.dns import DnsProvider
 from pipeline.bootstrap.providers.email import EmailProvider
@@ -49,6 +50,7 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=[OrganizationBootstrapWorkflow],
         activities=activities.all(),
+        interceptors=[HeartbeatInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
     )
 

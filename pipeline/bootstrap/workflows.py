@@ -15,6 +15,9 @@ recorded at all (the event store rejects the write), or a bug in this code.
 
 Compensation runs in reverse order of the steps (revoke invitations, then remove the DNS
 record); the organization itself is kept, marked failed by the failed event.
+
+Every activity has a heartbeat timeout (pipeline/bootstrap/heartbeat.py): an attempt on a
+worker that died is retried after seconds, not after its start-to-close timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pipeline.bootstrap.activities import INVALID_INPUT, BootstrapActivities
+    from pipeline.bootstrap.heartbeat import HEARTBEAT_TIMEOUT
     from pipeline.bootstrap.inputs import (
         BootstrapInput,
         BootstrapResult,
@@ -135,12 +139,14 @@ class OrganizationBootstrapWorkflow:
                         claimed_event_id=request.claimed_event_id,
                     ),
                     start_to_close_timeout=_STARTED_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=_STARTED_RETRY,
                 )
             plan = await workflow.execute_activity_method(
                 BootstrapActivities.prepare,
                 request,
                 start_to_close_timeout=_PREPARE_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=_PREPARE_RETRY,
             )
             self._tune(plan.tuning)
@@ -150,6 +156,7 @@ class OrganizationBootstrapWorkflow:
                 BootstrapActivities.create_organization,
                 OrganizationInput(step=step, name=request.name, subdomain=request.subdomain),
                 start_to_close_timeout=self._timeout,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=self._store_retry,
             )
             self._stage = "dns"
@@ -157,6 +164,7 @@ class OrganizationBootstrapWorkflow:
                 BootstrapActivities.create_dns_record,
                 DnsInput(step=step, subdomain=request.subdomain, fqdn=fqdn),
                 start_to_close_timeout=self._timeout,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=self._provider_retry,
             )
             # Sequential on purpose: the events land in a stable order, and a permanent
@@ -167,6 +175,7 @@ class OrganizationBootstrapWorkflow:
                     BootstrapActivities.invite_user,
                     InviteInput(step=step, admin=admin),
                     start_to_close_timeout=self._timeout,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=self._store_retry,
                 )
                 invitations.append(invitation)
@@ -178,6 +187,7 @@ class OrganizationBootstrapWorkflow:
                         step=step, organization_name=request.name, fqdn=fqdn, invitation=invitation
                     ),
                     start_to_close_timeout=self._timeout,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=self._provider_retry,
                 )
                 sent += 1
@@ -219,6 +229,7 @@ class OrganizationBootstrapWorkflow:
                         BootstrapActivities.revoke_invitations,
                         undo,
                         start_to_close_timeout=self._timeout,
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=self._store_retry,
                     )
                     compensated.append(f"revoked {len(revoked)} invitation(s)")
@@ -227,6 +238,7 @@ class OrganizationBootstrapWorkflow:
                         BootstrapActivities.remove_dns_record,
                         undo,
                         start_to_close_timeout=self._timeout,
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=self._provider_retry,
                     )
                     compensated.append(
@@ -257,5 +269,6 @@ class OrganizationBootstrapWorkflow:
             BootstrapActivities.record_outcome,
             outcome,
             start_to_close_timeout=self._timeout,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=self._outcome_retry,
         )
