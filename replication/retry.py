@@ -6,8 +6,8 @@ user follows the directive. Three users, one table:
 - the reader (:class:`~replication.reader.Reader`) retries a session that ended with an
   error under RETRY or WAIT, and raises a FATAL one;
 - the agents (``pipeline.agents.effects.with_retries``) retry an effect under RETRY or
-  WAIT, and under FATAL stop the process with the hint, the record unacknowledged (it is
-  delivered again after the restart, never lost);
+  WAIT, and under FATAL log it critical with the hint and keep retrying, so only the
+  record's own stream waits for the fix (never the process, never a lost record);
 - the CLI (``pipeline.cli_exit.exit_code``) exits with the row's ``exit_code``: 2 when the
   operator's configuration must change, 1 for a runtime failure.
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Final, NoReturn, TypeVar
+from typing import Final, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -34,8 +33,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 START_RPC_TIMEOUT: Final = timedelta(seconds=15)
-# A FATAL error's exit (replication.retry: EXIT_FAILURE, or EXIT_CONFIG for its rows).
-Stop = Callable[[int], NoReturn]
 
 
 def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
@@ -46,15 +43,7 @@ def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
     return min(cap, base * 2.0 ** min(attempt - 1, 32))
 
 
-def _stop_process(code: int) -> NoReturn:
-    """Exit at once, the record in hand unacknowledged (so delivered again)."""
-    logging.shutdown()
-    os._exit(code)
-
-
-async def with_retries(
-    agent: str, what: str, action: Callable[[], Awaitable[T]], *, stop: Stop = _stop_process
-) -> T:
+async def with_retries(agent: str, what: str, action: Callable[[], Awaitable[T]]) -> T:
     """Run action until it succeeds, doing what :mod:`replication.retry`'s table says.
 
     The one retry decision of the agents. A record is never dropped: the agent acks it
@@ -65,11 +54,15 @@ async def with_retries(
     - WAIT (the operator must act: a privilege, a migration, Temporal's namespace or
       credentials): retried the same way, each failure logged as an error with the hint;
       the record's stream waits until it is fixed.
-    - FATAL (no listed kind: a bug): retrying would spin forever, and dead-lettering a
-      bug would empty every later record into the dead-letter topic. The process stops
-      instead, with the error, the hint and the traceback logged critical: the record is
-      not acknowledged, so after the restart it is delivered again (every effect is
-      idempotent), and the orchestrator shows the crash loop until the bug is fixed.
+    - FATAL (no listed kind: a bug, or data the code did not expect): logged critical
+      with the hint, the traceback on the first failure, and retried with the same capped
+      backoff, so only the record's own stream waits for the fix. Two alternatives were
+      weighed and refused. Stopping the process would stop the reader and every other
+      stream with it, and the restarted process would meet the same record again: one
+      record would stop the pipeline, the failure issue 13 rules out (and the slot's WAL
+      would pile up meanwhile). Dead-lettering would ack the record without its effect:
+      a bug that is not the record's fault would empty its stream into the dead-letter
+      topic. A deployed fix is picked up at the next attempt (at most 30 s later).
     """
     attempt = 0
     while True:
@@ -80,20 +73,23 @@ async def with_retries(
             raise
         except Exception as exc:  # classified below; none is dropped
             rule = classify(exc)
+            delay = retry_delay(attempt)
+            metrics.AGENT_RETRIES.labels(agent).inc()
             if rule.directive is Directive.FATAL:
                 log.critical(
-                    "%s: %s failed (attempt=%d) with an error retrying cannot fix: %s; "
-                    "stopping, the record is delivered again after the restart (%s)",
+                    "%s: %s failed (attempt=%d) with an error retrying cannot fix: %s: %s; "
+                    "this stream waits, retrying in %.1fs, until it is fixed (%s)",
                     agent,
                     what,
                     attempt,
+                    type(exc).__name__,
                     exc,
+                    delay,
                     rule.hint,
-                    exc_info=exc,
+                    exc_info=exc if attempt == 1 else None,
                 )
-                stop(rule.exit_code)
-            delay = retry_delay(attempt)
-            metrics.AGENT_RETRIES.labels(agent).inc()
+                await asyncio.sleep(delay)
+                continue
             log.log(
                 logging.WARNING if rule.directive is Directive.RETRY else logging.ERROR,
                 "%s: %s failed (attempt=%d), retrying in %.1fs: %s: %s (%s)",

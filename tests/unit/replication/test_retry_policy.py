@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
 
 import psycopg
 import pytest
@@ -69,14 +68,6 @@ def test_a_configuration_error_exits_2() -> None:
     assert exit_code(ConfigError("PIPELINE_TOPIC: bad")) == EXIT_CONFIG
 
 
-class Stopped(Exception):
-    """What the test's stop raises instead of exiting the process."""
-
-
-def stop(code: int) -> NoReturn:
-    raise Stopped(code)
-
-
 def failing(*errors: BaseException) -> tuple[Callable[[], Awaitable[str]], list[int]]:
     """An action failing with each of errors in turn, then succeeding; and its call count."""
     calls = [0]
@@ -100,7 +91,7 @@ def test_an_outage_is_retried_with_a_warning_naming_the_setting(
 ) -> None:
     action, calls = failing(rpc(RPCStatusCode.UNAVAILABLE), psycopg.OperationalError("gone"))
     with caplog.at_level(logging.WARNING, logger=effects.log.name):
-        result = asyncio.run(effects.with_retries("starter", "start x", action, stop=stop))
+        result = asyncio.run(effects.with_retries("starter", "start x", action))
     assert (result, calls[0]) == ("done", 3)
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
     assert "PIPELINE_TEMPORAL_ADDRESS" in caplog.records[0].getMessage()
@@ -112,34 +103,32 @@ def test_what_the_operator_must_fix_is_retried_with_an_error_and_the_hint(
 ) -> None:
     action, calls = failing(psycopg.errors.UndefinedTable("relation x does not exist"))
     with caplog.at_level(logging.WARNING, logger=effects.log.name):
-        result = asyncio.run(effects.with_retries("projection", "apply", action, stop=stop))
+        result = asyncio.run(effects.with_retries("projection", "apply", action))
     assert (result, calls[0]) == ("done", 2)
     (record,) = caplog.records
     assert record.levelno == logging.ERROR
     assert "pipeline migrate" in record.getMessage()
 
 
-def test_a_bug_stops_the_process_once_instead_of_spinning(
+def test_a_bug_holds_its_stream_at_critical_and_the_process_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    action, calls = failing(KeyError("workflow_type"))
-    with (
-        caplog.at_level(logging.WARNING, logger=effects.log.name),
-        pytest.raises(Stopped) as stopped,
-    ):
-        asyncio.run(effects.with_retries("starter", "start x", action, stop=stop))
-    # Not retried; the process exits 1 (the record, unacked, is delivered again).
-    assert calls[0] == 1
-    assert stopped.value.args == (EXIT_FAILURE,)
-    (record,) = caplog.records
-    assert record.levelno == logging.CRITICAL
-    assert "delivered again" in record.getMessage()
-    assert "a bug" in record.getMessage()
-    assert record.exc_info is not None
+    action, calls = failing(KeyError("workflow_type"), KeyError("workflow_type"))
+    with caplog.at_level(logging.WARNING, logger=effects.log.name):
+        result = asyncio.run(effects.with_retries("starter", "start x", action))
+    # Neither raised (the dispatcher would ack the record without its effect) nor the
+    # process stopped (the reader and every other stream would stop with it): retried
+    # until the fix is deployed, each failure critical, the traceback once.
+    assert (result, calls[0]) == ("done", 3)
+    assert [r.levelno for r in caplog.records] == [logging.CRITICAL, logging.CRITICAL]
+    assert "this stream waits" in caplog.records[0].getMessage()
+    assert "a bug" in caplog.records[0].getMessage()
+    assert caplog.records[0].exc_info is not None
+    assert caplog.records[1].exc_info is None
 
 
 def test_cancellation_is_not_classified() -> None:
     action, calls = failing(asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(effects.with_retries("starter", "start x", action, stop=stop))
+        asyncio.run(effects.with_retries("starter", "start x", action))
     assert calls[0] == 1
