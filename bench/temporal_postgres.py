@@ -39,6 +39,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pipeline.dev.layout import DevLayout, load_layout
+from pipeline.dev.temporal_server_yaml import cluster_tail, write_dynamic_config
 
 VERSION = "1.32.1"
 BUILD = "bash scripts/temporal/build-server.sh"
@@ -150,24 +151,7 @@ persistence:
     maxJoinDuration: 30s
     broadcastAddress: {host}
 services:
-{services}clusterMetadata:
-  enableGlobalNamespace: false
-  failoverVersionIncrement: 10
-  masterClusterName: active
-  currentClusterName: active
-  clusterInformation:
-    active:
-      enabled: true
-      initialFailoverVersion: 1
-      rpcName: frontend
-      rpcAddress: {host}:{frontend}
-      httpAddress: {host}:{http}
-dcRedirectionPolicy:
-  policy: noop
-dynamicConfigClient:
-  filepath: {dynamic}
-  pollInterval: 10s
-"""
+{services}{cluster_tail(host, frontend, http, dynamic)}"""
 
 
 def _recreate_databases(layout: DevLayout) -> None:
@@ -261,9 +245,7 @@ def up(layout: DevLayout | None = None) -> str:
     paths.state.mkdir(parents=True, exist_ok=True)
     _recreate_databases(paths.layout)
     _apply_schemas(paths)
-    dynamic = paths.state / "dynamicconfig.yaml"
-    # A registered namespace is served once the frontend's cache refreshes (10 s default).
-    dynamic.write_text("system.namespaceCacheRefreshInterval:\n  - value: 1s\n")
+    dynamic = write_dynamic_config(paths.state / "dynamicconfig.yaml")
     frontend = _free_port()
     config = paths.state / "temporal-server.yaml"
     config.write_text(server_config(paths.layout, frontend, _free_port(), dynamic))
@@ -306,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("up", "down"))
     args = parser.parse_args(argv)
     if args.command == "up":
-        print(up())
+        print(up(), flush=True)
+        # temporalio's client runtime can abort the interpreter while it finalizes
+        # (PyGILState_Release), turning a good start into exit 134: leave without it.
+        os._exit(0)
     else:
         down()
     return 0

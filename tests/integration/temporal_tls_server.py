@@ -35,6 +35,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from pipeline.dev.layout import load_layout
+from pipeline.dev.temporal_server_yaml import cluster_tail, write_dynamic_config
 from tests.integration.pipeline_process import free_port
 from tests.integration.secure_broker import issue, make_ca
 
@@ -129,9 +130,7 @@ def server_config(
         clientCaFiles: [{ca}]"""
     tls_client = f"""        serverName: localhost
         rootCaFiles: [{ca}]"""
-    dynamic = root / "dynamicconfig.yaml"
-    # A registered namespace is served once the frontend's cache refreshes (10 s by default).
-    dynamic.write_text("system.namespaceCacheRefreshInterval:\n  - value: 1s\n")
+    dynamic = write_dynamic_config(root / "dynamicconfig.yaml")
     services = "".join(_service(name, host) for name in ("history", "matching", "worker"))
     return f"""log:
   stdout: true
@@ -168,24 +167,7 @@ services:
       membershipPort: {free_port()}
       httpPort: {http}
       bindOnIP: {host}
-{services}clusterMetadata:
-  enableGlobalNamespace: false
-  failoverVersionIncrement: 10
-  masterClusterName: active
-  currentClusterName: active
-  clusterInformation:
-    active:
-      enabled: true
-      initialFailoverVersion: 1
-      rpcName: frontend
-      rpcAddress: {host}:{frontend}
-      httpAddress: {host}:{http}
-dcRedirectionPolicy:
-  policy: noop
-dynamicConfigClient:
-  filepath: {dynamic}
-  pollInterval: 10s
-"""
+{services}{cluster_tail(host, frontend, http, dynamic)}"""
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
