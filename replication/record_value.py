@@ -17,6 +17,10 @@ from typing import Final
 CLAIM_CHECK_BYTES: Final = 16 * 1024 * 1024 - 64 * 1024
 # The header that marks a claim-check record (docs/events.md, "Claim checks").
 CLAIM_CHECK_HEADER: Final = ("claim_check", b"1")
+# The header that carries the event's type (its UTF-8 bytes), so a consumer routes a
+# record without parsing its value; a record without it (older records, hand-written ones)
+# is routed by its value.
+EVENT_TYPE_HEADER: Final = "event_type"
 
 
 def needs_claim_check(key_bytes: int, value_bytes: int) -> bool:
