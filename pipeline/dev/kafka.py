@@ -38,6 +38,41 @@ def _require(tool: str, hint: str) -> str:
     return path
 
 
+def maven_jars(pom: Path, folder: Path, what: str, log4j2: str | None = None) -> Path:
+    """Copy the runtime jars of ``pom`` into ``folder`` with Maven once (``.complete``
+    marks a finished copy); later calls reuse the cache. ``log4j2``, when given, is written
+    as ``folder/log4j2.properties`` before the copy is marked complete."""
+    marker = folder / ".complete"
+    if marker.exists():
+        return folder
+    mvn = _require("mvn", "install Maven (Debian: apt-get install maven)")
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            f"-Dkafka.version={KAFKA_VERSION}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={folder}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServiceError(
+            f"Maven could not resolve {what}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    if log4j2 is not None:
+        (folder / "log4j2.properties").write_text(log4j2)
+    marker.write_text(KAFKA_VERSION + "\n")
+    return folder
+
+
 class Kafka(SpawnedService):
     """A single-node KRaft cluster whose internal topics have replication factor 1."""
 
@@ -55,34 +90,11 @@ class Kafka(SpawnedService):
 
     def fetch(self) -> Path:
         """Resolve the broker's classpath with Maven once; later calls reuse the cache."""
-        marker = self.libs / ".complete"
-        if marker.exists():
-            return self.libs
-        mvn = _require("mvn", "install Maven (Debian: apt-get install maven)")
-        self.libs.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(REPO_ROOT / "scripts" / "kafka" / "pom.xml"),
-                f"-Dkafka.version={KAFKA_VERSION}",
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={self.libs}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        return maven_jars(
+            REPO_ROOT / "scripts" / "kafka" / "pom.xml",
+            self.libs,
+            f"org.apache.kafka:kafka_2.13:{KAFKA_VERSION} from Maven Central",
         )
-        if result.returncode != 0:
-            raise ServiceError(
-                "Maven could not resolve org.apache.kafka:kafka_2.13:"
-                f"{KAFKA_VERSION} from Maven Central:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-            )
-        marker.write_text(KAFKA_VERSION + "\n")
-        return self.libs
 
     def _java(self) -> str:
         return _require(

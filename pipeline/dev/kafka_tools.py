@@ -10,12 +10,11 @@ path. Nothing is downloaded at run time beyond that one-time resolution, which
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.dev.errors import ServiceError
-from pipeline.dev.kafka import Kafka, _require
+from pipeline.dev.kafka import Kafka, _require, maven_jars
 from pipeline.dev.layout import KAFKA_VERSION, REPO_ROOT, DevLayout
 
 # The shell scripts of Kafka's bin/ folder -> the main class each one runs.
@@ -53,35 +52,12 @@ class KafkaTools:
 
     def fetch(self) -> Path:
         """Resolve kafka-tools with Maven once; later calls reuse the cache."""
-        marker = self.folder / ".complete"
-        if marker.exists():
-            return self.folder
-        mvn = _require("mvn", "install Maven (Debian: apt-get install maven)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(REPO_ROOT / "scripts" / "kafka" / "tools" / "pom.xml"),
-                f"-Dkafka.version={KAFKA_VERSION}",
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={self.folder}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        return maven_jars(
+            REPO_ROOT / "scripts" / "kafka" / "tools" / "pom.xml",
+            self.folder,
+            f"org.apache.kafka:kafka-tools:{KAFKA_VERSION}",
+            log4j2=QUIET_LOG4J2,
         )
-        if result.returncode != 0:
-            raise ServiceError(
-                f"Maven could not resolve org.apache.kafka:kafka-tools:{KAFKA_VERSION}:\n"
-                f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
-            )
-        (self.folder / "log4j2.properties").write_text(QUIET_LOG4J2)
-        marker.write_text(KAFKA_VERSION + "\n")
-        return self.folder
 
     def command(self, tool: str, args: Sequence[str]) -> list[str]:
         """The java command line running tool with args (fetching the jars if needed)."""
