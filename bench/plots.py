@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,6 +17,21 @@ _SIZE = (8, 4.5)
 _DPI = 90
 
 
+def _save(fig: Any, ax: Any, labels: tuple[str, str, str], legend: str, out: Path) -> Path:
+    """Label the axes (x, y, title), add the grid and the legend, write ``out``."""
+    xlabel, ylabel, title = labels
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc=legend, fontsize="small")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def latency_cdf(series: Mapping[str, Sequence[float]], title: str, out: Path) -> Path:
     """One empirical CDF line per series (ms, log x axis)."""
     fig, ax = plt.subplots(figsize=_SIZE, dpi=_DPI)
@@ -24,16 +40,8 @@ def latency_cdf(series: Mapping[str, Sequence[float]], title: str, out: Path) ->
             xs, ys = cdf([max(v, 0.1) for v in values])
             ax.step(xs, ys, where="post", label=f"{label} (n={len(values)})")
     ax.set_xscale("log")
-    ax.set_xlabel("latency, ms (log scale)")
-    ax.set_ylabel("fraction of events")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    labels = ("latency, ms (log scale)", "fraction of events", title)
+    return _save(fig, ax, labels, "lower right", out)
 
 
 def per_second_lines(
@@ -44,16 +52,7 @@ def per_second_lines(
     for label, values in series.items():
         if values:
             ax.plot(range(len(values)), values, label=label)
-    ax.set_xlabel("seconds since the load started")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, ("seconds since the load started", ylabel, title), "best", out)
 
 
 def drain_progress(progress: Sequence[tuple[float, int, int]], total: int, out: Path) -> Path:
@@ -63,13 +62,9 @@ def drain_progress(progress: Sequence[tuple[float, int, int]], total: int, out: 
     ax.plot(ts, [p[1] for p in progress], label="in Kafka (reader acked)")
     ax.plot(ts, [p[2] for p in progress], label="folded (projection checkpoint)")
     ax.axhline(total, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("seconds since `pipeline run` started")
-    ax.set_ylabel("events")
-    ax.set_title(f"Backlog of {total:,} events drained end to end")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    labels = (
+        "seconds since `pipeline run` started",
+        "events",
+        f"Backlog of {total:,} events drained end to end",
+    )
+    return _save(fig, ax, labels, "lower right", out)
