@@ -160,24 +160,24 @@ def _sigkill_pid(pid: int) -> None:
         time.sleep(0.05)
 
 
+def _sigkill_service(service: Kafka | Temporal, what: str) -> None:
+    """SIGKILL a service of this checkout (by its pid file) and forget its pid file."""
+    pid = service.pid()
+    if pid is None:
+        raise RuntimeError(f"{what} of this checkout is not running")
+    _sigkill_pid(pid)
+    service.pid_file.unlink(missing_ok=True)
+
+
 async def restart_kafka(layout: DevLayout) -> None:
     """SIGKILL the broker (ours, by its pid file) and start it again; returns once healthy."""
     kafka = Kafka(layout)
-    pid = kafka.pid()
-    if pid is None:
-        raise RuntimeError("the Kafka broker of this checkout is not running")
-    await asyncio.to_thread(_sigkill_pid, pid)
-    kafka.pid_file.unlink(missing_ok=True)
+    await asyncio.to_thread(_sigkill_service, kafka, "the Kafka broker")
     await asyncio.to_thread(_start_until_healthy, kafka, "the Kafka broker")
 
 
 async def kill_temporal(layout: DevLayout) -> None:
-    temporal = Temporal(layout)
-    pid = temporal.pid()
-    if pid is None:
-        raise RuntimeError("the Temporal dev server of this checkout is not running")
-    await asyncio.to_thread(_sigkill_pid, pid)
-    temporal.pid_file.unlink(missing_ok=True)
+    await asyncio.to_thread(_sigkill_service, Temporal(layout), "the Temporal dev server")
 
 
 async def start_temporal(layout: DevLayout) -> None:

@@ -41,13 +41,17 @@ def summarize(values: Iterable[float]) -> Summary | None:
     ordered = sorted(values)
     if not ordered:
         return None
+    return _summary(ordered, sum(ordered) / len(ordered))
+
+
+def _summary(ordered: list[float], mean: float) -> Summary:
     return Summary(
         n=len(ordered),
         p50=percentile(ordered, 50),
         p95=percentile(ordered, 95),
         p99=percentile(ordered, 99),
         max=ordered[-1],
-        mean=sum(ordered) / len(ordered),
+        mean=mean,
     )
 
 
@@ -112,11 +116,4 @@ def summarize_censored(values: Iterable[float], missing: int) -> Summary | None:
     if not seen and missing == 0:
         return None
     ordered = seen + [math.inf] * missing
-    return Summary(
-        n=len(ordered),
-        p50=percentile(ordered, 50),
-        p95=percentile(ordered, 95),
-        p99=percentile(ordered, 99),
-        max=ordered[-1],
-        mean=sum(seen) / len(seen) if seen else math.inf,
-    )
+    return _summary(ordered, sum(seen) / len(seen) if seen else math.inf)
