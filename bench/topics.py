@@ -8,6 +8,8 @@ the broker appended it, not the producer's clock at send time.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,10 +29,18 @@ class Appended:
     appended: float
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+@asynccontextmanager
+async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    async with _admin(bootstrap) as admin:
         await admin.create_topics(
             [
                 NewTopic(
@@ -41,30 +51,20 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
                 )
             ]
         )
-    finally:
-        await admin.close()
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
     """Delete every topic whose name starts with ``prefix`` (ours, its DLQ, Faust's)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with _admin(bootstrap) as admin:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if names:
             await admin.delete_topics(names)
-    finally:
-        await admin.close()
 
 
 async def partition_count(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with _admin(bootstrap) as admin:
         (meta,) = await admin.describe_topics([topic])
         return len(meta["partitions"])
-    finally:
-        await admin.close()
 
 
 async def end_offsets_total(consumer: AIOKafkaConsumer, topic: str, partitions: int) -> int:
