@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from google.protobuf.duration_pb2 import Duration
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from pipeline.dev.layout import DevLayout, load_layout
+from pipeline.dev.temporal_namespace import ensure_namespace
 from pipeline.dev.temporal_server_yaml import cluster_tail, write_dynamic_config
 
 VERSION = "1.32.1"
@@ -216,18 +215,7 @@ async def _register_default(address: str, proc: subprocess.Popen[bytes], log: Pa
                 f"Temporal's server exited ({proc.returncode}); {log}:\n{_log_tail(log)}"
             )
         try:
-            client = await Client.connect(address)
-            try:
-                await client.workflow_service.register_namespace(
-                    RegisterNamespaceRequest(
-                        namespace=NAMESPACE,
-                        workflow_execution_retention_period=Duration(seconds=86400),
-                    )
-                )
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.ALREADY_EXISTS:
-                    raise
-            await client.count_workflows()
+            await ensure_namespace(await Client.connect(address), NAMESPACE)
             return
         except (RPCError, RuntimeError) as exc:
             last = exc

@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from google.protobuf.duration_pb2 import Duration
-from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode, TLSConfig
+from temporalio.service import RPCError, TLSConfig
 
 from pipeline.dev.layout import load_layout
+from pipeline.dev.temporal_namespace import ensure_namespace
 from pipeline.dev.temporal_server_yaml import cluster_tail, write_dynamic_config
 from tests.integration.pipeline_process import free_port
 from tests.integration.secure_broker import issue, make_ca
@@ -199,19 +198,7 @@ async def _register_default(server: TemporalTlsServer) -> None:
                 f"its log {server.log}:\n{server.log_tail()}"
             )
         try:
-            client = await server.client()
-            try:
-                await client.workflow_service.register_namespace(
-                    RegisterNamespaceRequest(
-                        namespace=NAMESPACE,
-                        workflow_execution_retention_period=Duration(seconds=86400),
-                    )
-                )
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.ALREADY_EXISTS:
-                    raise
-            # Served once the namespace cache has it (a visibility call resolves the name).
-            await client.count_workflows()
+            await ensure_namespace(await server.client(), NAMESPACE)
             return
         except (RPCError, RuntimeError) as exc:
             last = exc
