@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import KAFKA_VERSION, REPO_ROOT, DevLayout
-from pipeline.dev.process import SpawnedService, port_open, spawn
+from pipeline.dev.process import SpawnedService
 
 LOG4J2 = """\
 status = warn
@@ -173,7 +173,7 @@ class Kafka(SpawnedService):
         config = self._write_config()
         self._format(config)
         heap = os.environ.get("PIPELINE_DEV_KAFKA_HEAP", "768m")
-        spawn(
+        self.spawn_logged(
             [
                 java,
                 f"-Xmx{heap}",
@@ -185,14 +185,12 @@ class Kafka(SpawnedService):
                 self._classpath(),
                 "kafka.Kafka",
                 str(config),
-            ],
-            log_file=self.log_file,
-            pid_file=self.pid_file,
+            ]
         )
         return True
 
     def healthy(self) -> bool:
-        if self.pid() is None or not port_open(self.layout.host, self.port):
+        if not self.listening(self.layout.host):
             return False
         return asyncio.run(self._metadata_ok())
 

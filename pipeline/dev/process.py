@@ -135,6 +135,14 @@ class SpawnedService:
         """The pid of our process, if it still runs."""
         return read_pid(self.pid_file)
 
+    def listening(self, host: str) -> bool:
+        """Our process runs and its port accepts connections (healthy may ask more)."""
+        return self.pid() is not None and port_open(host, self.port)
+
+    def spawn_logged(self, argv: Sequence[str]) -> int:
+        """Start ``argv`` detached with our log and pid files (see :func:`spawn`)."""
+        return spawn(argv, log_file=self.log_file, pid_file=self.pid_file)
+
     def stop(self) -> bool:
         """Stop our process if it runs; False when it was not running."""
         pid = self.pid()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.dev.errors import ServiceError
 from pipeline.dev.layout import DevLayout
-from pipeline.dev.process import SpawnedService, port_open, spawn
+from pipeline.dev.process import SpawnedService
 
 SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
 
@@ -53,7 +53,7 @@ class Temporal(SpawnedService):
             "PIPELINE_DEV_TEMPORAL_PORT / PIPELINE_DEV_TEMPORAL_UI_PORT",
         )
         self.root.mkdir(parents=True, exist_ok=True)
-        spawn(
+        self.spawn_logged(
             [
                 str(find_temporal_cli()),
                 "server",
@@ -78,14 +78,12 @@ class Temporal(SpawnedService):
                 *SQLITE_PRAGMAS,
                 "--log-level",
                 "warn",
-            ],
-            log_file=self.log_file,
-            pid_file=self.pid_file,
+            ]
         )
         return True
 
     def healthy(self) -> bool:
-        if self.pid() is None or not port_open(self.layout.host, self.port):
+        if not self.listening(self.layout.host):
             return False
         # The dev server registers the default namespace shortly after it listens. Asked
         # through the CLI, not temporalio's client: a client made and dropped in this
