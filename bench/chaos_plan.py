@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pipeline import events as ev
+
 RUN_KILL = "run_kill"
 WORKER_KILL = "worker_kill"
 KAFKA_RESTART = "kafka_restart"
@@ -26,6 +28,18 @@ FAULT_KINDS = (
     TEMPORAL_OUTAGE,
     LEADER_FREEZE,
 )
+
+# The chain event whose first commit after a fault's end says the pipeline moves again:
+# the enqueue agent's pending needs the reader, Kafka and the agents; workflow_started
+# needs the starter and Temporal; the queue outcome needs the worker.
+RECOVERY_EVENT = {
+    RUN_KILL: ev.QUEUE_PENDING,
+    LEADER_FREEZE: ev.QUEUE_PENDING,
+    KAFKA_RESTART: ev.QUEUE_PENDING,
+    POSTGRES_RESTART: ev.QUEUE_PENDING,
+    TEMPORAL_OUTAGE: ev.BOOTSTRAP_WORKFLOW_STARTED,
+    WORKER_KILL: ev.QUEUE_COMPLETED,
+}
 
 DESCRIPTIONS = {
     RUN_KILL: "SIGKILL of a `pipeline run` replica, restarted after `hold` s",

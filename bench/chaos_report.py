@@ -12,28 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chaos_checks import median_max
-from bench.chaos_plan import (
-    FAULT_KINDS,
-    KAFKA_RESTART,
-    LEADER_FREEZE,
-    POSTGRES_RESTART,
-    RUN_KILL,
-    TEMPORAL_OUTAGE,
-    WORKER_KILL,
-)
-from pipeline import events as ev
-
-# The chain event whose first commit after a fault's end says the pipeline moves again:
-# the enqueue agent's pending needs the reader, Kafka and the agents; workflow_started
-# needs the starter and Temporal; the queue outcome needs the worker.
-RECOVERY_EVENT = {
-    RUN_KILL: ev.QUEUE_PENDING,
-    LEADER_FREEZE: ev.QUEUE_PENDING,
-    KAFKA_RESTART: ev.QUEUE_PENDING,
-    POSTGRES_RESTART: ev.QUEUE_PENDING,
-    TEMPORAL_OUTAGE: ev.BOOTSTRAP_WORKFLOW_STARTED,
-    WORKER_KILL: ev.QUEUE_COMPLETED,
-}
+from bench.chaos_plan import FAULT_KINDS, RECOVERY_EVENT
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ from bench.chaos_checks import (
     worst_wait,
 )
 from bench.chaos_drive import Cluster, Emitted
-from bench.chaos_report import RECOVERY_EVENT, FaultRecord, Outcome
+from bench.chaos_plan import RECOVERY_EVENT
+from bench.chaos_report import FaultRecord, Outcome
 from pipeline import events as ev
 
 
