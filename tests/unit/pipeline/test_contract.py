@@ -1,4 +1,6 @@
-"""The event contract: its examples, its validation, its agreement with the code and docs."""
+"""The event contract's examples and its validation: every example passes, every broken
+event fails at the offending path (the document: test_contract_loader.py; its agreement
+with the code: test_contract_agreement.py)."""
 
 from __future__ import annotations
 
