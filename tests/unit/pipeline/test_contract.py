@@ -5,7 +5,6 @@ with the code: test_contract_agreement.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,6 @@ from pipeline.contract import (
     validate_event,
 )
 from tests.unit.pipeline.contract_headers import check_headers
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONTRACTS_DIR = REPO_ROOT / "contracts"
-NPM_HINT = "run `npm ci --prefix contracts` (needs Node 20 and the npm registry)"
 
 Mutation = Callable[[JsonObject], None]
 
