@@ -33,8 +33,9 @@ from pipeline.errors import ConfigError
 EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
 
-# The success path, in the order the events usually arrive (workflow_started may come
-# after organization.created: the first activity and the starter both emit it).
+# The success path, in order: the workflow's first step records workflow_started (under
+# the starter's key, so the starter's own emit adds nothing), so it precedes every event
+# of the workflow's activities (docs/reliability.md).
 SUCCESS_CHAIN: Final = (
     ev.BOOTSTRAP_INITIATED,
     ev.QUEUE_PENDING,
