@@ -12,4 +12,6 @@ ruff format --check .
 echo "== mypy (strict)"
 mypy
 echo "== pytest"
-pytest -q -p no:cacheprovider "$@"
+# The slowest tests are listed at the end: the chaos short run must stay under 5 minutes
+# (issue 14), and CI keeps this output when a run fails.
+pytest -q -p no:cacheprovider --durations=15 "$@"
