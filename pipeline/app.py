@@ -35,6 +35,7 @@ from pipeline import fetching, metrics
 from pipeline import web as pipeline_web
 from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
+from pipeline.agents.routing import Routed, route
 from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.batching import InOrderAcks, take_ready
 from pipeline.config import Settings, load_settings
@@ -88,9 +89,9 @@ def data_dir_from_env(env: Mapping[str, str], worker_id: str) -> Path:
     return Path(raw) if raw else Path(".cache") / "faust" / worker_id
 
 
-def _stream_key(record: Record) -> bytes | None:
+def _stream_key(routed: Routed) -> bytes | None:
     """The record's stream: the Kafka key is the stream_id (no key: a stream of its own)."""
-    return record.key or None
+    return routed.record.key or None
 
 
 async def _handle_batches(
@@ -116,9 +117,13 @@ async def _handle_batches(
 
 
 async def _handle_streams(
-    name: str, stream: faust.StreamT[bytes], dispatcher: StreamDispatcher[Record]
+    name: str, stream: faust.StreamT[bytes], dispatcher: StreamDispatcher[Routed]
 ) -> None:
     """Feed the stream to the dispatcher record by record; each is acked once handled.
+
+    Each record is routed first (:func:`~pipeline.agents.routing.route`: its
+    ``event_type`` header, or its value parsed once when it has none); the dispatcher
+    acks at once the records its agent does not act on.
 
     Unlike :func:`_handle_batches`, no record waits for another stream's records: a slow
     workflow start holds back only the later records of its own stream. Acks still go
@@ -145,7 +150,7 @@ async def _handle_streams(
             for event in batch:
                 settle = acks.track(event.message.tp, event)
                 done = functools.partial(handled, event, settle)
-                await dispatcher.submit(_record(event.message), done)
+                await dispatcher.submit(route(_record(event.message)), done)
     finally:
         await dispatcher.cancel()
 
@@ -250,14 +255,14 @@ def create_app(
     # so concurrent handlers never share a transaction; only the Temporal starts overlap.
     enqueue_streams = StreamDispatcher(
         "enqueue",
-        runtime.enqueue,
+        runtime.enqueue_routed,
         _stream_key,
         wants=runtime.wants_enqueue,
         max_in_flight=HANDLER_MAX_IN_FLIGHT,
     )
     start_streams = StreamDispatcher(
         "starter",
-        runtime.start,
+        runtime.start_routed,
         _stream_key,
         wants=runtime.wants_start,
         max_in_flight=HANDLER_MAX_IN_FLIGHT,
