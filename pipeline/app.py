@@ -241,7 +241,7 @@ def create_app(
         enqueue_db=effects.Database(settings.database_url.get_secret_value(), "enqueue"),
         starter_db=effects.Database(settings.database_url.get_secret_value(), "starter"),
         projection_db=effects.Database(settings.database_url.get_secret_value(), "projection"),
-        temporal=effects.TemporalStarter(
+        temporal=effects.WorkflowStartClient(
             settings.temporal_address,
             settings.temporal_namespace,
             settings.temporal_task_queue,

@@ -94,7 +94,7 @@ class AgentRuntime:
         enqueue_db: effects.Database,
         starter_db: effects.Database,
         projection_db: effects.Database,
-        temporal: effects.TemporalStarter,
+        temporal: effects.WorkflowStartClient,
         dead_letter: DeadLetterSend,
         projections: Sequence[ProjectionApplier] = PROJECTIONS,
         validate: Validator | None = validate_event,

@@ -124,7 +124,7 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[AgentRuntime, lis
             enqueue_db=effects.Database(dsn, "enqueue"),
             starter_db=effects.Database(dsn, "starter"),
             projection_db=effects.Database(dsn, "projection"),
-            temporal=effects.TemporalStarter("127.0.0.1:1", "default", "unused"),
+            temporal=effects.WorkflowStartClient("127.0.0.1:1", "default", "unused"),
             dead_letter=dead_letter,
         ),
         used,
