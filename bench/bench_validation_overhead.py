@@ -56,7 +56,7 @@ async def run_once(dsn: str, records: list[Record], validate: bool) -> float:
         enqueue_db=effects.Database(dsn, "e"),
         starter_db=effects.Database(dsn, "s"),
         projection_db=effects.Database(dsn, "p"),
-        temporal=effects.TemporalStarter("127.0.0.1:1", "default", "unused"),
+        temporal=effects.WorkflowStartClient("127.0.0.1:1", "default", "unused"),
         dead_letter=dead_letter,
         validate=validate_event if validate else None,
     )

@@ -1,7 +1,8 @@
 """Temporal side of the benchmark: the same start call as the pipeline, and start times.
 
-``start_bootstrap`` uses exactly the options of ``pipeline.agents.effects.TemporalStarter``
-(deterministic id, REJECT_DUPLICATE + USE_EXISTING), so every path starts the same thing.
+``start_bootstrap`` uses exactly the options of
+``pipeline.agents.effects.WorkflowStartClient`` (deterministic id, REJECT_DUPLICATE +
+USE_EXISTING), so every path starts the same thing.
 Start times are the server's: each execution's ``start_time`` from the visibility store.
 """
 

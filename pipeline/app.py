@@ -4,7 +4,7 @@ Faust stays at this edge: the handlers in :mod:`pipeline.agents.runtime` see pla
 :class:`~pipeline.agents.runtime.Record` values. Each agent has concurrency 1 (faust
 issue #606: concurrency > 1 breaks per-partition order and offset commits), so one
 agent sees a partition's events in commit order (DESIGN.md invariant 4). Each agent
-takes its records as they arrive (:mod:`pipeline.batching`) and acks a record only after
+takes its records as they arrive (:mod:`pipeline.consumer.batching`) and acks a record only after
 its effects happened, so an effect that failed is retried, never lost. The projection
 agent folds each batch in one transaction and acks it after the commit; the enqueue and
 starter agents handle different streams concurrently, each stream in order, and ack each
@@ -31,13 +31,15 @@ from mode import BaseSignalT
 from prometheus_client import generate_latest
 from temporalio.client import Client
 
-from pipeline import fetching, metrics
+from pipeline import metrics
 from pipeline import web as pipeline_web
 from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
+from pipeline.agents.routing import Routed, route
 from pipeline.agents.runtime import AgentRuntime, Record
-from pipeline.batching import InOrderAcks, take_ready
 from pipeline.config import Settings, load_settings
+from pipeline.consumer import fetching
+from pipeline.consumer.batching import InOrderAcks, take_ready
 from pipeline.contract import default_contract
 from pipeline.health import not_ready_reasons
 from pipeline.lifecycle import (
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 INSTANCE_ID_ENV: Final = "PIPELINE_INSTANCE_ID"
 DATA_DIR_ENV: Final = "PIPELINE_DATA_DIR"
-# Batches come from take_ready (pipeline.batching): a record is handled as soon as it
+# Batches come from take_ready (pipeline.consumer.batching): a record is handled as soon as it
 # arrives, and records arriving while a batch is handled form the next batch, up to these
 # sizes. The projection agent writes a batch in one transaction, so its batches may be
 # large; the enqueue and starter agents' batches bound how many streams one batch spans.
@@ -88,9 +90,9 @@ def data_dir_from_env(env: Mapping[str, str], worker_id: str) -> Path:
     return Path(raw) if raw else Path(".cache") / "faust" / worker_id
 
 
-def _stream_key(record: Record) -> bytes | None:
+def _stream_key(routed: Routed) -> bytes | None:
     """The record's stream: the Kafka key is the stream_id (no key: a stream of its own)."""
-    return record.key or None
+    return routed.record.key or None
 
 
 async def _handle_batches(
@@ -116,13 +118,17 @@ async def _handle_batches(
 
 
 async def _handle_streams(
-    name: str, stream: faust.StreamT[bytes], dispatcher: StreamDispatcher[Record]
+    name: str, stream: faust.StreamT[bytes], dispatcher: StreamDispatcher[Routed]
 ) -> None:
     """Feed the stream to the dispatcher record by record; each is acked once handled.
 
+    Each record is routed first (:func:`~pipeline.agents.routing.route`: its
+    ``event_type`` header, or its value parsed once when it has none); the dispatcher
+    acks at once the records its agent does not act on.
+
     Unlike :func:`_handle_batches`, no record waits for another stream's records: a slow
     workflow start holds back only the later records of its own stream. Acks still go
-    out in each partition's order (:class:`~pipeline.batching.InOrderAcks`: Faust would
+    out in each partition's order (:class:`~pipeline.consumer.batching.InOrderAcks`: Faust would
     otherwise commit past an unfinished record). A handler that raises (a bug, see
     above) is logged and its record acked. On shutdown or rebalance the records in
     flight are cancelled and stay unacked, to be delivered again.
@@ -145,7 +151,7 @@ async def _handle_streams(
             for event in batch:
                 settle = acks.track(event.message.tp, event)
                 done = functools.partial(handled, event, settle)
-                await dispatcher.submit(_record(event.message), done)
+                await dispatcher.submit(route(_record(event.message)), done)
     finally:
         await dispatcher.cancel()
 
@@ -185,7 +191,7 @@ def create_app(
     """
     env = os.environ if env is None else env
     default_contract()
-    fetching.install()  # Faust's 1.5 s fetch wait held records back (pipeline/fetching.py)
+    fetching.install()  # Faust's 1.5 s fetch wait held records back (pipeline/consumer/fetching.py)
     worker_id = worker_id_from_env(env)
     instance_id = env.get(INSTANCE_ID_ENV, "").strip() or None
     data_dir = data_dir_from_env(env, worker_id)
@@ -235,7 +241,7 @@ def create_app(
         enqueue_db=effects.Database(settings.database_url.get_secret_value(), "enqueue"),
         starter_db=effects.Database(settings.database_url.get_secret_value(), "starter"),
         projection_db=effects.Database(settings.database_url.get_secret_value(), "projection"),
-        temporal=effects.TemporalStarter(
+        temporal=effects.WorkflowStartClient(
             settings.temporal_address,
             settings.temporal_namespace,
             settings.temporal_task_queue,
@@ -250,14 +256,14 @@ def create_app(
     # so concurrent handlers never share a transaction; only the Temporal starts overlap.
     enqueue_streams = StreamDispatcher(
         "enqueue",
-        runtime.enqueue,
+        runtime.enqueue_routed,
         _stream_key,
         wants=runtime.wants_enqueue,
         max_in_flight=HANDLER_MAX_IN_FLIGHT,
     )
     start_streams = StreamDispatcher(
         "starter",
-        runtime.start,
+        runtime.start_routed,
         _stream_key,
         wants=runtime.wants_start,
         max_in_flight=HANDLER_MAX_IN_FLIGHT,

@@ -119,9 +119,9 @@ Flag = Annotated[bool, BeforeValidator(flag)]
 class Settings(EnvSettings):
     """Validated configuration of ``pipeline run`` / ``replay`` / ``status``.
 
-    Each field is read from the variable its alias names. The DSNs are ``SecretStr``:
-    ``repr`` and logs show ``**********``; the code that connects calls
-    ``.get_secret_value()``.
+    Each field is read from the variable its alias names. The DSNs, Kafka's SASL and key
+    passwords and Temporal's API key are ``SecretStr``: ``repr``, dumps and logs show
+    ``**********``; the code that connects calls ``.get_secret_value()``.
     """
 
     database_url: Dsn = Field(validation_alias="PIPELINE_DATABASE_URL")
@@ -154,10 +154,10 @@ class Settings(EnvSettings):
         64 * 1024 * 1024, validation_alias="PIPELINE_READY_MAX_LAG_BYTES"
     )
     # How every Kafka client and Temporal client authenticates and encrypts (built by
-    # pipeline.security from their own variables). Their passwords and API key are fields
-    # with repr=False, and the two are left out of model_dump / model_dump_json.
-    kafka_security: KafkaSecurity = Field(PLAINTEXT, exclude=True)
-    temporal_security: TemporalSecurity = Field(default_factory=TemporalSecurity, exclude=True)
+    # pipeline.security from their own variables). Their passwords and API key are
+    # SecretStr like the DSNs: model_dump / model_dump_json show them as **********.
+    kafka_security: KafkaSecurity = Field(PLAINTEXT)
+    temporal_security: TemporalSecurity = Field(default_factory=TemporalSecurity)
     # The reader's own DSN (role pipeline_reader, sql/roles.sql); unset = database_url.
     reader_database_url: Dsn | None = Field(None, validation_alias="PIPELINE_READER_DATABASE_URL")
 

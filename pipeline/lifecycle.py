@@ -82,7 +82,7 @@ class PipelineApp(faust.App):
     (``stream_wait_empty``); a record whose handler retries against an unreachable
     Temporal or PostgreSQL is not, for as long as the outage lasts, so SIGTERM hung.
     Stopping without that wait is safe: a record is acknowledged only once its effects
-    happened (pipeline.batching), so what is in flight is not committed and is delivered
+    happened (pipeline.consumer.batching), so what is in flight is not committed and is delivered
     again, and every effect is idempotent (DESIGN.md invariant 3). A rebalance still
     waits (without that wait Faust stopped fetching after the rebalance, measured).
     """

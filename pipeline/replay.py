@@ -172,7 +172,7 @@ def build_runtime(settings: Settings, producer: AIOKafkaProducer) -> AgentRuntim
         projection_db=effects.Database(
             settings.database_url.get_secret_value(), "replay-projection"
         ),
-        temporal=effects.TemporalStarter(
+        temporal=effects.WorkflowStartClient(
             settings.temporal_address,
             settings.temporal_namespace,
             settings.temporal_task_queue,

@@ -23,11 +23,19 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from replication.kafka_client import PROTOCOLS, SASL_MECHANISMS, KafkaSecurity, ssl_context
+from pydantic import SecretStr
+
+from replication.kafka_client import (
+    PROTOCOLS,
+    SASL_MECHANISMS,
+    KafkaSecurity,
+    reveal,
+    ssl_context,
+)
 
 if TYPE_CHECKING:  # imported where used: the settings are read by every command
     from faust.types.auth import CredentialsT
@@ -66,7 +74,11 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 
 @dataclass(frozen=True, slots=True)
 class TemporalSecurity:
-    """TLS (optionally mutual) and an API key for the Temporal frontend."""
+    """TLS (optionally mutual) and an API key for the Temporal frontend.
+
+    The API key is a ``SecretStr`` (``**********`` in repr, str, logs and dumps);
+    :func:`connect_temporal` hands its value to the client.
+    """
 
     tls: bool = False
     ca_file: str | None = None
@@ -74,7 +86,7 @@ class TemporalSecurity:
     key_file: str | None = None
     # The name the server's certificate must carry when it differs from the address's host.
     server_name: str | None = None
-    api_key: str | None = field(default=None, repr=False)
+    api_key: SecretStr | None = None
 
     def describe(self) -> str:
         """A one-line summary without secrets."""
@@ -116,6 +128,11 @@ class _Env:
         return path
 
 
+def _secret(raw: str | None) -> SecretStr | None:
+    """A credential from the environment (unset or empty: none)."""
+    return SecretStr(raw) if raw else None
+
+
 def _pair(r: _Env, cert: str, key: str) -> tuple[str | None, str | None]:
     cert_file, key_file = r.file(cert), r.file(key)
     if (cert_file is None) != (key_file is None):
@@ -137,7 +154,7 @@ def kafka_security_from_env(env: Mapping[str, str], problems: Problems) -> Kafka
     tls = protocol in ("SSL", "SASL_SSL")
     mechanism = r.text("PIPELINE_KAFKA_SASL_MECHANISM")
     username = r.text("PIPELINE_KAFKA_SASL_USERNAME")
-    password = env.get("PIPELINE_KAFKA_SASL_PASSWORD") or None
+    password = _secret(env.get("PIPELINE_KAFKA_SASL_PASSWORD"))
     if mechanism is not None:
         mechanism = mechanism.upper()
     if sasl:
@@ -178,7 +195,7 @@ def kafka_security_from_env(env: Mapping[str, str], problems: Problems) -> Kafka
         ca_file=ca_file,
         cert_file=cert_file,
         key_file=key_file,
-        key_password=env.get("PIPELINE_KAFKA_SSL_KEY_PASSWORD") or None,
+        key_password=_secret(env.get("PIPELINE_KAFKA_SSL_KEY_PASSWORD")),
         check_hostname=r.flag("PIPELINE_KAFKA_SSL_CHECK_HOSTNAME", True),
     )
     if tls and len(problems) == start:
@@ -188,7 +205,7 @@ def kafka_security_from_env(env: Mapping[str, str], problems: Problems) -> Kafka
             ca_file,
             cert_file,
             key_file,
-            key_password=security.key_password,
+            key_password=reveal(security.key_password),
         )
     return security
 
@@ -239,7 +256,7 @@ def temporal_security_from_env(env: Mapping[str, str], problems: Problems) -> Te
     cert_file, key_file = _pair(
         r, "PIPELINE_TEMPORAL_TLS_CERT_FILE", "PIPELINE_TEMPORAL_TLS_KEY_FILE"
     )
-    api_key = env.get("PIPELINE_TEMPORAL_API_KEY", "").strip() or None
+    api_key = _secret(env.get("PIPELINE_TEMPORAL_API_KEY", "").strip())
     # TLS is on as soon as anything TLS-like (or an API key, Temporal Cloud's) is set.
     implied = bool(ca_file or cert_file or api_key)
     tls = r.flag("PIPELINE_TEMPORAL_TLS", implied)
@@ -281,7 +298,10 @@ async def connect_temporal(address: str, namespace: str, security: TemporalSecur
     from temporalio.client import Client
 
     return await Client.connect(
-        address, namespace=namespace, tls=temporal_tls(security), api_key=security.api_key
+        address,
+        namespace=namespace,
+        tls=temporal_tls(security),
+        api_key=reveal(security.api_key),
     )
 
 
@@ -293,7 +313,7 @@ def faust_credentials(security: KafkaSecurity) -> CredentialsT | None:
     if security.uses_sasl:
         return SASLCredentials(
             username=security.sasl_username,
-            password=security.sasl_password,
+            password=reveal(security.sasl_password),
             ssl_context=context,
             mechanism=security.sasl_mechanism,
         )

@@ -11,8 +11,10 @@ broker of ``pipeline dev up`` speaks.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, TypedDict
+
+from pydantic import SecretStr
 
 PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -20,16 +22,21 @@ SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 @dataclass(frozen=True, slots=True)
 class KafkaSecurity:
-    """Kafka's ``security.protocol``, SASL credentials and TLS files (paths, PEM)."""
+    """Kafka's ``security.protocol``, SASL credentials and TLS files (paths, PEM).
+
+    The passwords are ``SecretStr`` (``**********`` in repr, str, logs and dumps); the
+    code that connects (:func:`client_options`, :func:`ssl_context`,
+    ``pipeline.security.faust_credentials``) calls ``.get_secret_value()``.
+    """
 
     protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password: SecretStr | None = None
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    key_password: str | None = field(default=None, repr=False)
+    key_password: SecretStr | None = None
     # Off only for a broker whose certificate names no host the client dials (never in
     # production: it lets anyone holding a certificate of the same CA impersonate it).
     check_hostname: bool = True
@@ -67,6 +74,11 @@ class ClientOptions(TypedDict, total=False):
     sasl_plain_password: str
 
 
+def reveal(secret: SecretStr | None) -> str | None:
+    """The secret's value, where a client is handed it (None stays None)."""
+    return secret.get_secret_value() if secret is not None else None
+
+
 def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:
     """The TLS context of SSL / SASL_SSL (None otherwise); raises OSError / SSLError on a
     missing or malformed file, which :mod:`pipeline.security` reports as configuration."""
@@ -76,7 +88,7 @@ def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:
     context.check_hostname = security.check_hostname
     if security.cert_file:
         context.load_cert_chain(
-            security.cert_file, security.key_file, password=security.key_password
+            security.cert_file, security.key_file, password=reveal(security.key_password)
         )
     return context
 
@@ -90,5 +102,5 @@ def client_options(security: KafkaSecurity) -> ClientOptions:
     if security.uses_sasl:
         options["sasl_mechanism"] = security.sasl_mechanism or "PLAIN"
         options["sasl_plain_username"] = security.sasl_username or ""
-        options["sasl_plain_password"] = security.sasl_password or ""
+        options["sasl_plain_password"] = reveal(security.sasl_password) or ""
     return options

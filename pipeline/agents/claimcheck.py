@@ -46,11 +46,19 @@ class ClaimChecks:
         """Close the store's connection."""
         await self._db.close()
 
-    async def decode(self, record: Record, validate: Validator | None) -> DomainEvent:
-        """The record's event; raises :class:`RecordRejected` saying why not."""
+    async def decode(
+        self, record: Record, validate: Validator | None, row: dict[str, Any] | None = None
+    ) -> DomainEvent:
+        """The record's event; raises :class:`RecordRejected` saying why not.
+
+        ``row`` is the record's value already parsed (by routing,
+        :mod:`pipeline.agents.routing`), so it is not parsed again; it is not modified.
+        """
         if not is_claim_check(record.headers):
+            if row is not None:
+                return decode_row(record.key, row, record.headers, validate)
             return decode_record(record.key, record.value, record.headers, validate)
-        row = parse_value(record.value)
+        row = dict(row) if row is not None else parse_value(record.value)
         payload = await effects.with_retries(
             self._agent,
             f"read the claim-checked event {row.get('id')} of {record.where}",

@@ -186,8 +186,14 @@ async def recorded_run_id(db: Database, plan: StartPlan) -> str | None:
     return str(row[0]) if row is not None and row[0] else None
 
 
-class TemporalStarter:
-    """Starts a plan's workflow once: a second start returns the first run's id."""
+class WorkflowStartClient:
+    """The Temporal client side of the starter: starts a plan's bootstrap workflow once (a
+    second start returns the first run's id) and reads a workflow's run id.
+
+    Not to be confused with the starter agent (:meth:`AgentRuntime.start_routed
+    <pipeline.agents.runtime.AgentRuntime.start_routed>`) nor its pure decisions
+    (:mod:`pipeline.agents.starter`), which call it.
+    """
 
     def __init__(
         self,

@@ -5,6 +5,13 @@ replication reader's contract: key = stream_id (UTF-8), value = the ``domain_eve
 as JSON, headers ``commit_lsn`` (``X/X``), ``idx``, ``xid`` and ``commit_ts``. Every agent
 decodes the same way, so a record is either good for all of them or dead-lettered once.
 
+Routing reads the ``event_type`` header (:data:`EVENT_TYPE_HEADER`) the reader writes
+with each record, so an agent skips a record of another type without parsing its value
+(:mod:`pipeline.agents.routing`). What the header says is checked against the value
+wherever a record is decoded: a header that disagrees with its value is a rejection
+(``bad_headers``), so a lying header cannot route a record past the agent its value is
+for and still have it projected; it is dead-lettered once, and no agent acts on it.
+
 The value carries jsonb exactly as PostgreSQL printed it, so it may hold what orjson
 cannot read (nesting past 1024 levels, numbers past a double's range): :func:`loads`
 then falls back to the standard library's parser with a higher depth limit, numbers
@@ -32,6 +39,7 @@ from pipeline import events as ev
 from pipeline.agents.errors import RecordRejected
 from pipeline.contract import ContractViolation, validate_event
 from replication.lsn import LSN, Position
+from replication.record_value import EVENT_TYPE_HEADER
 
 Headers = Sequence[tuple[str, bytes]]
 Validator = Callable[[Mapping[str, object]], None]
@@ -102,6 +110,25 @@ class DomainEvent:
 def header_map(headers: Headers | None) -> dict[str, bytes]:
     """Headers as a dict (the last value wins when a name repeats)."""
     return {name: value for name, value in headers or ()}
+
+
+def header_event_type(headers: Headers | None) -> str | None:
+    """The ``event_type`` header's value, None when the record has none or it is not UTF-8.
+
+    The last one wins when the name repeats (as in :func:`header_map`): routing and the
+    check in :func:`decode_row` read the same one. A header that is not UTF-8 is ignored,
+    not trusted: the record is then routed by its value, as one without the header.
+    """
+    found: bytes | None = None
+    for name, value in headers or ():
+        if name == EVENT_TYPE_HEADER:
+            found = value
+    if found is None:
+        return None
+    try:
+        return found.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def parse_position(headers: Mapping[str, bytes]) -> Position:
@@ -180,23 +207,6 @@ def is_claim_check(headers: Headers | None) -> bool:
     return any(name == CLAIM_CHECK and value == b"1" for name, value in headers or ())
 
 
-def event_type_of(value: bytes | None) -> str | None:
-    """The ``event_type`` of a record's value, None when the value has none to give.
-
-    A cheap look before :func:`decode_record` for agents that act on one event type:
-    everything else is skipped without the envelope and contract checks (the projection
-    agent runs those on every record and dead-letters what fails them).
-    """
-    if value is None:
-        return None
-    try:
-        row = loads(value)
-    except (ValueError, RecursionError):
-        return None
-    kind = row.get("event_type") if isinstance(row, dict) else None
-    return kind if isinstance(kind, str) else None
-
-
 def decode_record(
     key: bytes | None,
     value: bytes | None,
@@ -245,6 +255,12 @@ def decode_row(
     hmap = header_map(headers)
     position = _check_headers(hmap)
     _check_envelope(row)
+    routed_as = header_event_type(headers)
+    if routed_as is not None and routed_as != row["event_type"]:
+        raise RecordRejected(
+            "bad_headers",
+            f"the event_type header {routed_as!r} is not the value's {row['event_type']!r}",
+        )
     if validate is not None:
         try:
             validate(row)

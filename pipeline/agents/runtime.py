@@ -10,6 +10,10 @@ never dropped. Handlers return normally for records they do not care about.
               one transaction; undecodable or invalid records → the dead-letter topic.
   Only the projection agent dead-letters (it sees every record), so a bad record is
   dead-lettered once; the other two skip it.
+
+The enqueue and starter handlers take a :class:`~pipeline.agents.routing.Routed` record
+(its ``event_type`` header read, or its value parsed once when it has none), so they pass
+over the records of other types without parsing them.
 """
 
 from __future__ import annotations
@@ -31,13 +35,8 @@ from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
 from pipeline.agents.enqueue import pending_event_for
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import (
-    DomainEvent,
-    Validator,
-    event_type_of,
-    header_map,
-    parse_position,
-)
+from pipeline.agents.records import DomainEvent, Validator, header_map, parse_position
+from pipeline.agents.routing import Routed, route
 from pipeline.agents.starter import (
     Decision,
     StartPlan,
@@ -95,7 +94,7 @@ class AgentRuntime:
         enqueue_db: effects.Database,
         starter_db: effects.Database,
         projection_db: effects.Database,
-        temporal: effects.TemporalStarter,
+        temporal: effects.WorkflowStartClient,
         dead_letter: DeadLetterSend,
         projections: Sequence[ProjectionApplier] = PROJECTIONS,
         validate: Validator | None = validate_event,
@@ -127,23 +126,32 @@ class AgentRuntime:
         await self.dead_letters.close()
         await self._claim_checks.close()
 
-    async def _decode(self, record: Record) -> DomainEvent:
-        # A claim check's payload is read from the store (pipeline.agents.claimcheck).
-        return await self._claim_checks.decode(record, self._validate)
+    async def _decode(self, record: Record, row: dict[str, object] | None = None) -> DomainEvent:
+        # A claim check's payload is read from the store (pipeline.agents.claimcheck);
+        # row: the value routing already parsed, if it had to.
+        return await self._claim_checks.decode(record, self._validate, row)
 
     # ---- enqueue ---------------------------------------------------------------------
 
     @staticmethod
-    def wants_enqueue(record: Record) -> bool:
-        """Whether :meth:`enqueue` acts on record (a cheap look, no validation)."""
-        return event_type_of(record.value) == ev.BOOTSTRAP_INITIATED
+    def wants_enqueue(routed: Routed) -> bool:
+        """Whether :meth:`enqueue_routed` acts on the record (no value parsed, no validation)."""
+        return routed.event_type == ev.BOOTSTRAP_INITIATED
 
     @staticmethod
-    def wants_start(record: Record) -> bool:
-        """Whether :meth:`start` acts on record (a cheap look, no validation)."""
-        return event_type_of(record.value) == ev.QUEUE_PENDING
+    def wants_start(routed: Routed) -> bool:
+        """Whether :meth:`start_routed` acts on the record (no value parsed, no validation)."""
+        return routed.event_type == ev.QUEUE_PENDING
 
     async def enqueue(self, record: Record) -> None:
+        """:meth:`enqueue_routed` of a record not routed yet (replay, redrive)."""
+        await self.enqueue_routed(route(record))
+
+    async def start(self, record: Record) -> None:
+        """:meth:`start_routed` of a record not routed yet (replay, redrive)."""
+        await self.start_routed(route(record))
+
+    async def enqueue_routed(self, routed: Routed) -> None:
         """Emit the pending job an initiated event asks for, then start it (the handoff).
 
         Both steps happen once whatever redelivers. Starting here saves the pending
@@ -151,10 +159,11 @@ class AgentRuntime:
         workflow starts; that round trip still happens, and the starter agent then finds
         the job started and skips it, or starts it if this process died first.
         """
-        if not self.wants_enqueue(record):
+        if not self.wants_enqueue(routed):
             return
+        record = routed.record
         try:
-            event = await self._decode(record)
+            event = await self._decode(record, routed.row)
         except RecordRejected:
             return  # the projection agent dead-letters it
         pending = pending_event_for(event)
@@ -182,12 +191,13 @@ class AgentRuntime:
 
     # ---- starter ---------------------------------------------------------------------
 
-    async def start(self, record: Record) -> None:
+    async def start_routed(self, routed: Routed) -> None:
         """Claim a pending job, start its workflow, record the start; each step idempotent."""
-        if not self.wants_start(record):
+        if not self.wants_start(routed):
             return
+        record = routed.record
         try:
-            event = await self._decode(record)
+            event = await self._decode(record, routed.row)
             plan = plan_start(event)
         except RecordRejected as exc:
             log.debug("starter skips %s: %s", record.where, exc)

@@ -183,8 +183,8 @@ class BootstrapSettings(EnvSettings):
         30.0, validation_alias="PIPELINE_WORKER_GRACEFUL_SHUTDOWN_S"
     )
     retry: RetryTuning = Field(default_factory=RetryTuning)
-    # Its API key is a repr=False field; left out of model_dump / model_dump_json.
-    temporal_security: TemporalSecurity = Field(default_factory=TemporalSecurity, exclude=True)
+    # Its API key is a SecretStr: model_dump / model_dump_json show it as **********.
+    temporal_security: TemporalSecurity = Field(default_factory=TemporalSecurity)
 
     @property
     def dns_target(self) -> str:

@@ -1,8 +1,10 @@
 """Stand-in for the replication reader in agent tests: domain_events rows → Kafka records.
 
 Records are in the reader's exact format (key = stream_id, value = the row as JSON,
-headers commit_lsn / idx / xid / commit_ts). Positions come from a counter: one
-transaction per row, each with a higher commit LSN, so the order is the store's order.
+headers commit_lsn / idx / xid / commit_ts, and with ``event_type_header`` the
+``event_type`` header the reader writes; without it, the records of a reader that wrote
+none). Positions come from a counter: one transaction per row, each with a higher commit
+LSN, so the order is the store's order.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 
 from replication.lsn import LSN
+from replication.record_value import EVENT_TYPE_HEADER
 
 KafkaRecord = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
@@ -54,6 +57,7 @@ class Feeder:
     dsn: str
     bootstrap: str
     topic: str
+    event_type_header: bool = False
     produced: list[KafkaRecord] = field(default_factory=list)
     _seen: set[uuid.UUID] = field(default_factory=set)
     _counter: int = 0
@@ -100,7 +104,10 @@ class Feeder:
                     if event_id in self._seen:
                         continue
                     self._seen.add(event_id)
-                    record = (str(row[1]).encode(), row_value(row), self.next_headers())
+                    headers = self.next_headers()
+                    if self.event_type_header:
+                        headers.append((EVENT_TYPE_HEADER, str(row[4]).encode()))
+                    record = (str(row[1]).encode(), row_value(row), headers)
                     await self.send(*record)
                     self.produced.append(record)
                 await asyncio.sleep(0.1)

@@ -26,6 +26,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from pipeline.dev.kafka import Kafka
 from pipeline.dev.layout import load_layout
 from pipeline.dev.process import pid_alive, port_open, stop_pid
@@ -88,7 +90,7 @@ class SecureBroker:
             base |= {
                 "sasl_mechanism": "SCRAM-SHA-512",
                 "sasl_username": USER,
-                "sasl_password": PASSWORD,
+                "sasl_password": SecretStr(PASSWORD),
             }
         if protocol.endswith("SSL"):
             base["ca_file"] = str(self.ca)

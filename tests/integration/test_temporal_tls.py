@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Worker
 
@@ -143,7 +144,7 @@ async def test_the_pipelines_client_runs_a_workflow_with_an_api_key(
         ca_file=str(temporal_tls.ca),
         cert_file=str(temporal_tls.client_cert),
         key_file=str(temporal_tls.client_key),
-        api_key="test-api-key",
+        api_key=SecretStr("test-api-key"),
     )
     client = await connect_temporal(temporal_tls.address, "default", security)
     assert client.service_client.config.api_key == "test-api-key"

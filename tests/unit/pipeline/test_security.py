@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import AuthProtocol, SASLMechanism
+from pydantic import SecretStr
 from temporalio.service import TLSConfig
 from typer.testing import CliRunner
 
@@ -88,7 +89,7 @@ def test_ssl_with_a_client_certificate_and_sasl_plaintext(pki: dict[str, Path]) 
     )
     assert isinstance(faust_credentials(ssl_only), SSLCredentials)
     assert "sasl_mechanism" not in client_options(ssl_only)
-    plain = KafkaSecurity("SASL_PLAINTEXT", "PLAIN", "u", "p")
+    plain = KafkaSecurity("SASL_PLAINTEXT", "PLAIN", "u", SecretStr("p"))
     credentials = faust_credentials(plain)
     assert isinstance(credentials, SASLCredentials)
     assert credentials.protocol == AuthProtocol.SASL_PLAINTEXT
@@ -169,7 +170,7 @@ def test_temporal_mtls_and_api_key(pki: dict[str, Path]) -> None:
     assert tls.domain == "temporal.internal"
     # An API key alone (Temporal Cloud): TLS with the system's CAs.
     cloud = load_settings(BASE | {"PIPELINE_TEMPORAL_API_KEY": "k"}).temporal_security
-    assert cloud.tls and cloud.api_key == "k"
+    assert cloud.tls and cloud.api_key == SecretStr("k")
     assert temporal_tls(cloud) == TLSConfig()
     off = load_settings(
         BASE | {"PIPELINE_TEMPORAL_API_KEY": "k", "PIPELINE_TEMPORAL_TLS": "false"}
@@ -252,7 +253,7 @@ def test_temporal_failures_name_the_handshake_that_failed() -> None:
     assert shake.refused and "certificate verify failed" in shake.detail
     assert "\n" not in shake.detail
     denied = RPCError("bad key", RPCStatusCode.UNAUTHENTICATED, b"")
-    shake = temporal_failure("t:7233", denied, TemporalSecurity(tls=True, api_key="k"))
+    shake = temporal_failure("t:7233", denied, TemporalSecurity(tls=True, api_key=SecretStr("k")))
     assert shake.refused and "PIPELINE_TEMPORAL_API_KEY" in shake.detail
     # Temporal's server (TLS 1.3) refusing a missing client certificate, as temporalio says it.
     closed = RuntimeError(

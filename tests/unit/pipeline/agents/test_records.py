@@ -1,4 +1,4 @@
-"""Decoding a Kafka record into a DomainEvent, and the routing peek (pure)."""
+"""Decoding a Kafka record into a DomainEvent (pure)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pipeline.agents.errors import RecordRejected
 from pipeline.agents.records import (
     decode_record,
     decode_row,
-    event_type_of,
+    header_event_type,
     is_claim_check,
     loads,
     parse_value,
@@ -77,18 +77,24 @@ def test_a_workflow_id_other_than_the_streams_is_rejected() -> None:
     assert info.value.kind == "bad_workflow_id"
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (b'{"event_type": "workflow.queue.pending", "x": 1}', "workflow.queue.pending"),
-        (b'{"event_type": 3}', None),
-        (b"[1, 2]", None),
-        (b"not json", None),
-        (None, None),
-    ],
-)
-def test_event_type_of_looks_without_judging(value: bytes | None, expected: str | None) -> None:
-    assert event_type_of(value) == expected
+def test_an_event_type_header_that_disagrees_with_the_value_is_rejected() -> None:
+    key, value = str(ORG).encode(), orjson.dumps(row())  # an initiated event
+    agreeing = [*HEADERS, ("event_type", ev.BOOTSTRAP_INITIATED.encode())]
+    assert decode_record(key, value, agreeing).event_type == ev.BOOTSTRAP_INITIATED
+    for says in (ev.QUEUE_PENDING.encode(), b"", ev.BOOTSTRAP_INITIATED.upper().encode()):
+        with pytest.raises(RecordRejected) as info:
+            decode_record(key, value, [*HEADERS, ("event_type", says)])
+        assert info.value.kind == "bad_headers"
+        assert "event_type header" in info.value.detail
+    # A repeated header: the last one is the one routing read, and the one checked.
+    repeated = [("event_type", ev.QUEUE_PENDING.encode()), *agreeing]
+    assert decode_record(key, value, repeated).event_type == ev.BOOTSTRAP_INITIATED
+    with pytest.raises(RecordRejected, match="bad_headers"):
+        decode_record(key, value, [*agreeing, ("event_type", ev.QUEUE_PENDING.encode())])
+    # A header that is not UTF-8 is ignored (routing ignores it too: the value routes).
+    not_utf8 = [*HEADERS, ("event_type", b"\xff\xfe")]
+    assert header_event_type(not_utf8) is None
+    assert decode_record(key, value, not_utf8).event_type == ev.BOOTSTRAP_INITIATED
 
 
 # ---- values orjson cannot read, claim checks (issue 13) ----

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import faust
 import pytest
 
-from pipeline import fetching
+from pipeline.consumer import fetching
 
 
 @pytest.fixture(autouse=True)

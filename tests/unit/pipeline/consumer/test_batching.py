@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from pipeline.batching import InOrderAcks
+from pipeline.consumer.batching import InOrderAcks
 
 
 async def test_an_event_finished_early_waits_for_the_ones_before_it() -> None:
