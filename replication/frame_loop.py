@@ -25,6 +25,7 @@ from replication.decoder import _tuple_data, decode_pgoutput
 from replication.errors import DecodeError
 from replication.lsn import LSN, Position
 from replication.messages import PG_EPOCH, TupleData
+from replication.record_value import EVENT_TYPE_HEADER
 from replication.tracker import FlushTracker
 
 PAYLOAD: Final = 25  # where the pgoutput message starts in an XLogData ('w') frame
@@ -139,7 +140,8 @@ class CommitTimeText:
 
 
 Headers = list[tuple[str, bytes]]
-Encode = Callable[[int, TupleData], tuple[bytes, bytes]]
+# (relation id, tuple) -> (key, value, event type): ValueEncoder.encode.
+Encode = Callable[[int, TupleData], tuple[bytes, bytes, bytes]]
 Add = Callable[[Position, bytes, bytes, Headers], None]
 
 _NO_HEADER: Final = ("", b"")
@@ -165,7 +167,8 @@ class FrameLoop:
     Insert frame above :data:`CAREFUL_FRAME_BYTES` (the session sends it, as a claim
     check if too large, then sets ``idx += 1``), an Insert outside a transaction, or an
     Insert while ``max_in_flight`` events are unacknowledged (the session waits, then calls :meth:`run` again from there).
-    Each Insert is handed to ``add`` with its position and headers; Begin and Commit go
+    Each Insert is handed to ``add`` with its position and headers (:meth:`headers`);
+    Begin and Commit go
     to the tracker. ``in_flight`` is lowered by the session as Kafka acknowledges.
     """
 
@@ -196,13 +199,15 @@ class FrameLoop:
         rejected, self._rejected = self._rejected, None
         return rejected
 
-    def headers(self, idx: int) -> Headers:
-        """The headers of the current transaction's event ``idx``."""
+    def headers(self, idx: int, event_type: bytes) -> Headers:
+        """The headers of the current transaction's event ``idx`` of type ``event_type``
+        (its UTF-8 bytes): commit_lsn, idx, xid, commit_ts, event_type (docs/events.md)."""
         return [
             self._commit_lsn_h,
             _IDX_HEADERS[idx] if idx < 256 else ("idx", b"%d" % idx),
             self._xid_h,
             self._commit_ts_h,
+            (EVENT_TYPE_HEADER, event_type),
         ]
 
     def run(self, frames: list[bytes], start: int) -> int:
@@ -224,7 +229,7 @@ class FrameLoop:
                     return i
                 relation_id, tup = insert(frame)
                 try:
-                    key, value = encode(relation_id, tup)
+                    key, value, event_type = encode(relation_id, tup)
                 except DecodeError as exc:
                     self._rejected = (relation_id, tup, exc)
                     return i
@@ -242,6 +247,7 @@ class FrameLoop:
                         _IDX_HEADERS[idx] if idx < 256 else ("idx", b"%d" % idx),
                         self._xid_h,
                         self._commit_ts_h,
+                        (EVENT_TYPE_HEADER, event_type),
                     ],
                 )
                 self.events += 1

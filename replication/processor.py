@@ -213,12 +213,12 @@ class Processor:
         relation_id, tup = hot_insert(frame)
         pos = Position(loop.commit_lsn, loop.idx)
         try:
-            key, value, claim_checked = self.encoder.encode_sized(relation_id, tup)
+            key, value, event_type, claim_checked = self.encoder.encode_sized(relation_id, tup)
         except DecodeError as exc:
             await self._dead_letter(pos, loop.xid, relation_id, tup, exc)
         else:
             del tup
-            headers = loop.headers(pos.idx)
+            headers = loop.headers(pos.idx, event_type)
             if claim_checked:
                 headers.append(CLAIM_CHECK_HEADER)
                 log.info(

@@ -5,6 +5,7 @@ at the slot's consistent point every row is sent exactly once. Their positions u
 commit LSN 0/0 (idx = order in the snapshot), which sorts before every streamed event.
 The value is built as the stream's (:func:`replication.record_value.assemble`): jsonb as
 PostgreSQL prints it, never parsed, and an event too large for a record as a claim check;
+the headers are the stream's, ``event_type`` included;
 tests/unit/replication/test_snapshot.py checks that a row gives the same bytes both ways.
 """
 
@@ -18,7 +19,7 @@ import orjson
 import psycopg
 
 from replication.lsn import LSN, Position
-from replication.record_value import CLAIM_CHECK_HEADER, assemble
+from replication.record_value import CLAIM_CHECK_HEADER, EVENT_TYPE_HEADER, assemble
 
 Headers = list[tuple[str, bytes]]
 Send = Callable[[Position, bytes, bytes, Headers], Awaitable[None]]
@@ -69,6 +70,7 @@ def snapshot_record(row: SnapshotRow, idx: int) -> tuple[Position, bytes, bytes,
         ("idx", str(idx).encode()),
         ("xid", b"0"),
         ("commit_ts", created.isoformat().encode()),
+        (EVENT_TYPE_HEADER, event_type.encode()),
     ]
     if claim_checked:
         headers.append(CLAIM_CHECK_HEADER)

@@ -50,7 +50,13 @@ import orjson
 from replication.errors import DecodeError
 from replication.frame_loop import CommitTimeText
 from replication.messages import Relation, TupleData
-from replication.record_value import CLAIM_CHECK_BYTES, assemble, join_fields, join_reference
+from replication.record_value import (
+    CLAIM_CHECK_BYTES,
+    assemble,
+    event_type_bytes,
+    join_fields,
+    join_reference,
+)
 from replication.rows import (
     OID_INT4,
     OID_INT8,
@@ -265,9 +271,13 @@ def _parts(steps: tuple[_Step, ...], tup: TupleData) -> list[bytes]:
     return parts
 
 
-def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes]:
+# Where the event_type field is among the nine parts (see record_value.join_fields).
+_EVENT_TYPE: Final = 4
+
+
+def _encode(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes, bytes]:
     parts = _parts(steps, tup)
-    return parts[1], join_fields(parts)
+    return parts[1], join_fields(parts), event_type_bytes(parts[_EVENT_TYPE])
 
 
 def _skip(raw: bytes) -> bytes:
@@ -284,7 +294,7 @@ def _without_payload(steps: tuple[_Step, ...]) -> tuple[_Step, ...]:
     )
 
 
-def _encode_sized(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes, bool]:
+def _encode_sized(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, bytes, bytes, bool]:
     # A payload whose raw bytes alone pass the limit is a claim check whatever the rest:
     # it is never encoded (no copy of a 200 MB document, no UTF-8 pass over it).
     raws = tup.values
@@ -295,10 +305,10 @@ def _encode_sized(steps: tuple[_Step, ...], tup: TupleData) -> tuple[bytes, byte
             payload += len(raw) if raw is not None else 0
     if payload > CLAIM_CHECK_BYTES:
         parts = _parts(_without_payload(steps), tup)
-        return parts[1], join_reference(parts), True
+        return parts[1], join_reference(parts), event_type_bytes(parts[_EVENT_TYPE]), True
     parts = _parts(steps, tup)
     value, claim_checked = assemble(parts)
-    return parts[1], value, claim_checked
+    return parts[1], value, event_type_bytes(parts[_EVENT_TYPE]), claim_checked
 
 
 class ValueEncoder:
@@ -314,8 +324,9 @@ class ValueEncoder:
         self._relations = relations
         self._plans: dict[int, tuple[Relation, tuple[_Step, ...]]] = {}
 
-    def encode(self, relation_id: int, tup: TupleData) -> tuple[bytes, bytes]:
-        """``(key, value)``: the stream_id's text and the row as JSON.
+    def encode(self, relation_id: int, tup: TupleData) -> tuple[bytes, bytes, bytes]:
+        """``(key, value, event_type)``: the stream_id's text, the row as JSON, and the
+        event type's UTF-8 bytes (the value of the ``event_type`` header).
 
         Raises :class:`~replication.errors.DecodeError` for a row that cannot be
         represented (the caller dead-letters it), naming the column.
@@ -326,8 +337,8 @@ class ValueEncoder:
             entry = self._plans[relation_id] = (rel, _plan(rel))
         return _encode(entry[1], tup)
 
-    def encode_sized(self, relation_id: int, tup: TupleData) -> tuple[bytes, bytes, bool]:
-        """``(key, value, claim_check)``: as :meth:`encode`, except that an event above
+    def encode_sized(self, relation_id: int, tup: TupleData) -> tuple[bytes, bytes, bytes, bool]:
+        """``(key, value, event_type, claim_check)``: as :meth:`encode`, except that an event above
         :data:`CLAIM_CHECK_BYTES` gets the claim-check value (no event_data,
         event_metadata) and True; the full value is never built for it."""
         rel = self._relations.get(relation_id)

@@ -70,6 +70,16 @@ def _confirmed(dsn: str, slot: str) -> LSN:
     return LSN.parse(row[0])
 
 
+ODD_TYPE = 'odd "quoted" \\ type, ü ✓\ttab'
+
+
+def _check_event_type_headers(records: list[Record]) -> None:
+    """Every record carries the ``event_type`` header: its value's event_type, in UTF-8."""
+    for r in records:
+        assert isinstance(r.row["event_type"], str)
+        assert r.headers["event_type"] == r.row["event_type"].encode(), r
+
+
 def _check_order(records: list[Record]) -> None:
     """Per stream: one partition, positions increasing, stream_version increasing."""
     by_stream: dict[bytes, list[Record]] = defaultdict(list)
@@ -120,7 +130,13 @@ async def test_transactions_arrive_once_in_commit_order_with_positions(
                     copy.write_row(
                         (copied, "organization", v, "copied.happened", '{"copied": true}')
                     )
-        expected = 50 + 10000 + 500
+            # An event type that needs escapes in JSON, and a decoy key in event_data.
+            conn.execute(
+                "INSERT INTO domain_events (stream_id, stream_type, stream_version, event_type, event_data) "
+                "VALUES (%s, 'organization', 1, %s, '{\"event_type\": \"decoy\"}')",
+                (uuid.uuid4(), ODD_TYPE),
+            )
+        expected = 50 + 10000 + 500 + 1
         await _wait_for(
             lambda: reader.stats.events_acked >= expected or reader.stats.sessions > 1,
             120,
@@ -139,6 +155,8 @@ async def test_transactions_arrive_once_in_commit_order_with_positions(
     copied_recs = [r for r in records if r.key == str(copied).encode()]
     assert len({r.position.commit_lsn for r in copied_recs}) == 1
     _check_order(records)
+    _check_event_type_headers(records)
+    assert sum(r.headers["event_type"] == ODD_TYPE.encode() for r in records) == 1
 
 
 async def test_flush_waits_for_kafka_acks(fresh_db: str, kafka_bootstrap: str) -> None:
@@ -228,6 +246,7 @@ async def test_initial_snapshot_sends_existing_rows_before_the_stream(
     assert [r.row["stream_version"] for r in ordered] == list(range(1, 36))
     assert all(r.position.commit_lsn == LSN.ZERO for r in ordered[:30])
     assert all(r.position.commit_lsn > LSN.ZERO for r in ordered[30:])
+    _check_event_type_headers(records)  # the snapshot's records too
 
 
 async def test_second_reader_waits_and_takes_over(fresh_db: str, kafka_bootstrap: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -187,12 +188,14 @@ def test_frame_loop_sends_what_the_decoder_reads(name: str) -> None:
             commit_lsn, xid, idx = msg.final_lsn, msg.xid, 0
             commit_ts = pg_time_to_datetime(msg.commit_time_us).isoformat().encode()
         elif isinstance(msg, Insert):
-            key, value = encoder.encode(msg.relation_id, msg.new)
+            key, value, _ = encoder.encode(msg.relation_id, msg.new)
             headers = [
                 ("commit_lsn", str(commit_lsn).encode()),
                 ("idx", str(idx).encode()),
                 ("xid", str(xid).encode()),
                 ("commit_ts", commit_ts),
+                # The type as the value carries it (parsed here, never by the reader).
+                ("event_type", orjson.loads(value)["event_type"].encode()),
             ]
             expected.append((Position(commit_lsn, idx), key, value, headers))
             idx += 1
@@ -250,3 +253,58 @@ def test_frame_loop_holds_back_at_max_in_flight() -> None:
 def test_frame_loop_leaves_an_insert_outside_a_transaction_to_the_session() -> None:
     loop, _, _, _ = _loop()
     assert loop.run([w(b.insert(16384, b.domain_event_tuple()))], 0) == 0
+
+
+# --- the event_type header -----------------------------------------------------------------
+
+EVENT_TYPES = [
+    "organization.bootstrap.initiated",
+    'say "hi"',  # quotes: escaped in the value
+    "back\\slash\\\\twice",
+    "tab\tnew\nline\x01",  # control characters: escaped in the value
+    "ünïcødé.événement 🚀 𠜎",  # not escaped: UTF-8 in the value as in the header
+    "",
+]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_every_record_carries_its_event_type_header(event_type: str, binary: bool) -> None:
+    relation = w(b.relation(16384, "public", "domain_events", b.DOMAIN_EVENTS_COLUMNS))
+    column: object = ("b", event_type.encode()) if binary else event_type
+    # A key named event_type inside event_data, and a stream type spelling the field,
+    # must not be taken for the type.
+    decoys = {
+        "event_data": '{"event_type": "decoy", "x": ",\\"event_type\\":\\"decoy\\""}',
+        "stream_type": ',"event_type":"decoy"',
+    }
+    rows = [
+        b.domain_event_tuple(event_type=column),
+        b.domain_event_tuple(event_type=column, **decoys),
+    ]
+    loop, sink, _, relations = _loop()
+    assert _drive(loop, relations, [relation, *_transaction(0x1000, rows)]) == [0]
+    assert len(sink.events) == 2
+    for _, _, value, headers in sink.events:
+        assert dict(headers)["event_type"] == event_type.encode()
+        assert orjson.loads(value)["event_type"] == event_type
+        assert [name for name, _ in headers] == [
+            "commit_lsn",
+            "idx",
+            "xid",
+            "commit_ts",
+            "event_type",
+        ]
+
+
+@given(st.text(max_size=40))
+def test_the_event_type_header_is_the_types_utf8_for_any_text(event_type: str) -> None:
+    # PostgreSQL text cannot hold NUL; lone surrogates are no UTF-8.
+    event_type = event_type.replace("\x00", "").encode("utf-8", "ignore").decode()
+    relation = w(b.relation(16384, "public", "domain_events", b.DOMAIN_EVENTS_COLUMNS))
+    loop, sink, _, relations = _loop()
+    frames = [relation, *_transaction(0x1000, [b.domain_event_tuple(event_type=event_type)])]
+    _drive(loop, relations, frames)
+    ((_, _, value, headers),) = sink.events
+    assert dict(headers)["event_type"] == event_type.encode()
+    assert orjson.loads(value)["event_type"] == event_type

@@ -27,11 +27,19 @@ FIFTY_DIGITS = "12345678901234567890123456789012345678901234567890.123456789"
 UNICODE = {"rtl": "مرحبا بالعالم שלום", "emoji": "👩‍👩‍👧‍👦 🚀", "astral": "𝕏𐍈𠜎"}
 
 
-def encode(event_data: object, binary: bool = False) -> tuple[bytes, bytes, bool]:
+def encode_typed(
+    event_data: object, binary: bool = False, event_type: str = "t.happened"
+) -> tuple[bytes, bytes, bytes, bool]:
+    """``encode_sized`` of a row: (key, value, event type, claim check)."""
     text = event_data if isinstance(event_data, str) else json.dumps(event_data, ensure_ascii=False)
     raw: object = ("b", b"\x01" + text.encode()) if binary else text
-    msg = domain_events_insert(b.domain_event_tuple(event_data=raw))
+    msg = domain_events_insert(b.domain_event_tuple(event_data=raw, event_type=event_type))
     return ValueEncoder(domain_events_cache()).encode_sized(RELID, msg.new)
+
+
+def encode(event_data: object, binary: bool = False) -> tuple[bytes, bytes, bool]:
+    key, value, _, claim = encode_typed(event_data, binary)
+    return key, value, claim
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -97,4 +105,22 @@ def test_frame_loop_leaves_large_frames_to_the_session() -> None:
     )
     assert loop.run([begin, small, large, small], 0) == 2
     assert added == [Position(LSN(16), 0)]
-    assert [name for name, _ in loop.headers(1)] == ["commit_lsn", "idx", "xid", "commit_ts"]
+    assert loop.headers(1, b"t.happened") == [
+        ("commit_lsn", b"0/10"),
+        ("idx", b"1"),
+        ("xid", b"7"),
+        ("commit_ts", b"2000-01-01T00:00:00+00:00"),
+        ("event_type", b"t.happened"),
+    ]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("event_type", ["order.placed", 'a "quoted" \\ type ü 🚀'])
+def test_a_claim_checked_event_carries_its_event_type(binary: bool, event_type: str) -> None:
+    # Over the limit by the payload's raw size (never encoded), and by its encoded size.
+    for size in (CLAIM_CHECK_BYTES + 1, CLAIM_CHECK_BYTES - 100):
+        big = '{"event_type": "decoy", "blob": "' + "x" * size + '"}'
+        _, value, kind, claim = encode_typed(big, binary, event_type)
+        assert claim
+        assert kind == event_type.encode()
+        assert orjson.loads(value)["event_type"] == event_type

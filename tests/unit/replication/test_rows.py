@@ -128,7 +128,7 @@ def value_of(relation: Relation, tup: TupleData) -> dict[str, object]:
     """The reader's Kafka value of ``tup`` (parsed), its key checked against stream_id."""
     cache = RelationCache()
     cache.add(relation)
-    key, value = ValueEncoder(cache).encode(relation.relation_id, tup)
+    key, value, _ = ValueEncoder(cache).encode(relation.relation_id, tup)
     parsed: dict[str, object] = orjson.loads(value)
     assert key == str(parsed["stream_id"]).encode()
     return parsed
@@ -155,12 +155,12 @@ def test_relation_replaced_rebuilds_plan() -> None:
     cache = RelationCache()
     encoder = ValueEncoder(cache)
     cache.add(rel())
-    _, value = encoder.encode(16384, ins(b.domain_event_tuple()).new)
+    _, value, _ = encoder.encode(16384, ins(b.domain_event_tuple()).new)
     assert orjson.loads(value) == EXPECTED_VALUE
     # ALTER TABLE: a new column in front shifts every index; a new Relation follows.
     shifted = [(0, "tenant", 25, -1), *COLS]
     cache.add(rel(shifted))
-    _, value = encoder.encode(16384, ins(b.domain_event_tuple(shifted)).new)
+    _, value, _ = encoder.encode(16384, ins(b.domain_event_tuple(shifted)).new)
     assert orjson.loads(value) == EXPECTED_VALUE
 
 

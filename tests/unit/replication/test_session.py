@@ -12,6 +12,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+import orjson
 from aiokafka.errors import KafkaConnectionError
 
 from replication.batcher import AcksCallback
@@ -21,6 +22,7 @@ from replication.frames import parse_standby_status
 from replication.lsn import LSN, Position
 from replication.partitioner import KeyPartitioner
 from replication.ports import RecordProducer
+from replication.record_value import CLAIM_CHECK_BYTES, CLAIM_CHECK_HEADER
 from replication.resume import position_from_headers
 from replication.retry import Directive, classify
 from replication.session import ReaderConfig, ReaderStats, Session
@@ -38,6 +40,14 @@ def event_id(txn: int, idx: int) -> str:
     return str(uuid.UUID(int=txn * 1000 + idx + 1))
 
 
+def event_type(txn: int, idx: int) -> str:
+    return f'type.{txn % 3}.{idx} "ü"'
+
+
+# Raw payload above the claim-check limit, with a key that spells the header's name.
+LARGE_EVENT_DATA = '{"event_type": "decoy", "pad": "' + "x" * CLAIM_CHECK_BYTES + '"}'
+
+
 def txn_lsns(txn: int) -> tuple[int, int]:
     """(commit LSN, end LSN) of transaction ``txn``."""
     commit = 0x1000 + txn * 0x100
@@ -49,7 +59,8 @@ class Server:
     confirmed (PostgreSQL skips those whose commit LSN is below the confirmed position),
     after the Relation message, with keepalives between them."""
 
-    def __init__(self) -> None:
+    def __init__(self, large: frozenset[tuple[int, int]] = frozenset()) -> None:
+        self.large = large  # (txn, idx) of the rows too large for a record
         self.confirmed = LSN.ZERO
         self.flushes: list[LSN] = []  # every flush position a status update reported
         self.last_end = txn_lsns(TRANSACTIONS - 1)[1]
@@ -67,6 +78,8 @@ class Server:
                     id=event_id(t, i),
                     stream_id=str(uuid.UUID(int=(t * 7 + i) % 11 + 1)),
                     stream_version=str(t * EVENTS_PER_TXN + i + 1),
+                    event_type=event_type(t, i),
+                    **({"event_data": LARGE_EVENT_DATA} if (t, i) in self.large else {}),
                 )
                 out.append(
                     b.xlogdata(commit - 0x40 + i, commit - 0x40 + i, TS, b.insert(RELID, row))
@@ -277,6 +290,45 @@ def test_a_session_survives_a_broker_outage_with_nothing_lost_or_doubled() -> No
     assert server.flushes[-1] == LSN(server.last_end)
     assert server.flushes[0] < LSN(server.last_end)
     assert stats.events_acked >= len(expected)
+
+
+def test_every_record_carries_its_event_type_header_claim_checks_included() -> None:
+    server = Server(large=frozenset({(3, 1), (17, 0)}))  # the session's large-row path
+    topic = Topic()
+    config = ReaderConfig(
+        dsn="postgresql://unused",
+        kafka_bootstrap="unused:9092",
+        partitions=PARTITIONS,
+        status_interval=0.01,
+        transactional=False,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+
+        def producer(on_acks: AcksCallback) -> RecordProducer:
+            return Producer(topic, on_acks, fail_from=None, start_fails=False)
+
+        state = SlotState(exists=True, confirmed_flush=server.confirmed)
+        session = Session(
+            config, ReaderStats(), state, producer=producer, read_resume=topic.last_positions
+        )
+        await asyncio.wait_for(session.run(stop, Wire(server, stop)), 30)
+
+    asyncio.run(run())
+    records = {
+        pos: (value, headers) for part in topic.partitions for pos, _, value, headers in part
+    }
+    assert len(records) == TRANSACTIONS * EVENTS_PER_TXN
+    claim_checked = []
+    for t in range(TRANSACTIONS):
+        for i in range(EVENTS_PER_TXN):
+            value, headers = records[Position(LSN(txn_lsns(t)[0]), i)]
+            assert dict(headers)["event_type"] == event_type(t, i).encode()
+            assert orjson.loads(value)["event_type"] == event_type(t, i)
+            if CLAIM_CHECK_HEADER in headers:
+                claim_checked.append((t, i))
+    assert claim_checked == sorted(server.large)
 
 
 def test_the_reader_retries_a_broker_outage_at_session_start() -> None:

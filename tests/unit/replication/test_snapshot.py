@@ -50,10 +50,13 @@ def as_selected(tup: TupleData) -> SnapshotRow:
 
 def stream_and_snapshot(
     cache: RelationCache, tup: TupleData
-) -> tuple[tuple[bytes, bytes, bool], tuple[bytes, bytes, bool]]:
-    key, value, claim_checked = ValueEncoder(cache).encode_sized(RELID, tup)
+) -> tuple[tuple[bytes, bytes, bytes, bool], tuple[bytes, bytes, bytes, bool]]:
+    """(key, value, event_type header, claim check) of the stream's and the snapshot's
+    record of the same row."""
+    key, value, event_type, claim_checked = ValueEncoder(cache).encode_sized(RELID, tup)
     _, s_key, s_value, headers = snapshot_record(as_selected(tup), 0)
-    return (key, value, claim_checked), (s_key, s_value, CLAIM_CHECK_HEADER in headers)
+    snapshot = (s_key, s_value, dict(headers)["event_type"], CLAIM_CHECK_HEADER in headers)
+    return (key, value, event_type, claim_checked), snapshot
 
 
 @pytest.mark.parametrize(
@@ -78,6 +81,8 @@ def test_a_captured_row_gives_the_same_record_both_ways(name: str) -> None:
         {"created_at": "2026-11-26 03:00:32+00"},
         {"created_at": "2026-11-26 08:30:32.25-03:30"},
         {"event_data": '{"s": "quote \\" backslash \\\\ tab \\t ü 🚀", "n": 1e400}'},
+        {"event_type": 'quote " backslash \\ tab \t ü 🚀'},
+        {"event_data": '{"event_type": "decoy"}', "stream_type": ',"event_type":"decoy"'},
     ],
 )
 def test_a_built_row_gives_the_same_record_both_ways(overrides: dict[str, object]) -> None:
@@ -85,6 +90,8 @@ def test_a_built_row_gives_the_same_record_both_ways(overrides: dict[str, object
         domain_events_cache(), domain_events_insert(b.domain_event_tuple(None, **overrides)).new
     )
     assert snapshot == stream
+    row_type = overrides.get("event_type", b.SAMPLE_ROW["event_type"])
+    assert isinstance(row_type, str) and snapshot[2] == row_type.encode()
 
 
 def test_a_row_too_large_for_a_record_is_the_same_claim_check_both_ways() -> None:
@@ -92,7 +99,8 @@ def test_a_row_too_large_for_a_record_is_the_same_claim_check_both_ways() -> Non
     stream, snapshot = stream_and_snapshot(
         domain_events_cache(), domain_events_insert(b.domain_event_tuple(event_data=big)).new
     )
-    assert stream[2] and snapshot[2]  # both claim checks
+    assert stream[3] and snapshot[3]  # both claim checks
+    assert snapshot[2] == b.SAMPLE_ROW["event_type"].encode()  # type: ignore[union-attr]
     assert snapshot == stream
     assert "event_data" not in orjson.loads(stream[1])
 
@@ -107,4 +115,5 @@ def test_snapshot_positions_and_headers() -> None:
         "idx": b"7",
         "xid": b"0",
         "commit_ts": b"2026-11-26T03:00:32.258123+00:00",
+        "event_type": b"organization.bootstrap.initiated",
     }

@@ -41,15 +41,18 @@ _cache = domain_events_cache
 _insert = domain_events_insert
 
 
-def both(cache: RelationCache, msg: Insert) -> tuple[tuple[bytes, bytes] | str, bytes | str]:
-    """(key, value) of the fast path and the row path's value, or the DecodeError text."""
+def both(cache: RelationCache, msg: Insert) -> tuple[tuple[bytes, bytes, bytes] | str, bytes | str]:
+    """(key, value, event type) of the fast path and the row path's value, or the
+    DecodeError text."""
     try:
         row = domain_event(cache, msg)
         slow: bytes | str = row.to_json_bytes()
     except DecodeError as exc:
         slow = str(exc)
     try:
-        fast: tuple[bytes, bytes] | str = ValueEncoder(cache).encode(msg.relation_id, msg.new)
+        fast: tuple[bytes, bytes, bytes] | str = ValueEncoder(cache).encode(
+            msg.relation_id, msg.new
+        )
     except DecodeError as exc:
         fast = str(exc)
     return fast, slow
@@ -63,11 +66,12 @@ def assert_same(cache: RelationCache, msg: Insert) -> None:
         assert fast.split(":")[:2] == slow.split(":")[:2]
         return
     assert not isinstance(fast, str), fast
-    key, value = fast
+    key, value, event_type = fast
     expected = orjson.loads(slow)
     assert orjson.loads(value) == expected
     assert list(orjson.loads(value)) == list(expected)  # same keys, same order
     assert key == str(expected["stream_id"]).encode()
+    assert event_type == expected["event_type"].encode()  # the event_type header's value
 
 
 def pg_timestamptz(value: datetime) -> str:
@@ -154,7 +158,7 @@ def test_sample_row_matches() -> None:
     cache = _cache()
     msg = _insert(b.domain_event_tuple())
     assert_same(cache, msg)
-    key, value = ValueEncoder(cache).encode(RELID, msg.new)
+    key, value, _ = ValueEncoder(cache).encode(RELID, msg.new)
     assert key == b"1c9a0d8e-6f7b-4c39-9d0e-1c4a2b3c4d5f"
     assert value.startswith(b'{"id":"0b9a0d8e-6f7b-4c39-9d0e-1c4a2b3c4d5e","stream_id":')
 
@@ -182,10 +186,10 @@ def test_edge_rows_match_or_fail_alike(overrides: dict[str, object]) -> None:
 def test_jsonb_is_trusted_as_postgresql_printed_it() -> None:
     # jsonb output is JSON by construction, at any length: never parsed by the reader.
     encoder = ValueEncoder(_cache())
-    _, value = encoder.encode(RELID, _insert(b.domain_event_tuple(event_data="[1, 2]")).new)
+    _, value, _ = encoder.encode(RELID, _insert(b.domain_event_tuple(event_data="[1, 2]")).new)
     assert orjson.loads(value)["event_data"] == [1, 2]
     long = "[" + "1, " * 200 + "1]"
-    _, value = encoder.encode(RELID, _insert(b.domain_event_tuple(event_data=long)).new)
+    _, value, _ = encoder.encode(RELID, _insert(b.domain_event_tuple(event_data=long)).new)
     assert orjson.loads(value)["event_data"] == [1] * 201
 
 
@@ -213,7 +217,7 @@ def test_a_new_relation_message_replaces_the_plan() -> None:
     new_rel = decode_pgoutput(b.relation(RELID, "public", "domain_events", shifted))
     assert isinstance(new_rel, Relation)
     cache.add(new_rel)
-    _, value = encoder.encode(RELID, _insert(b.domain_event_tuple(shifted)).new)
+    _, value, _ = encoder.encode(RELID, _insert(b.domain_event_tuple(shifted)).new)
     assert orjson.loads(value)["stream_type"] == "organization"
 
 
@@ -300,7 +304,7 @@ def test_golden_captures_match(name: str) -> None:
 
 
 def test_utc_instant_is_kept_with_its_offset() -> None:
-    _, value = ValueEncoder(_cache()).encode(
+    _, value, _ = ValueEncoder(_cache()).encode(
         RELID, _insert(b.domain_event_tuple(created_at="2026-11-26 08:30:32.25+05:30")).new
     )
     created = orjson.loads(value)["created_at"]

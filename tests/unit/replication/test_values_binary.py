@@ -82,7 +82,7 @@ def outcomes(cache: RelationCache, tup: bytes) -> tuple[object, object]:
     """(fast path, row path): the parsed value with its key, or the DecodeError's column."""
     msg = domain_events_insert(tup)
     try:
-        key, value = ValueEncoder(cache).encode(RELID, msg.new)
+        key, value, _ = ValueEncoder(cache).encode(RELID, msg.new)
         fast: object = (key, orjson.loads(value), list(orjson.loads(value)))
     except DecodeError as exc:
         fast = str(exc).split(":")[:2]
@@ -279,7 +279,7 @@ def _golden_values(name: str) -> list[tuple[bytes, dict[str, object]]]:
     encoder = ValueEncoder(cache)
     out = []
     for msg in domain_event_inserts(name, cache):
-        key, value = encoder.encode(msg.relation_id, msg.new)
+        key, value, _ = encoder.encode(msg.relation_id, msg.new)
         slow = orjson.loads(domain_event(cache, msg).to_json_bytes())
         assert orjson.loads(value) == slow
         out.append((key, orjson.loads(value)))
