@@ -21,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.handshake import kafka_handshake, temporal_failure
 from pipeline.reach import kafka_message, temporal_message
 from pipeline.security import connect_temporal
+from replication import preflight
 from replication.dsn import DIRECT_HOST_HINT, looks_like_pooler_refusal
 from replication.kafka_client import client_options
 
@@ -42,36 +43,19 @@ async def check_postgres(settings: Settings) -> CheckResult:
             autocommit=True,
             connect_timeout=5,
         ) as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT current_setting('wal_level'), "
-                    "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), "
-                    "EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = %s "
-                    "        AND tablename = 'domain_events'), "
-                    "(SELECT plugin FROM pg_replication_slots WHERE slot_name = %s), "
-                    "to_regclass('public.domain_events') IS NOT NULL",
-                    (settings.publication, settings.slot_name),
-                )
-            ).fetchone()
+            facts = await preflight.read_facts(conn, settings.publication, settings.slot_name)
             superuser = await superuser_warning(settings)
     except psycopg.Error as exc:
         text = str(exc).strip()
         if looks_like_pooler_refusal(text):
             return CheckResult("postgres", False, f"{text}. {DIRECT_HOST_HINT}")
         return CheckResult("postgres", False, text)
-    assert row is not None
-    wal_level, can_replicate, published, plugin, migrated = row
-    problems = []
-    if wal_level != "logical":
-        problems.append(f"wal_level is {wal_level!r}, needs 'logical'")
-    if not can_replicate:
-        problems.append("the role lacks REPLICATION (ALTER ROLE ... WITH REPLICATION)")
-    if not migrated:
-        problems.append("domain_events missing: run `pipeline migrate`")
-    elif not published:
-        problems.append(f"publication {settings.publication!r} does not cover domain_events")
-    if plugin not in (None, "pgoutput"):
-        problems.append(f"slot {settings.slot_name!r} uses plugin {plugin!r}, not pgoutput")
+    problems = [
+        str(problem)
+        for problem in preflight.problems(
+            facts, settings.publication, settings.slot_name, creates_publication=True
+        )
+    ]
     try:
         finding = await asyncio.to_thread(pooler.probe, settings.database_url.get_secret_value())
     except psycopg.Error as exc:
@@ -86,9 +70,11 @@ async def check_postgres(settings: Settings) -> CheckResult:
         return CheckResult("postgres", False, "; ".join(problems))
     slot = (
         f"slot {settings.slot_name} exists"
-        if plugin
+        if facts.slot_plugin is not None
         else f"slot {settings.slot_name} will be created"
     )
+    if not facts.publication_exists:
+        slot += f", publication {settings.publication} will be created"
     seen = "; ".join(finding.notes)
     return CheckResult(
         "postgres",

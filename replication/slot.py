@@ -2,8 +2,9 @@
 session (:func:`create_slot` also sends the new slot's initial snapshot).
 
 Every refusal is turned into an error with an operator hint before the reader streams:
-``wal_level`` not logical, a role without REPLICATION, a pooler, a slot with the wrong
-plugin, a publication that does not cover ``domain_events``.
+a pooler, and what :mod:`replication.preflight` judges (``wal_level`` not logical, a role
+without REPLICATION, a slot with the wrong plugin, a publication that does not cover
+``domain_events``), which ``pipeline check`` reports the same way.
 """
 
 from __future__ import annotations
@@ -22,17 +23,15 @@ from replication.errors import (
     PoolerError,
     PublicationError,
     ReplicationPrivilegeError,
-    SlotMismatchError,
     WalLevelError,
 )
 from replication.lsn import LSN
 from replication.ports import ReplicationStream
+from replication.preflight import TABLE, problems, read_facts
 from replication.snapshot import Send, copy_snapshot
 from replication.wire import ReplicationWire
 
 log = logging.getLogger(__name__)
-
-TABLE = "domain_events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,80 +75,55 @@ def translate_connect_error(exc: psycopg.Error, dsn: str | None = None) -> Excep
 
 
 async def preflight(dsn: str, slot: str, publication: str) -> SlotState:
-    """Check the server and our objects; create the publication if it is missing."""
+    """Check the server and our objects (:mod:`replication.preflight`), creating the
+    publication if it is missing; raise the first problem, else the slot's state."""
     check_dsn(dsn)
     try:
         conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     except psycopg.Error as exc:
         raise translate_connect_error(exc) from exc
     async with conn:
-        row = await (await conn.execute("SHOW wal_level")).fetchone()
-        if row is None or row[0] != "logical":
-            raise WalLevelError(
-                f"wal_level is {row[0] if row else 'unknown'!r}, logical decoding needs 'logical'",
-                "set wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL",
-            )
-        row = await (
-            await conn.execute(
-                "SELECT rolreplication OR rolsuper, current_user FROM pg_roles WHERE rolname = current_user"
-            )
-        ).fetchone()
-        if row is None or not row[0]:
-            user = row[1] if row else "?"
-            raise ReplicationPrivilegeError(
-                f"role {user!r} lacks the REPLICATION attribute",
-                f"ALTER ROLE {user} WITH REPLICATION",
-            )
-        await _ensure_publication(conn, publication)
+        facts = await read_facts(conn, publication, slot)
+        if (
+            facts.wal_level == "logical"
+            and facts.can_replicate
+            and facts.migrated
+            and not facts.publication_exists
+        ):
+            await _create_publication(conn, publication)
+            facts = await read_facts(conn, publication, slot)
+        found = problems(facts, publication, slot)
+        if found:
+            raise found[0]
         return await _slot_state(conn, slot)
 
 
-async def _ensure_publication(conn: psycopg.AsyncConnection[tuple[object, ...]], name: str) -> None:
-    exists = await (
-        await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
-    ).fetchone()
-    if exists is None:
-        log.warning("publication %s missing: creating it for %s", name, TABLE)
-        try:
-            await conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert')").format(
-                    sql.Identifier(name), sql.Identifier(TABLE)
-                )
-            )
-        except psycopg.Error as exc:
-            raise PublicationError(
-                f"publication {name!r} does not exist and could not be created: {exc}",
-                f"CREATE PUBLICATION {name} FOR TABLE {TABLE} (run `pipeline migrate`)",
-            ) from exc
-    covered = await (
+async def _create_publication(conn: psycopg.AsyncConnection[tuple[object, ...]], name: str) -> None:
+    log.warning("publication %s missing: creating it for %s", name, TABLE)
+    try:
         await conn.execute(
-            "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND tablename = %s",
-            (name, TABLE),
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert')").format(
+                sql.Identifier(name), sql.Identifier(TABLE)
+            )
         )
-    ).fetchone()
-    if covered is None:
+    except psycopg.Error as exc:
         raise PublicationError(
-            f"publication {name!r} does not cover {TABLE}",
-            f"ALTER PUBLICATION {name} ADD TABLE {TABLE}",
-        )
+            f"publication {name!r} does not exist and could not be created: {exc}",
+            f"CREATE PUBLICATION {name} FOR TABLE {TABLE} (run `pipeline migrate`)",
+        ) from exc
 
 
 async def _slot_state(conn: psycopg.AsyncConnection[tuple[object, ...]], slot: str) -> SlotState:
     row = await (
         await conn.execute(
-            "SELECT plugin, database = current_database(), active_pid, confirmed_flush_lsn::text "
+            "SELECT active_pid, confirmed_flush_lsn::text "
             "FROM pg_replication_slots WHERE slot_name = %s",
             (slot,),
         )
     ).fetchone()
     if row is None:
         return SlotState(exists=False)
-    plugin, same_db, active_pid, confirmed = row
-    if plugin != "pgoutput" or not same_db:
-        raise SlotMismatchError(
-            f"slot {slot!r} exists with plugin {plugin!r} on {'this' if same_db else 'another'} database",
-            f"drop it (SELECT pg_drop_replication_slot('{slot}')) or set PIPELINE_SLOT_NAME to another name",
-        )
+    active_pid, confirmed = row
     done = await (
         await conn.execute("SELECT 1 FROM pipeline_reader_snapshots WHERE slot_name = %s", (slot,))
     ).fetchone()
