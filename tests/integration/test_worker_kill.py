@@ -30,8 +30,7 @@ from pipeline import events as ev
 from pipeline.bootstrap.inputs import Admin
 from pipeline.bootstrap.worker import build_worker
 from pipeline.dev.layout import DevLayout
-from tests.integration.pipeline_process import INVITATION_KEY, pipeline_cli
-from tests.integration.test_bootstrap_workflow import (
+from tests.integration.bootstrap_harness import (
     FAST,
     Mailbox,
     free_port,
@@ -41,6 +40,7 @@ from tests.integration.test_bootstrap_workflow import (
     start,
     stored_events,
 )
+from tests.integration.pipeline_process import INVITATION_KEY, pipeline_cli
 
 pytestmark = pytest.mark.integration
 
