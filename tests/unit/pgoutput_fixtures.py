@@ -4,10 +4,12 @@ with ``pgoutput_builder``, and the messages of a golden capture from a real serv
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from uuid import UUID
 
 from replication.decoder import decode_pgoutput, parse_copy_data
-from replication.messages import Insert, Message, Relation, XLogData
-from replication.rows import RelationCache
+from replication.messages import Insert, Message, Relation, TupleData, XLogData
+from replication.rows import RelationCache, parse_timestamptz
+from replication.snapshot import SnapshotRow
 from tests.unit import pgoutput_builder as b
 
 RELID = 16384
@@ -49,3 +51,23 @@ def domain_event_inserts(name: str, cache: RelationCache) -> Iterator[Insert]:
     for msg in messages(b.read_frames(name), cache):
         if isinstance(msg, Insert) and cache.get(msg.relation_id).name == "domain_events":
             yield msg
+
+
+def as_selected(tup: TupleData) -> SnapshotRow:
+    """The row as the snapshot's SELECT returns it, from a text-format tuple of
+    domain_events (columns in the table's order)."""
+    text = [None if v is None else v.decode() for v in tup.values]
+    event_id, stream_id, stream_type, version, event_type, data, meta, key, created = text
+    assert event_id and stream_id and stream_type and version and event_type
+    assert data is not None and meta is not None and created is not None
+    return (
+        UUID(event_id),
+        UUID(stream_id),
+        stream_type,
+        int(version),
+        event_type,
+        data,
+        meta,
+        key,
+        parse_timestamptz(created),
+    )

@@ -11,10 +11,14 @@ from pipeline.contract import Contract
 from replication.decoder import Relation, XLogData, decode_pgoutput, parse_copy_data
 from replication.frame_loop import FrameLoop
 from replication.rows import RelationCache
+from replication.snapshot import snapshot_record
 from replication.tracker import FlushTracker
 from replication.value_encoder import ValueEncoder
+from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_builder import read_frames
+from tests.unit.pgoutput_fixtures import domain_events_insert
 from tests.unit.pipeline.contract_headers import check_headers
+from tests.unit.replication.test_snapshot import as_selected
 
 INITIATED = events.BOOTSTRAP_INITIATED
 PENDING = events.QUEUE_PENDING
@@ -69,6 +73,15 @@ def test_the_readers_headers_follow_the_contract(contract: Contract) -> None:
     assert len(sent) == 3
     for headers in sent:
         check_headers(contract, INITIATED, {k: v.decode() for k, v in headers})
+
+
+def test_the_snapshots_headers_follow_the_contract(contract: Contract) -> None:
+    """The initial snapshot's records carry the same headers, with commit_lsn 0/0 and
+    xid 0 (copied by a SELECT, not streamed from a transaction): the contract allows them."""
+    tup = domain_events_insert(b.domain_event_tuple()).new
+    _, _, _, headers = snapshot_record(as_selected(tup), 7)
+    check_headers(contract, INITIATED, {k: v.decode() for k, v in headers})
+    assert dict(headers)["xid"] == b"0"
 
 
 # ---- (c) the contract describes exactly what the code emits and consumes -------------

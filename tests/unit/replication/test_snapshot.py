@@ -8,44 +8,23 @@ bytes must be equal, so a consumer cannot tell which of the two sent an event.
 
 from __future__ import annotations
 
-from uuid import UUID
-
 import orjson
 import pytest
 
 from replication.lsn import LSN, Position
 from replication.messages import TupleData
 from replication.record_value import CLAIM_CHECK_BYTES, CLAIM_CHECK_HEADER
-from replication.rows import RelationCache, parse_timestamptz
-from replication.snapshot import SnapshotRow, snapshot_record
+from replication.rows import RelationCache
+from replication.snapshot import snapshot_record
 from replication.value_encoder import ValueEncoder
 from tests.unit import pgoutput_builder as b
 from tests.unit.pgoutput_fixtures import (
     RELID,
+    as_selected,
     domain_event_inserts,
     domain_events_cache,
     domain_events_insert,
 )
-
-
-def as_selected(tup: TupleData) -> SnapshotRow:
-    """The row as the snapshot's SELECT returns it, from a text-format tuple of
-    domain_events (columns in the table's order)."""
-    text = [None if v is None else v.decode() for v in tup.values]
-    event_id, stream_id, stream_type, version, event_type, data, meta, key, created = text
-    assert event_id and stream_id and stream_type and version and event_type
-    assert data is not None and meta is not None and created is not None
-    return (
-        UUID(event_id),
-        UUID(stream_id),
-        stream_type,
-        int(version),
-        event_type,
-        data,
-        meta,
-        key,
-        parse_timestamptz(created),
-    )
 
 
 def stream_and_snapshot(
