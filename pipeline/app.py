@@ -1,14 +1,15 @@
-"""The Faust application of ``pipeline run``: three agents on the domain-events topic.
+"""The Faust application of ``pipeline run``: one consumer edge on the domain-events topic.
 
-Faust stays at this edge: the handlers in :mod:`pipeline.agents.runtime` see plain
-:class:`~pipeline.agents.runtime.Record` values. Each agent has concurrency 1 (faust
-issue #606: concurrency > 1 breaks per-partition order and offset commits), so one
-agent sees a partition's events in commit order (DESIGN.md invariant 4). Each agent
-takes its records as they arrive (:mod:`pipeline.consumer.batching`) and acks a record only after
-its effects happened, so an effect that failed is retried, never lost. The projection
-agent folds each batch in one transaction and acks it after the commit; the enqueue and
-starter agents handle different streams concurrently, each stream in order, and ack each
-record when its handler returned (:mod:`pipeline.agents.dispatch`).
+Faust keeps the app, the consumer group and the offsets; the records are taken off it in
+batches at the consumer edge (:mod:`pipeline.consumer.edge`), without Faust's per-record
+``Event`` and ``Stream``, and routed once: every record to the projection, which folds
+what queued in one transaction; an initiated or a pending event also to its handler
+(:mod:`pipeline.agents.runtime`), different streams concurrently and each stream in
+order (:mod:`pipeline.agents.dispatch`), so a partition's events of one stream are
+handled in commit order (DESIGN.md invariant 4). A record is acked only after all its
+effects happened, in partition order, so an effect that failed is retried, never lost,
+and Faust never commits past it. The handlers see plain
+:class:`~pipeline.agents.runtime.Record` values.
 
 Run it with ``run_app(settings)`` (``pipeline run``) or ``python -m pipeline.app``; its
 start-up (the topics) and shutdown (the deadline after a signal) are
@@ -18,13 +19,12 @@ start-up (the topics) and shutdown (the deadline after a signal) are
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import faust
 from mode import BaseSignalT
@@ -35,11 +35,11 @@ from pipeline import metrics
 from pipeline import web as pipeline_web
 from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
-from pipeline.agents.routing import Routed, route
+from pipeline.agents.routing import Routed
 from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings, load_settings
 from pipeline.consumer import fetching
-from pipeline.consumer.batching import InOrderAcks, take_ready
+from pipeline.consumer.edge import ConsumerEdge, MessageTopic
 from pipeline.contract import default_contract
 from pipeline.health import not_ready_reasons
 from pipeline.lifecycle import (
@@ -57,13 +57,7 @@ log = logging.getLogger(__name__)
 
 INSTANCE_ID_ENV: Final = "PIPELINE_INSTANCE_ID"
 DATA_DIR_ENV: Final = "PIPELINE_DATA_DIR"
-# Batches come from take_ready (pipeline.consumer.batching): a record is handled as soon as it
-# arrives, and records arriving while a batch is handled form the next batch, up to these
-# sizes. The projection agent writes a batch in one transaction, so its batches may be
-# large; the enqueue and starter agents' batches bound how many streams one batch spans.
-BATCH_SIZE: Final = 1000
-HANDLER_BATCH_SIZE: Final = 200
-# Handlers in flight per agent: enough to overlap the start RPCs of many streams, few
+# Handlers in flight: enough to overlap the start RPCs of many streams, few
 # enough not to flood Temporal with starts or queue long behind the agent's connection.
 HANDLER_MAX_IN_FLIGHT: Final = DEFAULT_MAX_IN_FLIGHT
 # A consumer that died without leaving the group (SIGKILL, a lost node; and a static
@@ -93,85 +87,6 @@ def data_dir_from_env(env: Mapping[str, str], worker_id: str) -> Path:
 def _stream_key(routed: Routed) -> bytes | None:
     """The record's stream: the Kafka key is the stream_id (no key: a stream of its own)."""
     return routed.record.key or None
-
-
-async def _handle_batches(
-    name: str,
-    stream: faust.StreamT[bytes],
-    max_: int,
-    handle: Callable[[list[Record]], Awaitable[None]],
-) -> None:
-    """Feed the stream to handle batch by batch; a batch is acked once handle returned.
-
-    handle retries every outage itself, so an exception reaching here is a bug for one
-    record (the dispatcher has handled every other record of the batch). It is logged and
-    the batch acked, as Faust acks the record that crashed an agent, instead of letting
-    the agent restart on a stream whose unacked batch would hold its offsets back.
-    """
-    consumed = metrics.EVENTS_CONSUMED.labels(name)
-    async for batch in take_ready(stream, max_):
-        consumed.inc(len(batch))
-        try:
-            await handle([_record(event.message) for event in batch])
-        except Exception:
-            log.exception("%s: a batch of %d records failed; going on", name, len(batch))
-
-
-async def _handle_streams(
-    name: str, stream: faust.StreamT[bytes], dispatcher: StreamDispatcher[Routed]
-) -> None:
-    """Feed the stream to the dispatcher record by record; each is acked once handled.
-
-    Each record is routed first (:func:`~pipeline.agents.routing.route`: its
-    ``event_type`` header, or its value parsed once when it has none); the dispatcher
-    acks at once the records its agent does not act on.
-
-    Unlike :func:`_handle_batches`, no record waits for another stream's records: a slow
-    workflow start holds back only the later records of its own stream. Acks still go
-    out in each partition's order (:class:`~pipeline.consumer.batching.InOrderAcks`: Faust would
-    otherwise commit past an unfinished record). A handler that raises (a bug, see
-    above) is logged and its record acked. On shutdown or rebalance the records in
-    flight are cancelled and stay unacked, to be delivered again.
-    """
-    consumed = metrics.EVENTS_CONSUMED.labels(name)
-    agent_stream = cast("faust.Stream[bytes]", stream)
-
-    acks: InOrderAcks[faust.EventT[bytes]] = InOrderAcks(agent_stream.ack)
-
-    async def handled(
-        event: faust.EventT[bytes], settle: Callable[[], Awaitable[None]], error: Exception | None
-    ) -> None:
-        if error is not None:
-            log.error("%s: handling %s failed; going on", name, _where(event), exc_info=error)
-        await settle()
-
-    try:
-        async for batch in take_ready(stream, HANDLER_BATCH_SIZE, ack=False):
-            consumed.inc(len(batch))
-            for event in batch:
-                settle = acks.track(event.message.tp, event)
-                done = functools.partial(handled, event, settle)
-                await dispatcher.submit(route(_record(event.message)), done)
-    finally:
-        await dispatcher.cancel()
-
-
-def _where(event: faust.EventT[bytes]) -> str:
-    message = event.message
-    return f"{message.topic}[{message.partition}]@{message.offset}"
-
-
-def _record(message: faust.types.tuples.Message) -> Record:
-    headers = message.headers or ()
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((str(name), bytes(value or b"")) for name, value in pairs),
-    )
 
 
 def create_app(
@@ -214,8 +129,9 @@ def create_app(
         autodiscover=False,
         loop=loop,
     )
-    source = app.topic(
-        settings.topic,
+    source = MessageTopic(
+        app,
+        topics=[settings.topic],
         partitions=settings.topic_partitions,
         key_serializer="raw",
         value_serializer="raw",
@@ -251,35 +167,13 @@ def create_app(
         dead_letter=dead_letter,
     )
 
-    # The handlers of one agent share its one connection: their statements are single
-    # autocommit statements, which psycopg's connection lock runs one after the other,
-    # so concurrent handlers never share a transaction; only the Temporal starts overlap.
-    enqueue_streams = StreamDispatcher(
-        "enqueue",
-        runtime.enqueue_routed,
-        _stream_key,
-        wants=runtime.wants_enqueue,
-        max_in_flight=HANDLER_MAX_IN_FLIGHT,
+    # The handlers share one connection per role: their statements are single autocommit
+    # statements, which psycopg's connection lock runs one after the other, so concurrent
+    # handlers never share a transaction; only the Temporal starts overlap.
+    handlers = StreamDispatcher(
+        "handlers", runtime.handle, _stream_key, max_in_flight=HANDLER_MAX_IN_FLIGHT
     )
-    start_streams = StreamDispatcher(
-        "starter",
-        runtime.start_routed,
-        _stream_key,
-        wants=runtime.wants_start,
-        max_in_flight=HANDLER_MAX_IN_FLIGHT,
-    )
-
-    async def enqueue(stream: faust.StreamT[bytes]) -> None:
-        await _handle_streams("enqueue", stream, enqueue_streams)
-
-    async def starter(stream: faust.StreamT[bytes]) -> None:
-        await _handle_streams("starter", stream, start_streams)
-
-    async def projection(stream: faust.StreamT[bytes]) -> None:
-        await _handle_batches("projection", stream, BATCH_SIZE, runtime.project)
-
-    for name, fun in (("enqueue", enqueue), ("starter", starter), ("projection", projection)):
-        app.agent(source, name=f"pipeline.{name}", concurrency=1)(fun)
+    edge = ConsumerEdge(app, source, project=runtime.project, handlers=handlers)
 
     async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
@@ -302,7 +196,8 @@ def create_app(
     app.page("/readyz")(readyz)
     # The accept page, the write auth.
     pipeline_web.install(app, settings.database_url.get_secret_value(), env)
-    app.early_tasks = list(extra_tasks)
+    # The edge starts with the app, as the reader does; it is cancelled when the app stops.
+    app.early_tasks = [*extra_tasks, edge.run]
 
     async def close_runtime(
         sender: object, *args: object, signal: BaseSignalT[Any], **kwargs: object

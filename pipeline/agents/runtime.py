@@ -143,6 +143,13 @@ class AgentRuntime:
         """Whether :meth:`start_routed` acts on the record (no value parsed, no validation)."""
         return routed.event_type == ev.QUEUE_PENDING
 
+    async def handle(self, routed: Routed) -> None:
+        """The enqueue or the start a routed record asks for; nothing for other types."""
+        if self.wants_enqueue(routed):
+            await self.enqueue_routed(routed)
+        elif self.wants_start(routed):
+            await self.start_routed(routed)
+
     async def enqueue(self, record: Record) -> None:
         """:meth:`enqueue_routed` of a record not routed yet (replay, redrive)."""
         await self.enqueue_routed(route(record))

@@ -1,0 +1,207 @@
+"""The consumer edge: the topic's records taken off Faust in batches, routed, acked in order.
+
+Faust delivered each record to each agent as an ``Event`` through a ``Stream``: tens of
+microseconds of CPU per record per agent, three agents, so about three times Faust's
+ceiling of ~13k records/s before any work was done (docs/benchmarks.md). The edge keeps
+what Faust is for here: the app and its lifecycle, the consumer group and its
+rebalances, the offsets it commits from the acked records, the flow control that
+suspends delivery during a rebalance and pauses fetching a partition whose records pile
+up. It drops the per-record machinery:
+
+- :class:`MessageTopic` is the source topic with a ``decode`` that hands Faust's
+  conductor the ``Message`` itself, so no ``Event`` is built; the conductor puts it into
+  the channel's queue (Faust's ``FlowControlQueue``: cleared on rebalance, its pressure
+  pausing the partition's fetch).
+- :func:`batches` waits for the first queued message and takes whatever else is queued
+  (up to ``max_batch``) without a window: quiet traffic pays no wait, busy traffic makes
+  large batches by itself.
+- :class:`ConsumerEdge` routes each record once (:mod:`pipeline.consumer.router`): every
+  record to the projection's lane (:mod:`pipeline.consumer.lane`), an initiated or a
+  pending event also to the stream dispatcher (:mod:`pipeline.agents.dispatch`; streams
+  concurrently, each stream in order). A record is acked once its projection AND its
+  handler are done, in partition order (:class:`~pipeline.consumer.batching.InOrderAcks`),
+  so Faust never commits past a record whose effects have not all happened.
+
+A message is tracked as in flight (``Consumer.track_message``, what a ``Stream`` does) as
+it is taken, so a rebalance waits for it to be acked, as it waited for the agents. A
+message of an earlier consumer generation (fetched before a rebalance) is skipped and
+never acked: Faust seeks back to the committed offset after the rebalance and delivers
+it again. An ack of a message taken before a rebalance that lands after it is dropped
+for the same reason. Shutdown cancels everything in flight, which stays unacked and is
+delivered again; every effect is idempotent (DESIGN.md invariant 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import faust
+from faust.types import Message
+
+from pipeline import metrics
+from pipeline.agents.dispatch import StreamDispatcher
+from pipeline.agents.routing import Routed, route
+from pipeline.agents.runtime import Record
+from pipeline.consumer.batching import InOrderAcks
+from pipeline.consumer.lane import ProjectionLane
+from pipeline.consumer.router import Completion, Effect, effects_for, handler_effect
+
+log = logging.getLogger(__name__)
+
+# How often the edge logs how many records it took in how many batches.
+REPORT_EVERY_S: Final = 10.0
+# The roles whose consumed counters (pipeline_events_consumed_total{agent=...}) count
+# every record: each role looks at each record, whichever it acts on.
+ROLES: Final = ("projection", "enqueue", "starter")
+
+
+class MessageTopic(faust.Topic):
+    """The source topic, delivering Faust's ``Message`` itself instead of an ``Event``.
+
+    Faust's topic compiles its schema's decoder into the instance's ``decode`` (bytes to
+    an ``Event``); this one sets its own instead: the conductor's per-record step then
+    only queues the message.
+    """
+
+    def _compile_decode(self) -> None:
+        self.decode = _message_itself  # type: ignore[method-assign]  # as Faust sets it
+
+
+async def _message_itself(message: Message, *, propagate: bool = False) -> Any:
+    return message
+
+
+def to_record(message: Message) -> Record:
+    """The handlers' view of a consumed message."""
+    headers = message.headers or ()
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple((str(name), bytes(value or b"")) for name, value in pairs),
+    )
+
+
+async def batches(queue: asyncio.Queue[Any], max_batch: int) -> AsyncIterator[list[Any]]:
+    """What the queue holds, in batches of 1..max_batch, each as soon as it is non-empty."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    while True:
+        batch = [await queue.get()]
+        while len(batch) < max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+        yield batch
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """How much the edge takes and holds: a batch, the projection's queue, the handlers."""
+
+    max_batch: int = 2000
+    max_projection_pending: int = 10_000
+
+
+class ConsumerEdge:
+    """Takes the source topic's messages in batches and hands them to their effects."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        topic: MessageTopic,
+        *,
+        project: Callable[[list[Record]], Awaitable[None]],
+        handlers: StreamDispatcher[Routed],
+        limits: EdgeLimits = EdgeLimits(),
+    ) -> None:
+        self._app = app
+        # Iterating the topic registers it with the conductor, which subscribes the
+        # consumer to it and fills this channel's queue.
+        self._channel = cast(MessageTopic, topic.__aiter__())
+        self._project = project
+        self._handlers = handlers
+        self._limits = limits
+
+    async def _ack(self, message: Message) -> None:
+        app = self._app
+        if message.generation_id == app.consumer_generation_id and message.ack(app.consumer):
+            app.sensors.on_message_out(message.tp, message.offset, message)
+
+    async def run(self) -> None:
+        """Consume until cancelled (the app's stop)."""
+        app = self._app
+        consumer = app.consumer
+        counters = [metrics.EVENTS_CONSUMED.labels(role) for role in ROLES]
+        acks: InOrderAcks[Message] = InOrderAcks(self._ack)
+        lane: ProjectionLane[Record] = ProjectionLane(
+            self._project, self._limits.max_projection_pending
+        )
+        folding = asyncio.create_task(lane.run(), name="projection-lane")
+        report = _Report()
+
+        async def handled(
+            completion: Completion, effect: Effect, where: str, error: Exception | None
+        ) -> None:
+            if error is not None:
+                log.error("%s of %s failed; going on", effect.value, where, exc_info=error)
+            await completion.done(effect)
+
+        try:
+            async for taken in batches(self._channel.queue, self._limits.max_batch):
+                generation = app.consumer_generation_id
+                messages = [m for m in taken if m.generation_id == generation]
+                if not messages:
+                    continue
+                for counter in counters:
+                    counter.inc(len(messages))
+                report.add(len(messages))
+                records: list[Record] = []
+                completions: list[Completion] = []
+                for message in messages:
+                    consumer.track_message(message)
+                    record = to_record(message)
+                    records.append(record)
+                    routed = route(record)
+                    effects = effects_for(routed.event_type)
+                    completion = Completion.of(effects, acks.track(message.tp, message))
+                    completions.append(completion)
+                    handler = handler_effect(effects)
+                    if handler is not None:
+                        done = functools.partial(handled, completion, handler, record.where)
+                        await self._handlers.submit(routed, done)
+                await lane.put(records, completions, records[-1].where)
+        finally:
+            folding.cancel()
+            await asyncio.wait([folding])
+            await self._handlers.cancel()
+
+
+class _Report:
+    """Logs, every REPORT_EVERY_S, how many records came in how many batches."""
+
+    def __init__(self) -> None:
+        self.records = self.batches = 0
+        self.since = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.records += n
+        self.batches += 1
+        now = time.monotonic()
+        if now - self.since >= REPORT_EVERY_S:
+            log.info(
+                "consumed %d records in %d batches (mean %.0f) in %.0fs",
+                self.records,
+                self.batches,
+                self.records / self.batches,
+                now - self.since,
+            )
+            self.records = self.batches = 0
+            self.since = now
