@@ -16,6 +16,7 @@ Same position guard as every projection: a row ignores events at or before
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -177,18 +178,60 @@ WHERE (i.last_commit_lsn, i.last_idx) < (EXCLUDED.last_commit_lsn, EXCLUDED.last
 """
 
 # 'revoked' is final, 'accepted' outlives 'sent'; see the module docstring.
-_STATUS_SQL = """
+# The status changes of a run of events, one statement per round: round k holds the k-th
+# status change of each invitation in the run, so every invitation's changes still apply
+# one after the other, in commit order (the CASE depends on the status before), while a
+# batch of N changes to distinct invitations is one statement, not N.
+_STATUS_ROUND_SQL = """
 UPDATE invitations_projection AS i SET
     status = CASE
         WHEN i.status = 'revoked' THEN i.status
-        WHEN i.status = 'accepted' AND %(status)s::text = 'sent' THEN i.status
-        ELSE %(status)s::text
+        WHEN i.status = 'accepted' AND u.status = 'sent' THEN i.status
+        ELSE u.status
     END,
-    updated_at = %(at)s,
-    last_commit_lsn = %(lsn)s::pg_lsn,
-    last_idx = %(idx)s
-WHERE i.id = %(id)s AND (i.last_commit_lsn, i.last_idx) < (%(lsn)s::pg_lsn, %(idx)s)
+    updated_at = u.at,
+    last_commit_lsn = u.lsn,
+    last_idx = u.idx
+FROM unnest(%(id)s::uuid[], %(status)s::text[], %(at)s::timestamptz[], %(lsn)s::pg_lsn[],
+            %(idx)s::integer[]) AS u(id, status, at, lsn, idx)
+WHERE i.id = u.id AND (i.last_commit_lsn, i.last_idx) < (u.lsn, u.idx)
 """
+
+
+def status_rounds(
+    upserts: list[InvitationUpsert],
+) -> list[list[InvitationUpsert]]:
+    """Status changes split into rounds: an invitation's k-th change goes to round k, so no
+    round names an invitation twice and each invitation's changes keep their order."""
+    rounds: list[list[InvitationUpsert]] = []
+    seen: dict[uuid.UUID, int] = {}
+    for up in upserts:
+        k = seen.get(up.invitation_id, 0)
+        seen[up.invitation_id] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(up)
+    return rounds
+
+
+async def _apply_status_run(
+    conn: psycopg.AsyncConnection[object], run: list[InvitationUpsert]
+) -> int:
+    changed = 0
+    async with conn.cursor() as cur:
+        for round_ in status_rounds(run):
+            await cur.execute(
+                _STATUS_ROUND_SQL,
+                {
+                    "id": [up.invitation_id for up in round_],
+                    "status": [up.status for up in round_],
+                    "at": [up.at for up in round_],
+                    "lsn": [str(up.position.commit_lsn) for up in round_],
+                    "idx": [up.position.idx for up in round_],
+                },
+            )
+            changed += max(cur.rowcount, 0)
+    return changed
 
 
 async def apply_invitation_events(
@@ -196,24 +239,37 @@ async def apply_invitation_events(
 ) -> int:
     """Write the upserts of ``events`` in the caller's transaction (nothing is committed).
 
-    Returns how many events changed a row.
+    Returns how many events changed a row. Runs of creations go out as one pipelined
+    ``executemany``; runs of status changes as one ``UPDATE ... FROM unnest`` per round
+    (:func:`status_rounds`); the runs themselves in commit order.
     """
-    statements: list[Statement] = []
-    for up in invitation_upserts(events):
-        params: dict[str, object] = {
-            "id": up.invitation_id,
-            "org": up.organization_id,
-            "at": up.at,
-            "lsn": str(up.position.commit_lsn),
-            "idx": up.position.idx,
-            "status": up.status,
-        }
-        if up.details is not None:
-            params |= {
-                "email": up.details.email,
-                "role": up.details.role,
-                "token_hash": up.details.token_hash,
-                "expires_at": up.details.expires_at,
-            }
-        statements.append((_UPSERT_SQL if up.details is not None else _STATUS_SQL, params))
-    return await run_in_order(conn, statements)
+    changed = 0
+    upserts = list(invitation_upserts(events))
+    for creates, run in itertools.groupby(upserts, key=lambda up: up.details is not None):
+        batch = list(run)
+        if not creates:
+            changed += await _apply_status_run(conn, batch)
+            continue
+        statements: list[Statement] = []
+        for up in batch:
+            if up.details is None:  # pragma: no cover - the groupby key says it is set
+                continue
+            statements.append(
+                (
+                    _UPSERT_SQL,
+                    {
+                        "id": up.invitation_id,
+                        "org": up.organization_id,
+                        "at": up.at,
+                        "lsn": str(up.position.commit_lsn),
+                        "idx": up.position.idx,
+                        "status": up.status,
+                        "email": up.details.email,
+                        "role": up.details.role,
+                        "token_hash": up.details.token_hash,
+                        "expires_at": up.details.expires_at,
+                    },
+                )
+            )
+        changed += await run_in_order(conn, statements)
+    return changed
