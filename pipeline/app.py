@@ -174,6 +174,7 @@ def create_app(
         "handlers", runtime.handle, _stream_key, max_in_flight=HANDLER_MAX_IN_FLIGHT
     )
     edge = ConsumerEdge(app, source, project=runtime.project, handlers=handlers)
+    app.inbox = edge.inbox  # the consumer's fetch loop fills it (pipeline.consumer.fetching)
 
     async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return view.bytes(generate_latest(), content_type="text/plain; version=0.0.4")

@@ -13,13 +13,16 @@ import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import faust
 from faust.tables import TableManager
 
 from pipeline.config import Settings
 from replication import topics
+
+if TYPE_CHECKING:
+    from pipeline.consumer.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,9 @@ class PipelineApp(faust.App):
 
     #: Started with the app, alongside its consumer (see :meth:`on_first_start`).
     early_tasks: Sequence[BackgroundTask] = ()
+    #: Where the consumer's fetch loop delivers the source topic's records, a fetch at a
+    #: time (pipeline.consumer.inbox); None: Faust's own per-record delivery.
+    inbox: Inbox | None = None
 
     async def on_first_start(self) -> None:
         """Start the early tasks (the replication reader) as the app starts.

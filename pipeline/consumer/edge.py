@@ -5,16 +5,15 @@ microseconds of CPU per record per agent, three agents, so about three times Fau
 ceiling of ~13k records/s before any work was done (docs/benchmarks.md). The edge keeps
 what Faust is for here: the app and its lifecycle, the consumer group and its
 rebalances, the offsets it commits from the acked records, the flow control that
-suspends delivery during a rebalance and pauses fetching a partition whose records pile
-up. It drops the per-record machinery:
+suspends delivery during a rebalance. It drops the per-record machinery:
 
-- :class:`MessageTopic` is the source topic with a ``decode`` that hands Faust's
-  conductor the ``Message`` itself, so no ``Event`` is built; the conductor puts it into
-  the channel's queue (Faust's ``FlowControlQueue``: cleared on rebalance, its pressure
-  pausing the partition's fetch).
-- :func:`batches` waits for the first queued message and takes whatever else is queued
+- The consumer's fetch loop hands over each fetch whole, as Faust ``Message`` objects,
+  into the edge's :class:`~pipeline.consumer.inbox.Inbox` (:mod:`pipeline.consumer.inbox`:
+  no per-record task, conductor lock or ``Event``); the edge takes whatever waits there
   (up to ``max_batch``) without a window: quiet traffic pays no wait, busy traffic makes
-  large batches by itself.
+  large batches by itself. :class:`MessageTopic` is the source topic as Faust's
+  conductor subscribes it; should a record ever reach the conductor, its ``decode``
+  hands on the ``Message`` without building an ``Event``.
 - :class:`ConsumerEdge` routes each record once (:mod:`pipeline.consumer.router`): every
   record to the projection's lane (:mod:`pipeline.consumer.lane`), an initiated or a
   pending event also to the stream dispatcher (:mod:`pipeline.agents.dispatch`; streams
@@ -37,9 +36,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import faust
 from faust.types import Message
@@ -49,6 +48,7 @@ from pipeline.agents.dispatch import StreamDispatcher
 from pipeline.agents.routing import Routed, route
 from pipeline.agents.runtime import Record
 from pipeline.consumer.batching import InOrderAcks
+from pipeline.consumer.inbox import Inbox
 from pipeline.consumer.lane import ProjectionLane
 from pipeline.consumer.router import Completion, Effect, effects_for, handler_effect
 
@@ -91,23 +91,13 @@ def to_record(message: Message) -> Record:
     )
 
 
-async def batches(queue: asyncio.Queue[Any], max_batch: int) -> AsyncIterator[list[Any]]:
-    """What the queue holds, in batches of 1..max_batch, each as soon as it is non-empty."""
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    while True:
-        batch = [await queue.get()]
-        while len(batch) < max_batch and not queue.empty():
-            batch.append(queue.get_nowait())
-        yield batch
-
-
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
     """How much the edge takes and holds: a batch, the projection's queue, the handlers."""
 
     max_batch: int = 2000
     max_projection_pending: int = 10_000
+    max_inbox: int = 20_000
 
 
 class ConsumerEdge:
@@ -124,8 +114,9 @@ class ConsumerEdge:
     ) -> None:
         self._app = app
         # Iterating the topic registers it with the conductor, which subscribes the
-        # consumer to it and fills this channel's queue.
-        self._channel = cast(MessageTopic, topic.__aiter__())
+        # consumer to it; the consumer's fetch loop then fills the inbox with its records.
+        topic.__aiter__()
+        self.inbox = Inbox(topic.topics, limits.max_inbox)
         self._project = project
         self._handlers = handlers
         self._limits = limits
@@ -155,7 +146,8 @@ class ConsumerEdge:
             await completion.done(effect)
 
         try:
-            async for taken in batches(self._channel.queue, self._limits.max_batch):
+            while True:
+                taken = await self.inbox.take(self._limits.max_batch)
                 generation = app.consumer_generation_id
                 messages = [m for m in taken if m.generation_id == generation]
                 if not messages:

@@ -32,6 +32,8 @@ from typing import Any, Final
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from pipeline.consumer.inbox import drain_in_batches
+
 FETCH_MAX_WAIT_MS: Final = 10
 
 
@@ -74,6 +76,15 @@ class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _PromptConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's fetch loop, or, when the app has an inbox (``pipeline run``), the same
+        loop delivering a fetch at a time into it (:mod:`pipeline.consumer.inbox`)."""
+        inbox = getattr(self.app, "inbox", None)
+        if inbox is None:
+            await super()._drain_messages(fetcher)
+            return
+        await drain_in_batches(self, fetcher, inbox)
 
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """Faust's gap, without the offset of the record that revealed it.
