@@ -219,8 +219,9 @@ def decode_record(
     None in unit tests of the envelope alone); its :class:`ContractViolation` becomes a
     rejection whose detail names the offending JSON path.
     """
-    _check_headers(header_map(headers))
-    return decode_row(key, parse_value(value), headers, validate)
+    hmap = header_map(headers)
+    position = _check_headers(hmap)  # before the value: bad headers are named as such
+    return _decode(key, parse_value(value), headers, hmap, position, validate=validate)
 
 
 def _check_headers(hmap: Mapping[str, bytes]) -> Position:
@@ -253,7 +254,18 @@ def decode_row(
 ) -> DomainEvent:
     """:func:`decode_record` of a value already parsed (a claim check, resolved)."""
     hmap = header_map(headers)
-    position = _check_headers(hmap)
+    return _decode(key, row, headers, hmap, _check_headers(hmap), validate=validate)
+
+
+def _decode(
+    key: bytes | None,
+    row: dict[str, Any],
+    headers: Headers | None,
+    hmap: Mapping[str, bytes],
+    position: Position,
+    *,
+    validate: Validator | None,
+) -> DomainEvent:
     _check_envelope(row)
     routed_as = header_event_type(headers)
     if routed_as is not None and routed_as != row["event_type"]:

@@ -340,14 +340,19 @@ class AgentRuntime:
     async def project(self, records: Sequence[Record]) -> None:
         """Fold a batch into every projection and checkpoint it, in one transaction."""
         good: list[tuple[Record, dict[str, object]]] = []
+        consumed: list[Consumed] = []
         for record in records:
+            position: Position | None
             try:
-                good.append((record, (await self._decode(record)).as_row()))
+                event = await self._decode(record)
             except RecordRejected as exc:
                 await self._reject(record, exc)
-        checkpoints = checkpoints_for(
-            Consumed(r.topic, r.partition, r.offset, _position_or_none(r)) for r in records
-        )
+                position = _position_or_none(record)
+            else:
+                good.append((record, event.as_row()))
+                position = event.position
+            consumed.append(Consumed(record.topic, record.partition, record.offset, position))
+        checkpoints = checkpoints_for(consumed)
         applied = await effects.with_retries(
             "projection",
             f"apply a batch of {len(records)} ending at {records[-1].where}",

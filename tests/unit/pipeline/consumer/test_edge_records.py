@@ -8,7 +8,7 @@ from faust.types.tuples import Message
 
 from pipeline import events as ev
 from pipeline.agents.routing import route
-from pipeline.app import _record
+from pipeline.consumer.edge import to_record as _record
 
 VALUE = b'{"event_type": "organization.bootstrap.initiated"}'
 
