@@ -123,7 +123,14 @@ class ConsumerEdge:
 
     async def _ack(self, message: Message) -> None:
         app = self._app
-        if message.generation_id == app.consumer_generation_id and message.ack(app.consumer):
+        consumer = app.consumer
+        if message.generation_id != app.consumer_generation_id:
+            # Taken before a rebalance: delivered again from the committed offset, so not
+            # acked (an ack now could commit past records the new generation has not
+            # handled); no longer in flight either, or the next rebalance would wait for it.
+            consumer.unacked.discard(message)
+            return
+        if message.ack(consumer):
             app.sensors.on_message_out(message.tp, message.offset, message)
 
     async def run(self) -> None:
