@@ -37,12 +37,13 @@ TO_START = "commit → Temporal start (whole)"
 
 def intervals(times: Mapping[str, Mapping[str, float]]) -> dict[str, list[float]]:
     """Per interval label, the ms between consecutive stages of every bootstrap that has
-    both (pure). ``times`` maps a stage key of :data:`STAGES` to {bootstrap: POSIX s}."""
+    both (pure). ``times`` maps a stage key of :data:`STAGES` to {bootstrap: POSIX s}; only
+    the bootstraps with a commit time count (the load's, not the warm-up's)."""
     out: dict[str, list[float]] = {}
+    first = times.get("committed", {})
     for (prev, _), (key, label) in itertools.pairwise(STAGES):
         a, b = times.get(prev, {}), times.get(key, {})
-        out[label] = [(b[k] - a[k]) * 1000.0 for k in a if k in b]
-    first = times.get("committed", {})
+        out[label] = [(b[k] - a[k]) * 1000.0 for k in a if k in b and k in first]
     for end, label in (("start", TO_START), ("started_event", TOTAL)):
         last = times.get(end, {})
         out[label] = [(last[k] - first[k]) * 1000.0 for k in first if k in last]
