@@ -100,9 +100,10 @@ def drain_section(rounds: list[Round], bootstrap_every: int) -> list[str]:
         "(done: the broker's append time of its last record); a bare Faust agent "
         "(`bench/bare_agent.py`) drains that same topic (done: its last record received); "
         "`pipeline run` drains it end to end (done: the commit time of the last partition's "
-        'projection checkpoint past the sentinel). "After first" counts from the first '
-        "record out (the first append in Kafka; for the bare agent the first record "
-        'received), "from start" from the process\'s start. CPU is utime + stime of the '
+        'projection checkpoint past the sentinel). "After first" counts from the work\'s '
+        "start (the reader: its slot first seen streaming; the bare agent: its first record "
+        'received; `pipeline run`: the first append in its topic), "from start" from the '
+        "process's start. CPU is utime + stime of the "
         "process (`/proc/<pid>/stat`; the bare agent's own `process_time`), per event, from "
         "the first record out / including start-up. Load: the 1-minute load average before "
         "→ after each drain, on a 2-core machine shared with other work.",

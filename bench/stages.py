@@ -16,8 +16,12 @@ the percentiles), so the table shows the whole too.
 from __future__ import annotations
 
 import itertools
+import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from bench.report import fmt_ms, table
 from bench.stats import summarize
@@ -74,3 +78,30 @@ def stage_table(runs: Sequence[StageRun]) -> str:
     ]
     rows = [[label] + [_cell(r.samples.get(label, [])) for r in runs] for label in labels]
     return table(headers, rows)
+
+
+def runs_from_payload(payload: Mapping[str, Any]) -> list[StageRun]:
+    """The stage runs of a ``bench/results/e2e-*.json`` written by ``bench.run`` (pure)."""
+    out = []
+    for path in payload.get("paths", []):
+        if path.get("path") != "ours":
+            continue
+        load = path.get("load_average") or {}
+        text = f"{load['before']:.2f} → {load['after']:.2f}" if load else ""
+        out.append(StageRun(int(path.get("run", 1)), dict(path.get("stages", {})), text))
+    return sorted(out, key=lambda r: r.run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.stages RESULT.json``: the stage table of a kept result, again."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m bench.stages bench/results/e2e-<stamp>.json", file=sys.stderr)
+        return 2
+    payload = json.loads(Path(args[0]).read_text())
+    print(stage_table(runs_from_payload(payload)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

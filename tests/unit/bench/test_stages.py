@@ -94,3 +94,21 @@ def test_latency_rows_state_the_run_and_its_load() -> None:
     rows = e2e_report.latency_rows([_path("ours", 2, [10.0]), _path("listen", 1, [5.0])], 30)
     assert rows[0][:2] == ["1", "LISTEN/NOTIFY + worker"]
     assert all(r[-1] == "0.50 → 0.70" for r in rows)
+
+
+def test_the_stage_table_of_a_kept_result_json() -> None:
+    payload = {
+        "paths": [
+            {"path": "listen", "run": 1, "stages": {}},
+            {
+                "path": "ours",
+                "run": 2,
+                "stages": {stages.TOTAL: [5.0]},
+                "load_average": {"before": 1.0, "after": 2.5},
+            },
+            {"path": "ours", "run": 1, "stages": {stages.TOTAL: [7.0]}, "load_average": None},
+        ]
+    }
+    runs = stages.runs_from_payload(payload)
+    assert [(r.run, r.load) for r in runs] == [(1, ""), (2, "1.00 → 2.50")]
+    assert runs[1].samples[stages.TOTAL] == [5.0]
