@@ -253,6 +253,8 @@ async def run_path(
             started = await starts.start_times(
                 client, names.task_queue, expected, wait_s=opts.settle_seconds
             )
+            wanted_ids = [ev.workflow_id_for(b.org_id) for b in (*warm, *report.bootstraps)]
+            started.update(await starts.describe_missing(client, wanted_ids, started))
             log.info("path=%s started %d of %d workflows", path, len(started), expected)
             if pipeline is not None:
                 result.peak_rss_mib = peak_rss_mib(pipeline.pid)
