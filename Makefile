@@ -24,6 +24,9 @@ lint:
 
 # py-spy sampling the measured process inflates its latency tenfold (docs/benchmarks.md),
 # so `make bench` measures without it; `make bench BENCH_ARGS=` profiles as it measures.
+# Every path runs 3 times, interleaved, each goal judged on the worst run (bench/run.py):
+#   make bench BENCH_ARGS="--no-profile --runs 1"   one run, for quick iterations
+#   make bench BENCH_ARGS="--no-profile --full"     issue 17's loads, Temporal on PostgreSQL
 BENCH_ARGS ?= --no-profile
 bench: setup
 	@.venv/bin/python -m bench.run $(BENCH_ARGS)

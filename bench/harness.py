@@ -73,9 +73,13 @@ class Names:
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """The local services, started (idempotently) by :func:`ensure_services`."""
+    """The local services, started (idempotently) by :func:`ensure_services`.
+
+    ``temporal_address``, when set, replaces the dev server (``bench.temporal_postgres``:
+    Temporal's own server on PostgreSQL) for every client and child process."""
 
     layout: DevLayout
+    temporal_address: str | None = None
 
     @property
     def admin_dsn(self) -> str:
@@ -90,7 +94,7 @@ class Services:
 
     @property
     def temporal(self) -> str:
-        return self.layout.temporal_address
+        return self.temporal_address or self.layout.temporal_address
 
     def env(self, names: Names, **extra: str) -> dict[str, str]:
         """Environment of a child process pointed at this path's database and names."""
@@ -99,6 +103,7 @@ class Services:
         return {
             **os.environ,
             **self.layout.env(),
+            "PIPELINE_TEMPORAL_ADDRESS": self.temporal,
             "PIPELINE_DATABASE_URL": self.dsn(names.database),
             "PIPELINE_SLOT_NAME": names.slot,
             "PIPELINE_TOPIC": names.topic,

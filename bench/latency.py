@@ -39,6 +39,8 @@ from bench.harness import (
     wait_for_slot_active,
 )
 from bench.load import AfterCommit, Bootstrap, emit_bootstrap, steady_load
+from bench.runs import LoadAround, load1
+from bench.stages import intervals
 from bench.stats import latencies_ms, per_second
 from pipeline import events as ev
 
@@ -61,7 +63,9 @@ class PathResult:
     """Samples (ms) per metric, and what the path did under the load."""
 
     path: str
-    load: dict[str, float] = field(default_factory=dict)
+    run: int = 1
+    load: dict[str, float] = field(default_factory=dict)  # what the generator achieved
+    load_average: LoadAround | None = None  # 1-minute load average before -> after
     samples: dict[str, list[float]] = field(default_factory=dict)
     missing: dict[str, int] = field(default_factory=dict)
     starts_per_second: list[int] = field(default_factory=list)
@@ -69,6 +73,7 @@ class PathResult:
     peak_rss_mib: float | None = None
     cpu_seconds: float | None = None
     profile_file: str | None = None
+    stages: dict[str, list[float]] = field(default_factory=dict)  # ours: bench.stages
 
 
 @dataclass(slots=True)
@@ -143,6 +148,7 @@ def compute(
         metrics["commit_to_started_event"] = first_by_stream(ev.BOOTSTRAP_WORKFLOW_STARTED)
     if result.path == "ours":
         metrics["commit_to_pending_event"] = first_by_stream(ev.QUEUE_PENDING)
+        metrics["commit_to_claimed_event"] = first_by_stream(ev.QUEUE_CLAIMED)
         job_of_stream = {e.stream_id: e.event_id for e in commits.events if e.event_id in wanted}
         metrics["commit_to_projection_row"] = {
             org: commits.job_first_write[job]
@@ -153,6 +159,25 @@ def compute(
         samples, missing = latencies_ms(initiated, effects)
         result.samples[name] = samples
         result.missing[name] = missing
+    if result.path == "ours":
+        append_of = {a.event_id: a.appended for a in appended}
+        initiated_ids = {
+            e.stream_id: e.event_id
+            for e in commits.events
+            if e.event_type == ev.BOOTSTRAP_INITIATED and e.event_id in wanted
+        }
+        result.stages = intervals(
+            {
+                "committed": initiated,
+                "kafka": {
+                    org: append_of[eid] for org, eid in initiated_ids.items() if eid in append_of
+                },
+                "pending": metrics["commit_to_pending_event"],
+                "claimed": metrics["commit_to_claimed_event"],
+                "start": temporal,
+                "started_event": metrics["commit_to_started_event"],
+            }
+        )
     if appended:
         in_load = [a for a in appended if a.committed >= load_started]
         result.samples["commit_to_kafka"] = [(a.appended - a.committed) * 1000 for a in in_load]
@@ -161,10 +186,13 @@ def compute(
     result.starts_per_second = per_second(temporal.values(), load_started)
 
 
-async def run_path(svc: Services, path: str, spec: LoadSpec, opts: Options) -> PathResult:
+async def run_path(
+    svc: Services, path: str, spec: LoadSpec, opts: Options, run: int = 1
+) -> PathResult:
     """One path under the steady load; returns its samples."""
     names = Names.fresh(f"lat_{path}")
-    result = PathResult(path)
+    result = PathResult(path, run)
+    before = load1()
     procs: list[subprocess.Popen[bytes]] = []
     spy: subprocess.Popen[bytes] | None = None
     log.info("latency path=%s db=%s task_queue=%s", path, names.database, names.task_queue)
@@ -225,6 +253,8 @@ async def run_path(svc: Services, path: str, spec: LoadSpec, opts: Options) -> P
             started = await starts.start_times(
                 client, names.task_queue, expected, wait_s=opts.settle_seconds
             )
+            wanted_ids = [ev.workflow_id_for(b.org_id) for b in (*warm, *report.bootstraps)]
+            started.update(await starts.describe_missing(client, wanted_ids, started))
             log.info("path=%s started %d of %d workflows", path, len(started), expected)
             if pipeline is not None:
                 result.peak_rss_mib = peak_rss_mib(pipeline.pid)
@@ -234,6 +264,7 @@ async def run_path(svc: Services, path: str, spec: LoadSpec, opts: Options) -> P
             commits = await asyncio.to_thread(probe.read_slot, dsn, names.probe_slot)
             appended = await topics.read_all(svc.kafka, names.topic) if path == "ours" else []
             compute(result, commits, report.bootstraps, started, appended, load_started)
+            result.load_average = LoadAround(before, load1())
         finally:
             profiling.stop(spy)
             for proc in procs:

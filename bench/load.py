@@ -16,7 +16,6 @@ import itertools
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -171,56 +170,3 @@ def bootstrap_backlog(dsn: str, count: int, source: str = "bench-backlog") -> li
             event_id = emit_sync(conn, event)
             out.append(Bootstrap(str(event.stream_id), str(event_id), dict(event.event_data)))
     return out
-
-
-_FILL_PROCEDURE = """
-CREATE PROCEDURE pg_temp.bench_fill(p_first bigint, p_last bigint, p_streams int)
-LANGUAGE plpgsql AS $$
-DECLARE
-    i bigint;
-    s uuid;
-BEGIN
-    FOR i IN p_first..p_last LOOP
-        s := md5('bench-stream-' || (i % p_streams))::uuid;
-        IF i % 10 = 0 THEN
-            INSERT INTO domain_events (stream_id, stream_type, stream_version, event_type,
-                                       event_data, event_metadata)
-            VALUES (s, 'organization', i / p_streams + 1, 'workflow.queue.completed',
-                    jsonb_build_object('job_id', md5('job-' || i)::uuid,
-                                       'workflow_id', 'org-bootstrap-' || s),
-                    '{"source": "bench"}');
-        ELSE
-            INSERT INTO domain_events (stream_id, stream_type, stream_version, event_type,
-                                       event_data, event_metadata)
-            VALUES (s, 'organization', i / p_streams + 1, 'invitation.email.sent',
-                    jsonb_build_object('invitation_id', md5('inv-' || i)::uuid,
-                                       'email', 'user' || i || '@bench.test'),
-                    '{"source": "bench"}');
-        END IF;
-        COMMIT;
-    END LOOP;
-END;
-$$
-"""
-
-
-def _fill_part(dsn: str, first: int, last: int, streams: int) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(_FILL_PROCEDURE)
-        conn.execute("CALL pg_temp.bench_fill(%s, %s, %s)", (first, last, streams))
-
-
-def event_backlog(dsn: str, count: int, sessions: int = 2, streams: int = 1000) -> int:
-    """Commit ``count`` single-row transactions server-side; returns how many of them are
-    ``workflow.queue.completed`` (each one a queue projection row), the rest being
-    ``invitation.email.sent``."""
-    bounds = [count * k // sessions for k in range(sessions + 1)]
-    with ThreadPoolExecutor(sessions) as pool:
-        futures = [
-            pool.submit(_fill_part, dsn, bounds[k], bounds[k + 1] - 1, streams)
-            for k in range(sessions)
-            if bounds[k + 1] > bounds[k]
-        ]
-        for fut in futures:
-            fut.result()
-    return len(range(0, count, 10))

@@ -53,18 +53,3 @@ def per_second_lines(
         if values:
             ax.plot(range(len(values)), values, label=label)
     return _save(fig, ax, ("seconds since the load started", ylabel, title), "best", out)
-
-
-def drain_progress(progress: Sequence[tuple[float, int, int]], total: int, out: Path) -> Path:
-    """Backlog drain: events in Kafka and events folded by the projection, over time."""
-    fig, ax = plt.subplots(figsize=_SIZE, dpi=_DPI)
-    ts = [p[0] for p in progress]
-    ax.plot(ts, [p[1] for p in progress], label="in Kafka (reader acked)")
-    ax.plot(ts, [p[2] for p in progress], label="folded (projection checkpoint)")
-    ax.axhline(total, color="grey", linestyle=":", linewidth=1)
-    labels = (
-        "seconds since `pipeline run` started",
-        "events",
-        f"Backlog of {total:,} events drained end to end",
-    )
-    return _save(fig, ax, labels, "lower right", out)

@@ -8,8 +8,10 @@ replacement stops at it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from bench.runs import Verdict
 
 HEADING = "## End to end: latency and throughput against the replaced designs"
 START = "<!-- bench:latency:start -->"
@@ -67,3 +69,12 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def machine_table(machine: Mapping[str, str]) -> str:
     return table(["", ""], [[k, v] for k, v in machine.items()])
+
+
+def verdict_table(verdicts: Sequence[Verdict]) -> str:
+    """Goals judged on the worst run: every run's value, the worst, met or missed."""
+    rows = [
+        [v.goal, ", ".join(v.text(x) for x in v.values), v.text(v.worst), goal_mark(v.met)]
+        for v in verdicts
+    ]
+    return table(["goal (worst of the runs)", "each run", "worst", ""], rows)

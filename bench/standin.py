@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from typing import Any
 
 from temporalio import workflow
 from temporalio.client import Client
@@ -27,7 +28,9 @@ class StandInBootstrapWorkflow:
     """Accepts the bootstrap input and completes."""
 
     @workflow.run
-    async def run(self, request: dict[str, object]) -> str:
+    async def run(self, request: dict[str, Any]) -> str:
+        # dict[str, Any], not dict[str, object]: temporalio cannot decode a payload into
+        # ``object`` ("Unserializable type"), so the workflow task failed and was retried.
         return str(request.get("org_id", ""))
 
 

@@ -73,3 +73,22 @@ async def start_times(
 async def server_version(client: Client) -> str:
     info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
     return str(info.server_version)
+
+
+async def describe_missing(
+    client: Client, workflow_ids: list[str], found: Mapping[str, float]
+) -> dict[str, float]:
+    """Start times of the ``workflow_ids`` a visibility listing did not return, asked one
+    by one (``DescribeWorkflowExecution`` reads the execution itself, not the eventually
+    consistent visibility store, whose queries a busy dev server times out). A workflow
+    that does not exist is left out: it was really not started."""
+    out: dict[str, float] = {}
+    for wid in workflow_ids:
+        if wid in found:
+            continue
+        try:
+            description = await client.get_workflow_handle(wid).describe()
+        except RPCError:
+            continue
+        out[wid] = description.start_time.timestamp()
+    return out

@@ -114,3 +114,45 @@ async def read_all(bootstrap: str, topic: str) -> list[Appended]:
     finally:
         await consumer.stop()
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """How many records a topic holds and when the broker appended the first and last."""
+
+    records: int
+    first_appended: float
+    last_appended: float
+
+
+async def span(bootstrap: str, topic: str) -> Span:
+    """Count every committed record of ``topic`` and its first and last append time
+    (``LogAppendTime``, POSIX s): when a drain's first record came out and when its
+    writer was really done, whatever the polling interval of whoever watched it."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    count, first, last = 0, float("inf"), 0.0
+    try:
+        parts = [TopicPartition(topic, p) for p in range(await partition_count(bootstrap, topic))]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        remaining = {tp for tp in parts if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=20000)
+            for records in batch.values():
+                count += len(records)
+                if records:
+                    first = min(first, records[0].timestamp / 1000.0)
+                    last = max(last, records[-1].timestamp / 1000.0)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return Span(count, first if count else 0.0, last)

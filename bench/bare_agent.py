@@ -1,0 +1,66 @@
+"""A bare Faust app with one agent that counts a topic's records and does nothing else.
+
+    python -m bench.bare_agent KAFKA TOPIC GROUP EXPECTED RESULT_FILE DATA_DIR
+
+The ceiling Faust itself sets on a drain here: the same library, the same topic content
+as the pipeline's (raw bytes, as the reader wrote them), one agent (concurrency 1)
+iterating ``stream.events()``, each event acked by Faust as the next one is taken (its
+default), no work per record. Once ``EXPECTED`` records have arrived it writes
+``{"first": t, "done": t, "records": n, "cpu_seconds": s}`` (``time.time()`` of the first
+and the last record, the process's CPU time at the last; and ``cpu_at_first``) to ``RESULT_FILE`` and stops itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import faust
+
+
+def main(argv: list[str]) -> None:
+    kafka, topic_name, group, expected_s, result_file, data_dir = argv
+    expected = int(expected_s)
+    Path(data_dir).parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    app = faust.App(
+        group,
+        broker=f"kafka://{kafka}",
+        store="memory://",
+        datadir=data_dir,
+        web_enabled=False,
+        topic_partitions=8,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+    )
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    state = {"n": 0, "first": 0.0, "cpu_first": 0.0}
+
+    async def count(stream: faust.StreamT[bytes]) -> None:
+        async for _event in stream.events():
+            if state["n"] == 0:
+                state["first"] = time.time()
+                state["cpu_first"] = time.process_time()
+            state["n"] += 1
+            if state["n"] == expected:
+                result = {
+                    "first": state["first"],
+                    "done": time.time(),
+                    "records": state["n"],
+                    "cpu_seconds": time.process_time(),  # every thread of this process
+                    "cpu_at_first": state["cpu_first"],
+                }
+                # Once, at the end: nothing else runs on this loop any more.
+                Path(result_file).write_text(json.dumps(result))  # noqa: ASYNC240
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    app.agent(topic, name="bench.bare_count", concurrency=1)(count)
+    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

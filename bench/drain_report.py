@@ -1,0 +1,126 @@
+"""The markdown of the drain rounds (:mod:`bench.drain`): every run and the ratios; the goals
+judged on the worst run (:func:`verdicts`, shown in the section's goal table). Pure (unit-tested in tests/unit/bench/test_drain_report.py)."""
+
+from __future__ import annotations
+
+from bench.drain import Round
+from bench.report import table
+from bench.runs import Verdict, judge_at_least
+from bench.stats import ratio
+
+GOAL_DRAIN_EPS = 10_000.0
+GOAL_BARE_RATIO = 0.75
+LABELS = {
+    "reader": "`pipeline reader` alone (WAL → Kafka)",
+    "bare": "bare Faust: one agent, `stream.events()`, acks only",
+    "ours": "`pipeline run` (WAL → Kafka → agents → projections committed)",
+}
+
+
+def _rate(value: float | None) -> str:
+    return "did not finish" if value is None else f"{value:,.0f}"
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def run_ratios(rnd: Round) -> tuple[float | None, float | None]:
+    """(ours / bare Faust, ours / reader alone) of one round, on the rates after the first
+    record out; None where a side is missing or did not finish."""
+    rates = {k: d.rate_after_first for k, d in rnd.drains.items()}
+    ours = rates.get("ours")
+    if ours is None:
+        return None, None
+    bare, reader = rates.get("bare"), rates.get("reader")
+    return (
+        ratio(ours, bare) if bare is not None else None,
+        ratio(ours, reader) if reader is not None else None,
+    )
+
+
+def verdicts(rounds: list[Round]) -> list[Verdict]:
+    """The two drain goals of issue 17, each on the worst round."""
+    ours = [r.drains["ours"].rate_after_first if "ours" in r.drains else None for r in rounds]
+    vs_bare = [run_ratios(r)[0] for r in rounds]
+    return [
+        judge_at_least(
+            f"end-to-end drain >= {GOAL_DRAIN_EPS:,.0f} events/s", ours, GOAL_DRAIN_EPS, "/s"
+        ),
+        judge_at_least(
+            f"end-to-end drain >= {GOAL_BARE_RATIO}x the bare Faust agent",
+            vs_bare,
+            GOAL_BARE_RATIO,
+            "x",
+        ),
+    ]
+
+
+def _row(rnd: Round, kind: str) -> list[str]:
+    d = rnd.drains[kind]
+    unfinished = ""
+    if not d.complete:
+        unfinished = f" (**did not finish** in {d.seconds_from_start:.0f} s"
+        if d.covered_at_limit is not None:
+            unfinished += f"; at most {d.covered_at_limit:,} records folded"
+        unfinished += ")"
+    return [
+        str(rnd.run),
+        LABELS[kind] + unfinished,
+        _rate(d.rate_after_first),
+        _rate(d.rate),
+        f"{d.seconds_after_first:.1f} / {d.seconds_from_start:.1f}",
+        f"{_us(d.cpu_us_per_event_after_first)} / {_us(d.cpu_us_per_event)}",
+        "-" if d.peak_rss_mib is None else f"{d.peak_rss_mib:.0f}",
+        d.load.text() if d.load else "-",
+    ]
+
+
+def drain_section(rounds: list[Round], bootstrap_every: int) -> list[str]:
+    """The event-drain part of the end-to-end section (markdown lines)."""
+    if not rounds:
+        return []
+    n = rounds[0].events
+    rows = [
+        _row(r, kind) for r in rounds for kind in ("reader", "bare", "ours") if kind in r.drains
+    ]
+    ratio_rows = [[str(r.run), _x(run_ratios(r)[0]), _x(run_ratios(r)[1])] for r in rounds]
+    fills = ", ".join(f"{r.fill_seconds:.0f} s" for r in rounds)
+    return [
+        f"**Backlog drain.** Each run commits {n:,} events through `api.emit_domain_event`, "
+        f"one per transaction ({rounds[0].bootstraps:,} bootstraps, one in "
+        f"{bootstrap_every:,}; one in ten `workflow.queue.completed`; the rest "
+        "`invitation.email.sent`), then a sentinel transaction with an event on every "
+        "partition, into a fresh database whose two slots predate the backlog (fill times: "
+        f"{fills}). Then, in this order: the reader alone drains it into a topic of its own "
+        "(done: the broker's append time of its last record); a bare Faust agent "
+        "(`bench/bare_agent.py`) drains that same topic (done: its last record received); "
+        "`pipeline run` drains it end to end (done: the commit time of the last partition's "
+        'projection checkpoint past the sentinel). "After first" counts from the work\'s '
+        "start (the reader: its slot first seen streaming; the bare agent: its first record "
+        'received; `pipeline run`: the first append in its topic), "from start" from the '
+        "process's start. CPU is utime + stime of the "
+        "process (`/proc/<pid>/stat`; the bare agent's own `process_time`), per event, from "
+        "the first record out / including start-up. Load: the 1-minute load average before "
+        "→ after each drain, on a 2-core machine shared with other work.",
+        "",
+        table(
+            [
+                "run",
+                "drain",
+                "events/s after first",
+                "events/s from start",
+                "seconds (after first / from start)",
+                "CPU µs/event (after first / all)",
+                "peak RSS MiB",
+                "load 1 min",
+            ],
+            rows,
+        ),
+        "",
+        table(["run", "ours / bare Faust", "ours / reader alone"], ratio_rows),
+    ]
