@@ -1,4 +1,4 @@
-"""Per-partition checkpoints of the projection agent (table ``pipeline_checkpoints``).
+"""Per-partition checkpoints of the projection (table ``pipeline_checkpoints``).
 
 Written in the same transaction as the projection rows of the batch they cover, so the
 checkpoint says exactly what is applied (DESIGN.md invariant 3). ``kafka_offset`` is the
@@ -8,7 +8,7 @@ change nothing, so the stored one stays.
 
 Nothing in ``pipeline run`` reads a checkpoint back: Faust resumes from the consumer
 group's committed offsets. The table is the record of what the projection applied, read
-by ``bench/throughput.py`` (its end point) and ``tests/integration/test_agents.py``.
+by ``bench/drain.py`` (its end point) and ``tests/integration/test_agents.py``.
 """
 
 from __future__ import annotations
