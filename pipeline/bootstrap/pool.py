@@ -10,11 +10,14 @@ A connection goes back to the pool only when the block using it ended without an
 and it is idle; any failure closes it. A connection-level failure (``OperationalError``)
 also closes every idle one: after a database restart they are all stale, and the
 activity's retry should get a fresh connection, not the next stale one. Idle
-connections older than ``max_idle_s`` are closed rather than reused.
+connections older than ``max_idle_s`` are closed rather than reused. At most ``max_size``
+connections are open at once (a borrower waits for one to come back), so a burst of
+activities cannot exhaust the server's ``max_connections``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,13 +30,13 @@ Connection = psycopg.AsyncConnection[TupleRow]
 
 
 class ConnectionPool:
-    """Up to ``max_idle`` idle connections to ``dsn``, opened on demand."""
+    """Up to ``max_size`` connections to ``dsn``, opened on demand and kept while idle."""
 
-    def __init__(self, dsn: str, *, max_idle: int = 8, max_idle_s: float = 60.0) -> None:
+    def __init__(self, dsn: str, *, max_size: int = 10, max_idle_s: float = 60.0) -> None:
         self._dsn = dsn
-        self._max_idle = max_idle
         self._max_idle_s = max_idle_s
         self._idle: list[tuple[float, Connection]] = []
+        self._slots = asyncio.Semaphore(max_size)
 
     @property
     def idle(self) -> int:
@@ -54,24 +57,21 @@ class ConnectionPool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         """A connection for the block; back to the pool if the block ended cleanly."""
-        conn = await self._take()
-        try:
-            yield conn
-        except psycopg.OperationalError:
-            await conn.close()
-            await self.close()
-            raise
-        except BaseException:
-            await conn.close()
-            raise
-        if (
-            not conn.closed
-            and conn.info.transaction_status == TransactionStatus.IDLE
-            and len(self._idle) < self._max_idle
-        ):
-            self._idle.append((time.monotonic(), conn))
-        else:
-            await conn.close()
+        async with self._slots:
+            conn = await self._take()
+            try:
+                yield conn
+            except psycopg.OperationalError:
+                await conn.close()
+                await self.close()
+                raise
+            except BaseException:
+                await conn.close()
+                raise
+            if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+                self._idle.append((time.monotonic(), conn))
+            else:
+                await conn.close()
 
     async def close(self) -> None:
         """Close every idle connection (borrowed ones close when given back)."""

@@ -4,6 +4,8 @@ the connections a borrow gets a fresh one. Backend pids tell connections apart."
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 
@@ -51,3 +53,32 @@ async def test_reuse_failure_and_a_dropped_server_connection(fresh_db: str) -> N
     finally:
         await pool.close()
     assert pool.idle == 0
+
+
+async def test_at_most_max_size_connections_are_open(fresh_db: str) -> None:
+    pool = ConnectionPool(fresh_db, max_size=2)
+    release = asyncio.Event()
+    holding = 0
+    most = 0
+
+    async def hold() -> None:
+        nonlocal holding, most
+        async with pool.connection():
+            holding += 1
+            most = max(most, holding)
+            await release.wait()
+            holding -= 1
+
+    try:
+        tasks = [asyncio.create_task(hold()) for _ in range(5)]
+        async with asyncio.timeout(30):
+            while holding < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # the other three wait for a slot
+        assert holding == 2
+        release.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(*tasks)
+        assert most == 2 and pool.idle == 2
+    finally:
+        await pool.close()
