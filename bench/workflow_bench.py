@@ -15,6 +15,10 @@ Every time is PostgreSQL's commit timestamp of the event's transaction
 consecutive events of the chain (commit timestamps), and from Temporal's own history of a
 sample of the steady phase's workflows the p50 time of each history event since the
 execution started (activities scheduled/started/completed, workflow tasks, markers).
+CPU per bootstrap: each process's CPU time over the phase divided by its bootstraps (the
+worker, ``pipeline run``, and this checkout's Temporal, Kafka and PostgreSQL with its
+backends); the services' idle work over the phase is included, so a slower phase shows
+them dearer.
 
     .venv/bin/python -m bench.workflow_bench [--backlog 300] [--rate 5] [--seconds 30]
 """
