@@ -36,6 +36,7 @@ from pipeline.bootstrap.inputs import (
     StepInput,
 )
 from pipeline.bootstrap.messages import render_invitation_email
+from pipeline.bootstrap.pool import ConnectionPool
 from pipeline.bootstrap.providers.dns import DnsProvider
 from pipeline.bootstrap.providers.email import EmailProvider
 from pipeline.bootstrap.settings import BootstrapSettings
@@ -83,9 +84,15 @@ def _str(data: Mapping[str, object], key: str) -> str:
 class BootstrapActivities:
     """The activities, bound to the worker's settings and providers."""
 
-    def __init__(self, settings: BootstrapSettings, dns: DnsProvider, email: EmailProvider) -> None:
+    def __init__(
+        self,
+        settings: BootstrapSettings,
+        dns: DnsProvider,
+        email: EmailProvider,
+        pool: ConnectionPool | None = None,
+    ) -> None:
         self._settings = settings
-        self._dsn = settings.database_url.get_secret_value()
+        self._pool = pool or ConnectionPool(settings.database_url.get_secret_value())
         self._dns = dns
         self._email = email
 
@@ -156,7 +163,7 @@ class BootstrapActivities:
             },
         )
         with _classified():
-            ids = await store.emit_events(self._dsn, [event])
+            ids = await store.emit_events(self._pool, [event])
         logger.info(
             "workflow started recorded workflow_id=%s run_id=%s",
             step.workflow_id,
@@ -177,7 +184,7 @@ class BootstrapActivities:
         data = {"name": request.name, "subdomain": request.subdomain}
         with _classified():
             ids = await store.emit_events(
-                self._dsn, [self._event(request.step, ev.ORGANIZATION_CREATED, data)]
+                self._pool, [self._event(request.step, ev.ORGANIZATION_CREATED, data)]
             )
         logger.info("organization created workflow_id=%s", request.step.workflow_id)
         return str(ids[0])
@@ -206,7 +213,7 @@ class BootstrapActivities:
                 "record_id": result.record_id,
             }
             await store.emit_events(
-                self._dsn, [self._event(request.step, ev.DNS_RECORD_CREATED, data)]
+                self._pool, [self._event(request.step, ev.DNS_RECORD_CREATED, data)]
             )
         logger.info(
             "dns record created workflow_id=%s fqdn=%s record_id=%s",
@@ -237,7 +244,7 @@ class BootstrapActivities:
         }
         event = self._event(request.step, ev.USER_INVITED, data, request.admin.email.lower())
         with _classified():
-            stored = await store.emit_and_read(self._dsn, event)
+            stored = await store.emit_and_read(self._pool, event)
         return Invitation(
             invitation_id=_str(stored, "invitation_id"),
             email=_str(stored, "email"),
@@ -275,7 +282,7 @@ class BootstrapActivities:
             inv.invitation_id,
         )
         with _classified():
-            if await store.find_by_key(self._dsn, event.idempotency_key) is not None:
+            if await store.find_by_key(self._pool, event.idempotency_key) is not None:
                 return False
             token = self._token(inv)
             message = render_invitation_email(
@@ -286,7 +293,7 @@ class BootstrapActivities:
                 accept_url=self._settings.accept_url(request.fqdn, token),
             )
             await self._email.send(message)
-            await store.emit_events(self._dsn, [event])
+            await store.emit_events(self._pool, [event])
         logger.info(
             "invitation sent workflow_id=%s invitation_id=%s provider=%s",
             request.step.workflow_id,
@@ -304,7 +311,7 @@ class BootstrapActivities:
         """
         prefix = idempotency_key(request.step.workflow_id, f"{ev.USER_INVITED}:")
         with _classified():
-            invited = await store.find_by_key_prefix(self._dsn, request.step.org_id, prefix)
+            invited = await store.find_by_key_prefix(self._pool, request.step.org_id, prefix)
             ids = [_str(data, "invitation_id") for data in invited]
             revocations = [
                 self._event(
@@ -315,7 +322,7 @@ class BootstrapActivities:
                 )
                 for inv_id in ids
             ]
-            await store.emit_events(self._dsn, revocations)
+            await store.emit_events(self._pool, revocations)
         logger.info(
             "invitations revoked workflow_id=%s count=%d", request.step.workflow_id, len(ids)
         )
@@ -334,12 +341,12 @@ class BootstrapActivities:
             if record_id is None:
                 # An earlier attempt may have deleted it and failed before emitting.
                 created_key = idempotency_key(step.workflow_id, ev.DNS_RECORD_CREATED)
-                created = await store.find_by_key(self._dsn, created_key)
+                created = await store.find_by_key(self._pool, created_key)
                 record_id = None if created is None else _str(created, "record_id")
             if record_id is None:
                 return None
             data = {"fqdn": request.fqdn, "record_id": record_id, "reason": request.reason}
-            await store.emit_events(self._dsn, [self._event(step, ev.DNS_RECORD_REMOVED, data)])
+            await store.emit_events(self._pool, [self._event(step, ev.DNS_RECORD_REMOVED, data)])
         logger.info("dns record removed workflow_id=%s fqdn=%s", step.workflow_id, request.fqdn)
         return record_id
 
@@ -371,5 +378,5 @@ class BootstrapActivities:
                 ),
             ]
         with _classified():
-            await store.emit_events(self._dsn, pair)
+            await store.emit_events(self._pool, pair)
         logger.info("bootstrap %s workflow_id=%s", request.status, step.workflow_id)

@@ -14,6 +14,9 @@ provider call is keyed too), so a retried attempt adds nothing.
 Temporal's SDK sends at most one heartbeat per 0.8 x the heartbeat timeout (it keeps
 the latest and sends it when that interval ends), so the frequent local calls cost no
 extra requests.
+
+Local activities (the workflow's short event-store writes) do not heartbeat: they run
+inside a workflow task, and a lost worker's task is retried from the history.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ async def _beat() -> None:
 
 class _Heartbeating(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        if activity.info().is_local:
+            # A local activity runs inside its workflow task and cannot heartbeat; a lost
+            # worker's task is retried from the history, and the activity with it.
+            return await super().execute_activity(input)
         beating = asyncio.create_task(_beat())  # copies the activity's context
         try:
             return await super().execute_activity(input)

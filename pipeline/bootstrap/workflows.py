@@ -18,15 +18,28 @@ record); the organization itself is kept, marked failed by the failed event.
 
 Every activity has a heartbeat timeout (pipeline/bootstrap/heartbeat.py): an attempt on a
 worker that died is retried after seconds, not after its start-to-close timeout.
+
+The event-store steps (record the start, validate, create the organization, invite each
+admin, revoke the invitations, record the outcome) run as *local* activities: in the
+worker that runs the workflow task, their results recorded as markers when the task
+completes, without the three server round trips (schedule, dispatch, complete) of a
+regular activity each. They are short writes, keyed like every other event, so a rerun
+after a lost worker (the workflow task is retried from the history) adds nothing. The
+provider calls (DNS, email), which may take long and must heartbeat, stay regular
+activities. Workflows begun before this (no ``LOCAL_STORE_PATCH`` marker in their
+history) replay and finish on the regular-activity path they started on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import TimeoutError as StepTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pipeline.bootstrap.activities import INVALID_INPUT, BootstrapActivities
@@ -66,12 +79,20 @@ _STARTED_RETRY = RetryPolicy(
 # Workflows started before this step existed replay without it (their starter records
 # the start); see temporalio's workflow.patched.
 RECORD_STARTED_PATCH = "record-workflow-started"
+# Workflows started before the event-store steps became local activities replay with
+# regular ones (see the module's docstring).
+LOCAL_STORE_PATCH = "local-store-activities"
 _MAX_REASON = 2000
 _COMPENSATED_STAGES = {
     "dns": ("dns",),
     "invitations": ("invitations", "dns"),
     "email": ("invitations", "dns"),
 }
+
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+_Step = Callable[[BootstrapActivities, ArgT], Awaitable[ResultT]]
 
 
 def _policy(tuning: RetryTuning, maximum_attempts: int) -> RetryPolicy:
@@ -83,8 +104,14 @@ def _policy(tuning: RetryTuning, maximum_attempts: int) -> RetryPolicy:
     )
 
 
-def _reason(err: ActivityError) -> str:
-    cause = err.cause
+# How a step's failure reaches the workflow: a regular activity's as ActivityError (the
+# cause inside); a local activity's that will not be retried again also unwrapped, as the
+# ApplicationError (or TimeoutError) itself.
+StepFailure = (ActivityError, ApplicationError, StepTimeoutError)
+
+
+def _reason(err: FailureError) -> str:
+    cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, ApplicationError):
         reason = f"{cause.type}: {cause.message}" if cause.type else cause.message
     elif cause is not None:
@@ -101,6 +128,7 @@ class OrganizationBootstrapWorkflow:
 
     def __init__(self) -> None:
         self._stage = "validation"
+        self._local = False
         # Production defaults until the first activity returns the worker's tuning; they
         # matter only when that activity fails (the failure is then recorded with them).
         self._tune(RetryTuning())
@@ -118,6 +146,26 @@ class OrganizationBootstrapWorkflow:
         # the event store can stop it from being written.
         self._outcome_retry = _policy(tuning, 0)
 
+    async def _store_step(
+        self,
+        step: _Step[ArgT, ResultT],
+        arg: ArgT,
+        start_to_close: timedelta,
+        retry: RetryPolicy,
+    ) -> ResultT:
+        """An event-store step: a local activity, or a regular one on the old path."""
+        if self._local:
+            return await workflow.execute_local_activity_method(
+                step, arg, start_to_close_timeout=start_to_close, retry_policy=retry
+            )
+        return await workflow.execute_activity_method(
+            step,
+            arg,
+            start_to_close_timeout=start_to_close,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=retry,
+        )
+
     @workflow.run
     async def run(self, request: BootstrapInput) -> BootstrapResult:
         """Run the bootstrap; returns its result whether it completed or failed."""
@@ -129,35 +177,30 @@ class OrganizationBootstrapWorkflow:
         fqdn: str | None = None
         invitations: list[Invitation] = []
         sent = 0
+        self._local = workflow.patched(LOCAL_STORE_PATCH)
         try:
             if request.pending_event_id and workflow.patched(RECORD_STARTED_PATCH):
-                await workflow.execute_activity_method(
+                await self._store_step(
                     BootstrapActivities.record_started,
                     StartedInput(
                         step=step,
                         pending_event_id=request.pending_event_id,
                         claimed_event_id=request.claimed_event_id,
                     ),
-                    start_to_close_timeout=_STARTED_TIMEOUT,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=_STARTED_RETRY,
+                    _STARTED_TIMEOUT,
+                    _STARTED_RETRY,
                 )
-            plan = await workflow.execute_activity_method(
-                BootstrapActivities.prepare,
-                request,
-                start_to_close_timeout=_PREPARE_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=_PREPARE_RETRY,
+            plan = await self._store_step(
+                BootstrapActivities.prepare, request, _PREPARE_TIMEOUT, _PREPARE_RETRY
             )
             self._tune(plan.tuning)
             fqdn = plan.fqdn
             self._stage = "organization"
-            await workflow.execute_activity_method(
+            await self._store_step(
                 BootstrapActivities.create_organization,
                 OrganizationInput(step=step, name=request.name, subdomain=request.subdomain),
-                start_to_close_timeout=self._timeout,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=self._store_retry,
+                self._timeout,
+                self._store_retry,
             )
             self._stage = "dns"
             await workflow.execute_activity_method(
@@ -171,12 +214,11 @@ class OrganizationBootstrapWorkflow:
             # failure leaves no sibling activity running while compensation starts.
             self._stage = "invitations"
             for admin in plan.admins:
-                invitation = await workflow.execute_activity_method(
+                invitation = await self._store_step(
                     BootstrapActivities.invite_user,
                     InviteInput(step=step, admin=admin),
-                    start_to_close_timeout=self._timeout,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=self._store_retry,
+                    self._timeout,
+                    self._store_retry,
                 )
                 invitations.append(invitation)
             self._stage = "email"
@@ -191,7 +233,7 @@ class OrganizationBootstrapWorkflow:
                     retry_policy=self._provider_retry,
                 )
                 sent += 1
-        except ActivityError as err:
+        except StepFailure as err:
             return await self._fail(step, fqdn, invitations, sent, err)
         self._stage = "completion"
         await self._record(OutcomeInput(step=step, status="completed"))
@@ -211,7 +253,7 @@ class OrganizationBootstrapWorkflow:
         fqdn: str | None,
         invitations: list[Invitation],
         sent: int,
-        err: ActivityError,
+        err: FailureError,
     ) -> BootstrapResult:
         stage = self._stage
         reason = _reason(err)
@@ -225,12 +267,11 @@ class OrganizationBootstrapWorkflow:
         for action in _COMPENSATED_STAGES.get(stage, ()):
             try:
                 if action == "invitations":
-                    revoked = await workflow.execute_activity_method(
+                    revoked = await self._store_step(
                         BootstrapActivities.revoke_invitations,
                         undo,
-                        start_to_close_timeout=self._timeout,
-                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                        retry_policy=self._store_retry,
+                        self._timeout,
+                        self._store_retry,
                     )
                     compensated.append(f"revoked {len(revoked)} invitation(s)")
                 else:
@@ -246,7 +287,7 @@ class OrganizationBootstrapWorkflow:
                         if record_id
                         else "no dns record to remove"
                     )
-            except ActivityError as comp_err:
+            except StepFailure as comp_err:
                 # Keep undoing the rest: one stuck provider must not leave the others.
                 errors.append(f"{action}: {_reason(comp_err)}")
         self._stage = "completion"
@@ -265,10 +306,6 @@ class OrganizationBootstrapWorkflow:
         )
 
     async def _record(self, outcome: OutcomeInput) -> None:
-        await workflow.execute_activity_method(
-            BootstrapActivities.record_outcome,
-            outcome,
-            start_to_close_timeout=self._timeout,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=self._outcome_retry,
+        await self._store_step(
+            BootstrapActivities.record_outcome, outcome, self._timeout, self._outcome_retry
         )

@@ -6,6 +6,7 @@ started as the starter does, and reads of what it stored and how often each acti
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import uuid
@@ -37,6 +38,7 @@ FAST = RetryTuning(
     start_to_close_timeout_ms=15_000,
 )
 RESULT_TIMEOUT = 120.0
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 class Mailbox:
@@ -161,12 +163,20 @@ def stored_events(dsn: str, org_id: str) -> list[tuple[str, dict[str, object]]]:
 async def attempts(
     handle: WorkflowHandle[OrganizationBootstrapWorkflow, BootstrapResult],
 ) -> dict[str, list[int]]:
-    """Activity type -> the attempt number each of its executions ended on (from history)."""
+    """Activity type -> the attempt number each of its executions ended on (from history).
+
+    A local activity's execution is the marker recorded when it ended, with its attempt.
+    """
     history = await handle.fetch_history()
     scheduled: dict[int, str] = {}
     result: dict[str, list[int]] = {}
     for event in history.events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
+        if event.HasField("marker_recorded_event_attributes"):
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == LOCAL_ACTIVITY_MARKER:
+                data = json.loads(marker.details["data"].payloads[0].data)
+                result.setdefault(data["activity_type"], []).append(int(data["attempt"]))
+        elif event.HasField("activity_task_scheduled_event_attributes"):
             attrs = event.activity_task_scheduled_event_attributes
             scheduled[event.event_id] = attrs.activity_type.name
         elif event.HasField("activity_task_started_event_attributes"):

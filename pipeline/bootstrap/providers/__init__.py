@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.bootstrap.pool import ConnectionPool
 from pipeline.bootstrap.providers.dns import CloudflareDnsProvider, DnsProvider, LocalDnsProvider
 from pipeline.bootstrap.providers.email import (
     EmailProvider,
@@ -12,10 +13,11 @@ from pipeline.bootstrap.settings import BootstrapSettings
 from pipeline.errors import ConfigError
 
 
-def build_dns_provider(settings: BootstrapSettings) -> DnsProvider:
-    """The DNS provider named by ``settings.dns_provider``."""
+def build_dns_provider(settings: BootstrapSettings, pool: ConnectionPool) -> DnsProvider:
+    """The DNS provider named by ``settings.dns_provider`` (``local`` borrows ``pool``'s
+    connections)."""
     if settings.dns_provider == "local":
-        return LocalDnsProvider(settings.database_url.get_secret_value())
+        return LocalDnsProvider(pool)
     if settings.cloudflare_api_token is None or settings.cloudflare_zone_id is None:
         raise ConfigError(
             "PIPELINE_CLOUDFLARE_API_TOKEN (Secret) and PIPELINE_CLOUDFLARE_ZONE_ID (ConfigMap) "

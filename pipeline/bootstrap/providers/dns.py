@@ -17,6 +17,7 @@ import httpx
 import psycopg
 
 from pipeline.bootstrap.errors import DnsProviderError
+from pipeline.bootstrap.pool import ConnectionPool
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +59,15 @@ class LocalDnsProvider:
 
     name = "local"
 
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
 
     async def create_record(
         self, fqdn: str, record_type: str, content: str, organization_id: str
     ) -> DnsRecord:
         """Insert the record unless the name exists; a name owned by another org is final."""
         try:
-            async with await psycopg.AsyncConnection.connect(self._dsn) as conn:
+            async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO dns_records (fqdn, record_type, content, organization_id) "
                     "VALUES (%s, %s, %s, %s) ON CONFLICT (fqdn) DO NOTHING",
@@ -95,7 +96,7 @@ class LocalDnsProvider:
     async def delete_record(self, fqdn: str, organization_id: str) -> str | None:
         """Delete the organization's row for ``fqdn``, if any."""
         try:
-            async with await psycopg.AsyncConnection.connect(self._dsn) as conn:
+            async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     "DELETE FROM dns_records WHERE fqdn = %s AND organization_id = %s "
                     "RETURNING record_id::text",

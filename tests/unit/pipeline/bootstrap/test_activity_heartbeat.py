@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,22 @@ def test_every_activity_of_the_workflow_has_the_heartbeat_timeout() -> None:
         keywords = {k.arg: k.value for k in call.keywords}
         assert "heartbeat_timeout" in keywords, ast.unparse(call)
         assert ast.unparse(keywords["heartbeat_timeout"]) == "HEARTBEAT_TIMEOUT"
+
+
+async def test_a_local_activity_does_not_heartbeat() -> None:
+    # A local activity runs inside its workflow task, which cannot carry heartbeats.
+    beats: list[tuple[Any, ...]] = []
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, is_local=True)
+    env.on_heartbeat = lambda *details: beats.append(details)
+    inner = _Activity()
+
+    async def run() -> str:
+        result: str = await _Heartbeating(inner).execute_activity(None)  # type: ignore[arg-type]
+        return result
+
+    task = asyncio.create_task(env.run(run))
+    await asyncio.sleep(HEARTBEAT_EVERY * 2.5)
+    inner.release.set()
+    assert await asyncio.wait_for(task, BOUND) == "done"
+    assert beats == []
