@@ -60,6 +60,10 @@ DATA_DIR_ENV: Final = "PIPELINE_DATA_DIR"
 # Handlers in flight: enough to overlap the start RPCs of many streams, few
 # enough not to flood Temporal with starts or queue long behind the agent's connection.
 HANDLER_MAX_IN_FLIGHT: Final = DEFAULT_MAX_IN_FLIGHT
+# Handler records submitted and unfinished before the edge waits: while Temporal is
+# unreachable the starts wait in their retries, and the edge keeps feeding the
+# projection (every other record) until this many bootstraps are waiting.
+HANDLER_MAX_WAITING: Final = 5_000
 # A consumer that died without leaving the group (SIGKILL, a lost node; and a static
 # member never leaves, even on SIGTERM) keeps its partitions until the broker has missed
 # its heartbeats for the session timeout. Faust's default of 60 s left a dead replica's
@@ -171,7 +175,11 @@ def create_app(
     # statements, which psycopg's connection lock runs one after the other, so concurrent
     # handlers never share a transaction; only the Temporal starts overlap.
     handlers = StreamDispatcher(
-        "handlers", runtime.handle, _stream_key, max_in_flight=HANDLER_MAX_IN_FLIGHT
+        "handlers",
+        runtime.handle,
+        _stream_key,
+        max_in_flight=HANDLER_MAX_IN_FLIGHT,
+        max_waiting=HANDLER_MAX_WAITING,
     )
     edge = ConsumerEdge(app, source, project=runtime.project, handlers=handlers)
     app.inbox = edge.inbox  # the consumer's fetch loop fills it (pipeline.consumer.fetching)

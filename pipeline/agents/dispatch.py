@@ -35,8 +35,11 @@ Done = Callable[[Exception | None], Awaitable[None]]
 class StreamDispatcher(Generic[R]):
     """Hands each record submitted to ``handle``: streams concurrently, each in order.
 
-    At most ``max_in_flight`` records are scheduled and unfinished at once, so many
-    streams do not open as many requests at once against PostgreSQL and Temporal.
+    At most ``max_in_flight`` records are handled at once, so many streams do not open as
+    many requests at once against PostgreSQL and Temporal; ``submit`` waits while
+    ``max_waiting`` (default: ``max_in_flight``) are submitted and unfinished. A larger
+    ``max_waiting`` lets the caller go on (the edge keeps feeding the projection) while
+    handlers wait out an outage, up to that bound.
     """
 
     def __init__(
@@ -47,14 +50,20 @@ class StreamDispatcher(Generic[R]):
         *,
         wants: Callable[[R], bool] | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_waiting: int | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        waiting = max_in_flight if max_waiting is None else max_waiting
+        if waiting < max_in_flight:
+            raise ValueError(f"max_waiting must be >= max_in_flight, got {waiting}")
         self.name = name
         self.max_in_flight = max_in_flight
         self._handle = handle
         self._key = key
         self._wants = wants
+        # Submitted and unfinished (submit waits beyond it), and handling at once.
+        self._admitted = asyncio.Semaphore(waiting)
         self._slots = asyncio.Semaphore(max_in_flight)
         # The last task of each stream, and every task not finished yet.
         self._tails: dict[Hashable, asyncio.Task[None]] = {}
@@ -63,8 +72,8 @@ class StreamDispatcher(Generic[R]):
     async def submit(self, item: R, done: Done) -> None:
         """Schedule item after the earlier items of its stream; ``done(error)`` follows it.
 
-        Returns once item is scheduled: at once, or after waiting while ``max_in_flight``
-        items are scheduled and not finished (backpressure on the agent's loop). An item
+        Returns once item is scheduled: at once, or after waiting while ``max_waiting``
+        items are scheduled and not finished (backpressure on the caller). An item
         ``wants`` rejects is done at once. A handler that raises is not retried (its
         handler retries outages itself); ``done`` gets the exception. An item cancelled
         by :meth:`cancel` is never done, so it is never acked.
@@ -72,7 +81,7 @@ class StreamDispatcher(Generic[R]):
         if self._wants is not None and not self._wants(item):
             await done(None)
             return
-        await self._slots.acquire()
+        await self._admitted.acquire()
         key = self._key(item)
         before = self._tails.get(key) if key is not None else None
         task = asyncio.create_task(self._after(before, item, done))
@@ -91,13 +100,14 @@ class StreamDispatcher(Generic[R]):
             if before is not None:
                 await asyncio.wait([before])
             error: Exception | None = None
-            try:
-                await self._handle(item)
-            except Exception as exc:  # handed to done, see submit
-                error = exc
+            async with self._slots:
+                try:
+                    await self._handle(item)
+                except Exception as exc:  # handed to done, see submit
+                    error = exc
             await done(error)
         finally:
-            self._slots.release()
+            self._admitted.release()
 
     async def cancel(self) -> None:
         """Cancel every item submitted and not finished; returns once they all stopped."""

@@ -268,3 +268,44 @@ async def test_cancel_stops_what_is_in_flight_and_never_calls_done_for_it() -> N
     assert probe.cancelled == 3
     assert batch[1] not in probe.started
     assert probe.finished == []
+
+
+async def test_max_waiting_lets_submit_go_on_while_handlers_stay_bounded() -> None:
+    """The edge keeps feeding the projection while starts wait out an outage: submit
+    returns for up to max_waiting unfinished records, only max_in_flight handle at once,
+    and a stream's records still run one after the other."""
+    gate = asyncio.Event()
+    running: list[int] = []
+    peak = 0
+
+    async def handle(record: Rec) -> None:
+        nonlocal peak
+        running.append(record.seq)
+        peak = max(peak, len(running))
+        await gate.wait()
+        running.remove(record.seq)
+
+    dispatcher = StreamDispatcher("t", handle, key_of, max_in_flight=2, max_waiting=5)
+    done: list[int] = []
+
+    def finished(seq: int):  # type: ignore[no-untyped-def]
+        async def go(error: Exception | None) -> None:
+            done.append(seq)
+
+        return go
+
+    batch = recs((b"a", 0), (b"a", 1), (b"b", 2), (b"c", 3), (b"d", 4), (b"e", 5))
+    for r in batch[:5]:
+        await asyncio.wait_for(dispatcher.submit(r, finished(r.seq)), 1)  # never waits
+    blocked = asyncio.create_task(dispatcher.submit(batch[5], finished(5)))
+    await asyncio.sleep(0.01)
+    assert not blocked.done()  # five submitted and unfinished: the sixth waits
+    assert peak == 2 and 1 not in running  # two handle at once; a's second waits for 0
+    gate.set()
+    await asyncio.wait_for(blocked, 1)
+    while len(done) < 6:
+        await asyncio.sleep(0.01)
+    assert done.index(0) < done.index(1)
+    assert peak == 2
+    with pytest.raises(ValueError, match="max_waiting"):
+        StreamDispatcher("t", handle, key_of, max_in_flight=3, max_waiting=2)
