@@ -153,6 +153,8 @@ async def measure(args: argparse.Namespace) -> list[dict[str, float]]:
     dsn = await asyncio.to_thread(chaos._create_database, layout, db)
     cluster = chaos._cluster(layout, dsn, nonce, 1, args.partitions)
     run = cluster.runs[0]
+    if args.code:  # another checkout's `pipeline run` (a before/after comparison)
+        run.env["PYTHONPATH"] = args.code
     rows: list[dict[str, float]] = []
     emitting: asyncio.Task[object] | None = None
     try:
@@ -203,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=float, default=8.0, help="seconds of load after a recovery")
     p.add_argument("--warmup", type=float, default=10.0)
     p.add_argument("--no-worker", dest="worker", action="store_false")
+    p.add_argument("--code", default=None, help="PYTHONPATH of `pipeline run` (another checkout)")
     return p
 
 

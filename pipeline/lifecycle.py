@@ -9,6 +9,7 @@ the records in flight. The app itself (its agents and pages) is :mod:`pipeline.a
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -166,6 +167,20 @@ class Worker(faust.Worker):
             timer.daemon = True
             timer.start()
             self._deadline_timer = timer
+
+    async def on_startup_finished(self) -> None:
+        """Ready: resume the garbage collection `pipeline run` started without.
+
+        ``pipeline.cli`` pauses the cyclic collector while ``pipeline run`` imports and
+        starts (most of a restart's CPU); what start-up built is frozen, never scanned.
+        """
+        await super().on_startup_finished()
+        if not gc.isenabled():
+            gc.freeze()
+            gc.enable()
+            log.info(
+                "started: garbage collection resumed (%d objects frozen)", gc.get_freeze_count()
+            )
 
     def _on_sigterm(self) -> None:
         self._arm_deadline()

@@ -71,3 +71,21 @@ def test_a_plaintext_handshake_check_imports_no_temporal_client() -> None:
         "assert asyncio.run(refusal(('127.0.0.1:9', PLAINTEXT))) is None"
     )
     assert loaded(modules, ("temporalio",)) == []
+
+
+def gc_enabled_after_importing_the_cli_as(*argv: str) -> bool:
+    probe = f"import sys\nsys.argv = {list(argv)!r}\nimport gc, pipeline.cli\nprint(gc.isenabled())"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_pipeline_run_starts_with_the_garbage_collector_paused() -> None:
+    assert not gc_enabled_after_importing_the_cli_as("/venv/bin/pipeline", "run")
+    assert not gc_enabled_after_importing_the_cli_as("/venv/bin/pipeline", "-v", "run")
+
+
+def test_other_commands_and_importers_keep_the_garbage_collector() -> None:
+    assert gc_enabled_after_importing_the_cli_as("/venv/bin/pipeline", "status")
+    assert gc_enabled_after_importing_the_cli_as("/venv/bin/pytest", "run")
