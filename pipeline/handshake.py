@@ -23,8 +23,6 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.service import RPCError, RPCStatusCode
 
 from pipeline.security import TemporalSecurity, connect_temporal
 from replication.kafka_client import KafkaSecurity, client_options
@@ -104,6 +102,9 @@ async def kafka_handshake(servers: str, security: KafkaSecurity) -> Handshake:
 
 async def temporal_handshake(address: str, namespace: str, security: TemporalSecurity) -> Handshake:
     """Connect to Temporal (TLS, then the API key on the first call)."""
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+    from temporalio.service import RPCError
+
     try:
         client = await asyncio.wait_for(connect_temporal(address, namespace, security), TIMEOUT_S)
         # The first authenticated call: an API key is only judged here.
@@ -117,6 +118,8 @@ async def temporal_handshake(address: str, namespace: str, security: TemporalSec
 
 def temporal_failure(address: str, exc: BaseException, security: TemporalSecurity) -> Handshake:
     """What a failed Temporal connect or call says about the handshake, in one line."""
+    from temporalio.service import RPCError, RPCStatusCode
+
     what = f"Temporal {address}"
     if isinstance(exc, RPCError):
         if exc.status in (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):
@@ -170,15 +173,18 @@ async def refusal(
 
     Run by the commands before they start (``run``, ``reader``, ``worker``, ``replay``,
     ``status``), so a wrong password or CA stops them with exit 2 instead of a retry
-    loop or a traceback. Only secured connections are probed; a server that does not
-    answer is no refusal (the command's own retries and errors deal with it).
+    loop or a traceback. Only secured connections are probed, Kafka and Temporal
+    concurrently; a server that does not answer is no refusal (the command's own
+    retries and errors deal with it). Temporal's client is imported only when a
+    Temporal handshake is probed.
     """
+    probes = []
     if kafka is not None and kafka[1].protocol != "PLAINTEXT":
-        shake = await kafka_handshake(*kafka)
-        if shake.refused:
-            return shake.detail
+        probes.append(kafka_handshake(*kafka))
     if temporal is not None and (temporal[2].tls or temporal[2].api_key):
-        shake = await temporal_handshake(*temporal)
+        probes.append(temporal_handshake(*temporal))
+    # Both at once: a restarted `pipeline run` waits for the slower, not for the sum.
+    for shake in await asyncio.gather(*probes):
         if shake.refused:
-            return shake.detail
+            return shake.detail  # Kafka's first when both refuse
     return None

@@ -9,6 +9,7 @@ the records in flight. The app itself (its agents and pages) is :mod:`pipeline.a
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -16,7 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import faust
+import faust.app.base
 from faust.tables import TableManager
+from faust.utils import venusian
 
 from pipeline.config import Settings
 from replication import topics
@@ -78,6 +81,22 @@ class TablelessManager(TableManager):
             await self.recovery.start()
 
 
+class _NoScanMarkers:
+    """``faust.app.base``'s ``venusian`` without the markers only autodiscovery reads.
+
+    Faust marks every agent, page and task it declares for venusian's scanner, which it
+    runs only for ``autodiscover``; each mark reads the caller's source line through
+    :func:`inspect.getframeinfo`, which walks ``sys.modules``: about 0.1 s of CPU for the
+    app's 14 declarations, on the path of a restarted ``pipeline run`` (bench/chaos_restart.py).
+    """
+
+    Scanner = venusian.Scanner
+
+    @staticmethod
+    def attach(*args: object, **kwargs: object) -> None:
+        return None
+
+
 class PipelineApp(faust.App):
     """Faust's app, which does not wait for the records in flight once it is stopping.
 
@@ -95,6 +114,22 @@ class PipelineApp(faust.App):
     #: Where the consumer's fetch loop delivers the source topic's records, a fetch at a
     #: time (pipeline.consumer.inbox); None: Faust's own per-record delivery.
     inbox: Inbox | None = None
+
+    def __init__(self, id: str, **options: Any) -> None:
+        """Faust's app, less two start-up costs a restarted ``pipeline run`` paid.
+
+        No leader topic (``topic_disable_leader``): Faust's leader election is not used
+        (the replication slot elects the reader, :mod:`pipeline.runner`), and declaring
+        its ``<group>-__assignor-__leader`` topic cost two create-topic round trips
+        before the consumer joined. No autodiscovery markers (:class:`_NoScanMarkers`):
+        the pipeline's apps never autodiscover, so Faust's venusian markers are skipped
+        for every app of the process.
+        """
+        options.setdefault("topic_disable_leader", True)
+        if options.get("autodiscover"):
+            raise ValueError("a PipelineApp never autodiscovers: declare its agents")
+        faust.app.base.venusian = _NoScanMarkers  # type: ignore[attr-defined,assignment]
+        super().__init__(id, **options)
 
     async def on_first_start(self) -> None:
         """Start the early tasks (the replication reader) as the app starts.
@@ -138,6 +173,20 @@ class Worker(faust.Worker):
             timer.daemon = True
             timer.start()
             self._deadline_timer = timer
+
+    async def on_startup_finished(self) -> None:
+        """Ready: resume the garbage collection `pipeline run` started without.
+
+        ``pipeline.cli`` pauses the cyclic collector while ``pipeline run`` imports and
+        starts (most of a restart's CPU); what start-up built is frozen, never scanned.
+        """
+        await super().on_startup_finished()
+        if not gc.isenabled():
+            gc.freeze()
+            gc.enable()
+            log.info(
+                "started: garbage collection resumed (%d objects frozen)", gc.get_freeze_count()
+            )
 
     def _on_sigterm(self) -> None:
         self._arm_deadline()
