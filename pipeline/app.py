@@ -24,12 +24,11 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import faust
 from mode import BaseSignalT
 from prometheus_client import generate_latest
-from temporalio.client import Client
 
 from pipeline import metrics
 from pipeline import web as pipeline_web
@@ -52,6 +51,9 @@ from pipeline.lifecycle import (
 )
 from pipeline.security import faust_credentials
 from replication.producer import MAX_MESSAGE_BYTES
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -155,19 +157,20 @@ def create_app(
         )
         await sent
 
+    temporal = effects.WorkflowStartClient(
+        settings.temporal_address,
+        settings.temporal_namespace,
+        settings.temporal_task_queue,
+        client=temporal_client,
+        security=settings.temporal_security,
+    )
     runtime = AgentRuntime(
         worker_id=worker_id,
         consumer=f"{settings.consumer_group}.projection",
         enqueue_db=effects.Database(settings.database_url.get_secret_value(), "enqueue"),
         starter_db=effects.Database(settings.database_url.get_secret_value(), "starter"),
         projection_db=effects.Database(settings.database_url.get_secret_value(), "projection"),
-        temporal=effects.WorkflowStartClient(
-            settings.temporal_address,
-            settings.temporal_namespace,
-            settings.temporal_task_queue,
-            client=temporal_client,
-            security=settings.temporal_security,
-        ),
+        temporal=temporal,
         dead_letter=dead_letter,
     )
 
@@ -206,7 +209,8 @@ def create_app(
     # The accept page, the write auth.
     pipeline_web.install(app, settings.database_url.get_secret_value(), env)
     # The edge starts with the app, as the reader does; it is cancelled when the app stops.
-    app.early_tasks = [*extra_tasks, edge.run]
+    # temporalio is imported and connected meanwhile, off the first record's path.
+    app.early_tasks = [*extra_tasks, edge.run, temporal.warm_up]
 
     async def close_runtime(
         sender: object, *args: object, signal: BaseSignalT[Any], **kwargs: object

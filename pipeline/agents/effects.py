@@ -14,20 +14,19 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
-from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from pipeline import metrics
 from pipeline.agents.starter import JOB_DONE, STARTED_OR_DONE, StartPlan
 from pipeline.eventstore import NewEvent, emit
 from pipeline.security import TemporalSecurity, connect_temporal
 from replication.retry import Directive, classify
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -215,8 +214,25 @@ class WorkflowStartClient:
             self._client = await connect_temporal(self._address, self._namespace, self._security)
         return self._client
 
+    async def warm_up(self) -> None:
+        """Import temporalio and connect, off the path of the first record.
+
+        temporalio is imported here, not when this module is (about half a second of CPU
+        a restarted ``pipeline run`` would otherwise spend before its consumer joins):
+        in a thread, while the process mostly waits for its Kafka group join, then the
+        client connects. A Temporal that is down is not an error here: the first start
+        connects and retries as usual.
+        """
+        await asyncio.to_thread(_import_temporalio)
+        try:
+            await self.client()
+        except Exception as exc:  # connected again on first use, with its retries
+            log.info("Temporal not reachable yet (%s); the first start connects", exc)
+
     async def run_id_of(self, workflow_id: str) -> str | None:
         """The run id of workflow_id's latest execution, None if Temporal does not know it."""
+        from temporalio.service import RPCError, RPCStatusCode  # see warm_up
+
         client = await self.client()
         try:
             described = await client.get_workflow_handle(workflow_id).describe(
@@ -235,6 +251,9 @@ class WorkflowStartClient:
         USE_EXISTING makes a start while a run is open return that run: either way the
         workflow body runs once per organization (DESIGN.md invariant 3).
         """
+        from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
         client = await self.client()
         try:
             handle = await client.start_workflow(
@@ -268,3 +287,7 @@ def _started_new_run(handle: object) -> bool:
     response = getattr(handle, "_start_workflow_response", None)
     started = getattr(response, "started", None)
     return started if isinstance(started, bool) else True
+
+
+def _import_temporalio() -> None:
+    import temporalio.client  # noqa: F401  # see WorkflowStartClient.warm_up
