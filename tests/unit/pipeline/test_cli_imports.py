@@ -62,6 +62,14 @@ def test_the_run_path_loads_no_temporal_worker_and_no_other_command() -> None:
     assert loaded(modules, NOT_ON_THE_RUN_PATH) == []
 
 
+def test_the_run_path_imports_temporalio_only_once_it_runs() -> None:
+    """The Faust app and its handlers load without temporalio (about 0.5 s of CPU): the
+    start client imports it in the background once the app runs (``warm_up``)."""
+    modules = modules_after("import pipeline.cli, pipeline.runner, pipeline.app")
+    assert "pipeline.agents.effects" in modules
+    assert loaded(modules, ("temporalio",)) == []
+
+
 def test_a_plaintext_handshake_check_imports_no_temporal_client() -> None:
     """`pipeline reader` / `status` with PLAINTEXT Kafka probe nothing, import nothing."""
     modules = modules_after(
