@@ -207,23 +207,36 @@ class WorkflowStartClient:
         self._namespace = namespace
         self.task_queue = task_queue
         self._client = client
+        self._imported: asyncio.Future[None] | None = None
 
     async def client(self) -> Client:
         """The Temporal client, connected on first use (Temporal may be down at start-up)."""
+        await self._temporalio_imported()
         if self._client is None:
             self._client = await connect_temporal(self._address, self._namespace, self._security)
         return self._client
 
-    async def warm_up(self) -> None:
-        """Import temporalio and connect, off the path of the first record.
+    async def _temporalio_imported(self) -> None:
+        """temporalio imported, once, in a thread; every use in this client waits for it.
 
-        temporalio is imported here, not when this module is (about half a second of CPU
-        a restarted ``pipeline run`` would otherwise spend before its consumer joins):
-        in a thread, while the process mostly waits for its Kafka group join, then the
-        client connects. A Temporal that is down is not an error here: the first start
-        connects and retries as usual.
+        temporalio is not imported with this module: it is about half a second of CPU a
+        restarted ``pipeline run`` would otherwise spend before its consumer joins. It is
+        imported in a thread (the event loop goes on), and only ever through this one
+        future: a second import of the same package from the loop's thread meanwhile
+        would see its modules half initialised.
         """
-        await asyncio.to_thread(_import_temporalio)
+        if self._client is not None:
+            return
+        if self._imported is None:
+            self._imported = asyncio.ensure_future(asyncio.to_thread(_import_temporalio))
+        await asyncio.shield(self._imported)
+
+    async def warm_up(self) -> None:
+        """Import temporalio and connect while the process waits for its group join.
+
+        A Temporal that is down is not an error here: the first start connects and
+        retries as usual.
+        """
         try:
             await self.client()
         except Exception as exc:  # connected again on first use, with its retries
@@ -231,9 +244,9 @@ class WorkflowStartClient:
 
     async def run_id_of(self, workflow_id: str) -> str | None:
         """The run id of workflow_id's latest execution, None if Temporal does not know it."""
-        from temporalio.service import RPCError, RPCStatusCode  # see warm_up
+        client = await self.client()  # temporalio imported once it returns
+        from temporalio.service import RPCError, RPCStatusCode
 
-        client = await self.client()
         try:
             described = await client.get_workflow_handle(workflow_id).describe(
                 rpc_timeout=START_RPC_TIMEOUT
@@ -251,10 +264,10 @@ class WorkflowStartClient:
         USE_EXISTING makes a start while a run is open return that run: either way the
         workflow body runs once per organization (DESIGN.md invariant 3).
         """
+        client = await self.client()  # temporalio imported once it returns
         from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
         from temporalio.exceptions import WorkflowAlreadyStartedError
 
-        client = await self.client()
         try:
             handle = await client.start_workflow(
                 plan.workflow_type,
