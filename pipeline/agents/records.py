@@ -123,6 +123,10 @@ def header_event_type(headers: Headers | None) -> str | None:
     for name, value in headers or ():
         if name == EVENT_TYPE_HEADER:
             found = value
+    return _header_text(found)
+
+
+def _header_text(found: bytes | None) -> str | None:
     if found is None:
         return None
     try:
@@ -221,7 +225,7 @@ def decode_record(
     """
     hmap = header_map(headers)
     position = _check_headers(hmap)  # before the value: bad headers are named as such
-    return _decode(key, parse_value(value), headers, hmap, position, validate=validate)
+    return _decode(key, parse_value(value), hmap, position, validate=validate)
 
 
 def _check_headers(hmap: Mapping[str, bytes]) -> Position:
@@ -254,20 +258,45 @@ def decode_row(
 ) -> DomainEvent:
     """:func:`decode_record` of a value already parsed (a claim check, resolved)."""
     hmap = header_map(headers)
-    return _decode(key, row, headers, hmap, _check_headers(hmap), validate=validate)
+    return _decode(key, row, hmap, _check_headers(hmap), validate=validate)
 
 
 def _decode(
     key: bytes | None,
     row: dict[str, Any],
-    headers: Headers | None,
     hmap: Mapping[str, bytes],
     position: Position,
     *,
     validate: Validator | None,
 ) -> DomainEvent:
+    event_id, stream_id, created_at, commit_ts, xid = _checked(key, row, hmap, validate)
+    return DomainEvent(
+        id=event_id,
+        stream_id=stream_id,
+        stream_type=row["stream_type"],
+        stream_version=row["stream_version"],
+        event_type=row["event_type"],
+        event_data=row["event_data"],
+        event_metadata=row["event_metadata"],
+        idempotency_key=row.get("idempotency_key"),
+        created_at=created_at,
+        position=position,
+        commit_ts=commit_ts,
+        xid=xid,
+    )
+
+
+def _checked(
+    key: bytes | None,
+    row: dict[str, Any],
+    hmap: Mapping[str, bytes],
+    validate: Validator | None,
+) -> tuple[uuid.UUID, uuid.UUID, datetime, datetime, int]:
+    """Every check of a decoded row, in order; its id, stream id, created_at, commit_ts and
+    xid, typed. The one implementation behind :func:`_decode` and :func:`_projection_row`."""
     _check_envelope(row)
-    routed_as = header_event_type(headers)
+    # The header's bytes from the map (the last one wins, as header_event_type reads it).
+    routed_as = _header_text(hmap.get(EVENT_TYPE_HEADER))
     if routed_as is not None and routed_as != row["event_type"]:
         raise RecordRejected(
             "bad_headers",
@@ -293,17 +322,66 @@ def _decode(
         xid = int(hmap["xid"].decode())
     except ValueError as exc:
         raise RecordRejected("bad_headers", f"xid {hmap['xid']!r} is not an integer") from exc
-    return DomainEvent(
-        id=_uuid(row["id"], "id"),
-        stream_id=stream_id,
-        stream_type=row["stream_type"],
-        stream_version=row["stream_version"],
-        event_type=row["event_type"],
-        event_data=data,
-        event_metadata=row["event_metadata"],
-        idempotency_key=row.get("idempotency_key"),
-        created_at=_timestamp(row["created_at"], "created_at"),
-        position=position,
-        commit_ts=_timestamp(hmap["commit_ts"].decode(errors="replace"), "commit_ts header"),
-        xid=xid,
+    return (
+        _uuid(row["id"], "id"),
+        stream_id,
+        _timestamp(row["created_at"], "created_at"),
+        _timestamp(hmap["commit_ts"].decode(errors="replace"), "commit_ts header"),
+        xid,
     )
+
+
+# ---- the projection's rows: the same checks, no DomainEvent ---------------------------
+
+
+def projection_row(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None,
+    validate: Validator | None = validate_event,
+) -> tuple[dict[str, object], Position]:
+    """:func:`decode_record` as the projection takes it: ``DomainEvent.as_row()`` of the
+    event and its position, with the same checks and rejections, without building the
+    event (the projection folds every record of the topic, so this is its hot path)."""
+    hmap = header_map(headers)
+    position = _check_headers(hmap)  # before the value: bad headers are named as such
+    return _projection_row(key, parse_value(value), hmap, position, validate), position
+
+
+def projection_row_of(
+    key: bytes | None,
+    row: dict[str, Any],
+    headers: Headers | None,
+    validate: Validator | None = validate_event,
+) -> tuple[dict[str, object], Position]:
+    """:func:`projection_row` of a value already parsed (a claim check, resolved)."""
+    hmap = header_map(headers)
+    position = _check_headers(hmap)
+    return _projection_row(key, row, hmap, position, validate), position
+
+
+def _projection_row(
+    key: bytes | None,
+    row: dict[str, Any],
+    hmap: Mapping[str, bytes],
+    position: Position,
+    validate: Validator | None,
+) -> dict[str, object]:
+    event_id, stream_id, created_at, commit_ts, xid = _checked(key, row, hmap, validate)
+    # The keys and values of DomainEvent.as_row, in its order.
+    return {
+        "id": event_id,
+        "stream_id": stream_id,
+        "stream_type": row["stream_type"],
+        "stream_version": row["stream_version"],
+        "event_type": row["event_type"],
+        "event_data": row["event_data"],
+        "event_metadata": row["event_metadata"],
+        "idempotency_key": row.get("idempotency_key"),
+        "created_at": created_at,
+        "position": position,
+        "commit_lsn": position.commit_lsn,
+        "idx": position.idx,
+        "commit_ts": commit_ts,
+        "xid": xid,
+    }

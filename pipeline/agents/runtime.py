@@ -344,13 +344,14 @@ class AgentRuntime:
         for record in records:
             position: Position | None
             try:
-                event = await self._decode(record)
+                # The event's row for the appliers, as DomainEvent.as_row() would give it,
+                # without building the DomainEvent (claim checks resolved).
+                row, position = await self._claim_checks.projection_row(record, self._validate)
             except RecordRejected as exc:
                 await self._reject(record, exc)
                 position = _position_or_none(record)
             else:
-                good.append((record, event.as_row()))
-                position = event.position
+                good.append((record, row))
             consumed.append(Consumed(record.topic, record.partition, record.offset, position))
         checkpoints = checkpoints_for(consumed)
         applied = await effects.with_retries(
