@@ -192,8 +192,9 @@ UPDATE invitations_projection AS i SET
     updated_at = u.at,
     last_commit_lsn = u.lsn,
     last_idx = u.idx
-FROM json_to_recordset(%s::json) AS u(id uuid, status text, at timestamptz, lsn pg_lsn,
-                                      idx integer)
+FROM (SELECT r.id, r.status, r.at, '0/0'::pg_lsn + r.lsn AS lsn, r.idx
+      FROM json_to_recordset(%s::json) AS r(id uuid, status text, at timestamptz, lsn numeric,
+                                            idx integer)) AS u
 WHERE i.id = u.id AND (i.last_commit_lsn, i.last_idx) < (u.lsn, u.idx)
 """
 
@@ -219,7 +220,8 @@ def status_round_json(round_: list[InvitationUpsert]) -> bytes:
 
     One text parameter that the server unpacks (``json_to_recordset``) costs the client
     far less than five arrays psycopg dumps element by element; orjson writes the ids and
-    times as PostgreSQL reads them back (canonical UUIDs, RFC 3339 to the microsecond).
+    times as PostgreSQL reads them back (canonical UUIDs, RFC 3339 to the microsecond), the
+    LSN as its number of bytes (``'0/0'::pg_lsn + n`` on the server).
     """
     return orjson.dumps(
         [
@@ -227,7 +229,7 @@ def status_round_json(round_: list[InvitationUpsert]) -> bytes:
                 "id": up.invitation_id,
                 "status": up.status,
                 "at": up.at,
-                "lsn": str(up.position.commit_lsn),
+                "lsn": up.position.commit_lsn.value,  # bytes from 0/0: no text to format
                 "idx": up.position.idx,
             }
             for up in round_

@@ -84,7 +84,8 @@ def _text(data: Mapping[str, object], key: str) -> str | None:
 
 def _data(event: EventRow) -> Mapping[str, object]:
     data = event.get("event_data")
-    return data if isinstance(data, Mapping) else {}
+    # A dict first: isinstance against the Mapping ABC is the slow check.
+    return data if type(data) is dict or isinstance(data, Mapping) else {}
 
 
 def job_id_of(event: EventRow) -> uuid.UUID | None:
