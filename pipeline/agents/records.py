@@ -45,6 +45,7 @@ Headers = Sequence[tuple[str, bytes]]
 Validator = Callable[[Mapping[str, object]], None]
 
 REQUIRED_HEADERS: Final = ("commit_lsn", "idx", "xid", "commit_ts")
+_REQUIRED_HEADER_SET: Final = frozenset(REQUIRED_HEADERS)
 CLAIM_CHECK: Final = "claim_check"
 # The nesting the fallback parser accepts (the standard library's parser recurses once
 # per level; PostgreSQL's own limit comes from its stack depth, in the thousands).
@@ -59,6 +60,7 @@ _ROW_FIELDS: Final = (
     "event_metadata",
     "created_at",
 )
+_ROW_FIELD_SET: Final = frozenset(_ROW_FIELDS)
 # Events whose event_data names the workflow: it must be the deterministic id of the
 # stream's organization (DESIGN.md invariant 3), or the projection and Temporal disagree.
 _WORKFLOW_ID_TYPES: Final = frozenset(
@@ -161,9 +163,31 @@ def _uuid(value: object, what: str) -> uuid.UUID:
         raise RecordRejected("bad_envelope", f"{what} {value!r} is not a UUID") from exc
 
 
+# A stream's events come many at a time (a bootstrap, a batch of invitations): its id is
+# parsed and printed once for all of them. Bounded: cleared when full.
+_STREAM_IDS: dict[str, tuple[uuid.UUID, str]] = {}
+_STREAM_IDS_MAX: Final = 4096
+
+
+def _stream_id(value: object) -> tuple[uuid.UUID, str]:
+    """:func:`_uuid` of a stream id, with its canonical text (what the record key must be)."""
+    text = value if type(value) is str else None
+    if text is not None:
+        known = _STREAM_IDS.get(text)
+        if known is not None:
+            return known
+    stream_id = _uuid(value, "stream_id")
+    pair = (stream_id, str(stream_id))
+    if text is not None:
+        if len(_STREAM_IDS) >= _STREAM_IDS_MAX:
+            _STREAM_IDS.clear()
+        _STREAM_IDS[text] = pair
+    return pair
+
+
 def _check_envelope(row: Mapping[str, object]) -> None:
-    missing = [name for name in _ROW_FIELDS if name not in row]
-    if missing:
+    if not row.keys() >= _ROW_FIELD_SET:  # one set comparison while nothing is missing
+        missing = [name for name in _ROW_FIELDS if name not in row]
         raise RecordRejected("bad_envelope", f"missing fields: {', '.join(missing)}")
     if not isinstance(row["event_type"], str) or not isinstance(row["stream_type"], str):
         raise RecordRejected("bad_envelope", "event_type and stream_type must be strings")
@@ -233,8 +257,8 @@ def decode_record(
 
 
 def _check_headers(hmap: Mapping[str, bytes]) -> Position:
-    missing = [name for name in REQUIRED_HEADERS if name not in hmap]
-    if missing:
+    if not hmap.keys() >= _REQUIRED_HEADER_SET:
+        missing = [name for name in REQUIRED_HEADERS if name not in hmap]
         raise RecordRejected("bad_headers", f"missing headers: {', '.join(missing)}")
     return parse_position(hmap)
 
@@ -311,12 +335,12 @@ def _checked(
             validate(row)
         except ContractViolation as exc:
             raise RecordRejected("contract", f"{exc.path}: {exc}") from exc
-    stream_id = _uuid(row["stream_id"], "stream_id")
-    if key is None or key.decode(errors="replace") != str(stream_id):
+    stream_id, stream_text = _stream_id(row["stream_id"])
+    if key is None or key.decode(errors="replace") != stream_text:
         raise RecordRejected("bad_key", f"record key {key!r} is not the stream_id {stream_id}")
     data: dict[str, object] = row["event_data"]
     if row["event_type"] in _WORKFLOW_ID_TYPES:
-        expected = ev.workflow_id_for(str(stream_id))
+        expected = ev.workflow_id_for(stream_text)
         if data.get("workflow_id") != expected:
             raise RecordRejected(
                 "bad_workflow_id",

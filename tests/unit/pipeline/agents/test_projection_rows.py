@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from pipeline import events as ev
+from pipeline.agents import records
 from pipeline.agents.errors import RecordRejected
 from pipeline.agents.records import (
     DomainEvent,
@@ -137,3 +138,19 @@ def test_a_non_canonical_but_valid_uuid_is_read_as_before_without_the_contract()
     accepted = outcome(projection_row, KEY, value, HEADERS, None)
     assert accepted == outcome(decode_record, KEY, value, HEADERS, None)
     assert accepted[0]["stream_id"] == ORG  # type: ignore[index]
+
+
+def test_stream_ids_are_parsed_once_per_stream_and_the_memory_is_bounded() -> None:
+    value = orjson.dumps(row())
+    first = projection_row(KEY, value, HEADERS)
+    assert records._STREAM_IDS[str(ORG)] == (ORG, str(ORG))
+    assert projection_row(KEY, value, HEADERS) == first
+    # The text is the cache's key: another spelling of the same id is checked on its own.
+    upper = orjson.dumps(row(stream_id=str(ORG).upper()))
+    with pytest.raises(RecordRejected, match="bad_key"):
+        projection_row(str(ORG).upper().encode(), upper, HEADERS, None)
+    assert projection_row(KEY, upper, HEADERS, None)[0]["stream_id"] == ORG
+    for _ in range(records._STREAM_IDS_MAX + 1):
+        other = uuid.uuid4()
+        projection_row(str(other).encode(), orjson.dumps(row(stream_id=str(other))), HEADERS)
+    assert len(records._STREAM_IDS) <= records._STREAM_IDS_MAX
