@@ -279,18 +279,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for name in list(made):
                 drop(name)
-    med = {
-        label: (
-            statistics.median(r["cpu_s"] / r["events"] * 1e6 for r in runs),
-            statistics.median(r["events"] / r["wall_s"] for r in runs),
+    cpu = {label: [r["cpu_s"] / r["events"] * 1e6 for r in runs] for label, runs in results.items()}
+    rate = {label: [r["events"] / r["wall_s"] for r in runs] for label, runs in results.items()}
+    for label in ("base", "this"):
+        print(
+            f"{label}: CPU µs/event median {statistics.median(cpu[label]):.1f} "
+            f"min {min(cpu[label]):.1f}; events/s median {statistics.median(rate[label]):.0f}"
         )
-        for label, runs in results.items()
-    }
     print(
-        f"median: base {med['base'][0]:.1f} µs/event {med['base'][1]:.0f} ev/s; "
-        f"this {med['this'][0]:.1f} µs/event {med['this'][1]:.0f} ev/s; "
-        f"CPU ratio this/base {med['this'][0] / med['base'][0]:.2f}, "
-        f"throughput ratio {med['this'][1] / med['base'][1]:.2f}"
+        f"this/base: CPU per event median {statistics.median(cpu['this']) / statistics.median(cpu['base']):.2f}, "
+        f"min {min(cpu['this']) / min(cpu['base']):.2f}; events/s median "
+        f"{statistics.median(rate['this']) / statistics.median(rate['base']):.2f}"
     )
     # The same rows either way (every timestamp comes from the events).
     rows = {
