@@ -17,8 +17,8 @@ partition from ``replication.partitioner``).
 
 Each run is a child process with ``PYTHONPATH`` set to one checkout, so the same records
 go through two versions of the code: ``--code DIR`` (default: a ``git worktree`` of
-``--base``, origin/main, refreshed at each call, with this checkout's mypyc modules copied
-in when its replication/ sources are the same) and this checkout, interleaved, ``--rounds``
+``--base``, origin/main, made for the run and removed after it, with this checkout's mypyc
+modules copied in when its replication/ sources are the same) and this checkout, interleaved, ``--rounds``
 times. A child reports its own CPU time (``time.process_time``) and wall time over every
 batch but the first (imports, the contract's compilation, the connections); the parent
 prints each run, the medians and the ratio, with the load averages around each run. The
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", default="origin/main", help="git ref of the baseline worktree")
     p.add_argument("--child", nargs=2, metavar=("DSN", "RECORDS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if not args.child and args.events < 2 * args.batch:
+        p.error("--events must be at least two batches (the first one is not timed)")
     if args.child:
         print(json.dumps(asyncio.run(child(args.child[0], Path(args.child[1]), args.batch))))
         return 0
@@ -279,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for name in list(made):
                 drop(name)
+            if not args.code:  # the worktree this run made
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                    check=False,
+                )
     cpu = {label: [r["cpu_s"] / r["events"] * 1e6 for r in runs] for label, runs in results.items()}
     rate = {label: [r["events"] / r["wall_s"] for r in runs] for label, runs in results.items()}
     for label in ("base", "this"):
