@@ -31,8 +31,9 @@ def _describe(row: EventRow) -> str:
 def position_of(row: EventRow) -> Position:
     """The event's position: its ``position``, else its ``commit_lsn`` and ``idx``.
 
-    The agents' rows carry both forms (:meth:`pipeline.agents.records.DomainEvent.as_row`);
-    rows built by other callers may carry either.
+    The agents' rows carry both forms (:func:`pipeline.agents.records.projection_row`,
+    the keys of :meth:`~pipeline.agents.records.DomainEvent.as_row`); rows built by other
+    callers may carry either.
     """
     pos = row.get("position")
     if isinstance(pos, Position):
