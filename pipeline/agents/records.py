@@ -15,28 +15,27 @@ for and still have it projected; it is dead-lettered once, and no agent acts on 
 The value carries jsonb exactly as PostgreSQL printed it, so it may hold what orjson
 cannot read (nesting past 1024 levels, numbers past a double's range): :func:`loads`
 then falls back to the standard library's parser with a higher depth limit, numbers
-past a double's range as :class:`~decimal.Decimal`. A record marked ``claim_check``
+past a double's range as :class:`~decimal.Decimal` (:mod:`pipeline.agents.jsontext`). A record marked ``claim_check``
 holds the row without ``event_data`` and ``event_metadata``; the caller reads those
 from ``domain_events`` by id (:mod:`pipeline.agents.claimcheck`) and hands them to
 :func:`decode_row`.
+
+The projection decodes every record of the topic: :func:`projection_row` gives it the
+row its appliers take (``DomainEvent.as_row()``) after the same checks, without building
+the :class:`DomainEvent`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Final
-
-import orjson
 
 from pipeline import events as ev
 from pipeline.agents.errors import RecordRejected
+from pipeline.agents.jsontext import MAX_JSON_DEPTH, loads
 from pipeline.contract import ContractViolation, validate_event
 from replication.lsn import LSN, Position
 from replication.record_value import EVENT_TYPE_HEADER
@@ -47,9 +46,6 @@ Validator = Callable[[Mapping[str, object]], None]
 REQUIRED_HEADERS: Final = ("commit_lsn", "idx", "xid", "commit_ts")
 _REQUIRED_HEADER_SET: Final = frozenset(REQUIRED_HEADERS)
 CLAIM_CHECK: Final = "claim_check"
-# The nesting the fallback parser accepts (the standard library's parser recurses once
-# per level; PostgreSQL's own limit comes from its stack depth, in the thousands).
-MAX_JSON_DEPTH: Final = 10_000
 _ROW_FIELDS: Final = (
     "id",
     "stream_id",
@@ -200,34 +196,6 @@ def _check_envelope(row: Mapping[str, object]) -> None:
     key = row.get("idempotency_key")
     if key is not None and not isinstance(key, str):
         raise RecordRejected("bad_envelope", "idempotency_key is neither a string nor null")
-
-
-def _number(text: str) -> float | Decimal:
-    """A JSON number with a fraction or exponent: a float where one holds it, else exact."""
-    value = float(text)
-    return value if math.isfinite(value) else Decimal(text)
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads(value: bytes) -> object:
-    """Parse a JSON value: orjson, or for what it cannot read the careful fallback.
-
-    Raises ``ValueError`` for text that is not JSON, ``RecursionError`` past
-    :data:`MAX_JSON_DEPTH` levels.
-    """
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        pass
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, MAX_JSON_DEPTH + 100))
-    try:
-        return json.loads(value, parse_float=_number, parse_constant=_no_constant)
-    finally:
-        sys.setrecursionlimit(limit)
 
 
 def is_claim_check(headers: Headers | None) -> bool:
