@@ -302,7 +302,9 @@ async def apply_queue_events(
 
     Runs inside the caller's transaction (the projection agent commits the batch and its
     checkpoint together). Rows are locked in job_id order, so two writers of overlapping
-    batches (a replay beside the live agent) cannot deadlock.
+    batches (a replay beside the live agent) cannot deadlock. The changed rows go back in
+    one statement, as one JSON parameter (:func:`rows_json`), or row by row when orjson
+    cannot write one of them.
     """
     by_job: dict[uuid.UUID, list[dict[str, object]]] = {}
     for event in events:
