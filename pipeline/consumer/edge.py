@@ -104,8 +104,8 @@ class EdgeLimits:
     """How much the edge takes and holds: a batch, the projection's queue, the handlers."""
 
     max_batch: int = 2000
-    max_projection_pending: int = 10_000
-    max_inbox: int = 20_000
+    max_projection_pending: int = 4_000
+    max_inbox: int = 4_000
 
 
 class ConsumerEdge:
