@@ -70,6 +70,12 @@ HANDLER_MAX_WAITING: Final = 5_000
 # claim, history read and workflow_started of every stream queued on it: at 20
 # bootstraps/s the queue alone was `pending` -> `claimed` 161 ms p50 (docs/benchmarks.md).
 HANDLER_CONNECTIONS: Final = 6
+# What one fetch may buffer: Faust's default is 4 MiB per partition, unpacked into Python
+# objects several times that size; with the edge taking 4,000 records at a time, larger
+# fetches only held memory (pipeline run peaked at 284 MiB on a 100k drain). A record
+# larger than this still comes whole (Kafka returns at least one batch per partition).
+FETCH_BYTES_PER_PARTITION: Final = 1024 * 1024
+POLL_RECORDS: Final = 4_000
 # A consumer that died without leaving the group (SIGKILL, a lost node; and a static
 # member never leaves, even on SIGTERM) keeps its partitions until the broker has missed
 # its heartbeats for the session timeout. Faust's default of 60 s left a dead replica's
@@ -134,6 +140,8 @@ def create_app(
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
+        broker_max_poll_records=POLL_RECORDS,
         producer_acks=-1,
         producer_max_request_size=MAX_MESSAGE_BYTES,  # dead letters as large as the topic takes
         autodiscover=False,
