@@ -12,7 +12,7 @@ Order of a session's start (DESIGN invariants 6 and 8), with the slot's lock hel
    only once the transaction holding it is committed.
 
 Commits: when the reader has caught up (its socket is empty: the same moment it stops
-holding batches back) and at least every ``status_interval`` while it drains a backlog.
+holding batches back) and at least every ``commit_interval`` while it drains a backlog.
 A commit waits only for what was handed to the producer; the frame loop goes on adding
 events meanwhile, they go into the next transaction.
 """
@@ -173,8 +173,8 @@ class Committer:
     async def _run(self) -> None:
         """Group commit: once the reader has caught up, commit, and again at once while
         anything came in (or was still held in a batch) during the commit; under a
-        backlog (never idle), every ``status_interval``."""
-        interval = self.cfg.status_interval
+        backlog (never idle), every ``commit_interval``."""
+        interval = self.cfg.commit_interval
         while True:
             idle = False
             with contextlib.suppress(TimeoutError):

@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 
 # How often the edge logs how many records it took in how many batches.
 REPORT_EVERY_S: Final = 10.0
+# Records routed between two yields to the event loop, so the handler records among the
+# first ones of a large batch start before the rest of it is routed.
+YIELD_EVERY: Final = 256
 # The roles whose consumed counters (pipeline_events_consumed_total{agent=...}) count
 # every record: each role looks at each record, whichever it acts on.
 ROLES: Final = ("projection", "enqueue", "starter")
@@ -171,14 +174,16 @@ class ConsumerEdge:
                     continue
                 for counter in counters:
                     counter.inc(len(messages))
-                report.add(len(messages))
+                report.add(len(messages), messages[0].timestamp)
                 # In flight until acked, so a rebalance waits for them (what Faust's
                 # Consumer.track_message does, less its per-message sensor call: the
                 # pipeline's figures are its own, on /metrics).
                 consumer.unacked.update(messages)
                 records: list[Record] = []
                 tickets: list[Ticket[Message]] = []
-                for message in messages:
+                for n, message in enumerate(messages, 1):
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # the handlers submitted so far start now
                     record = to_record(message)
                     records.append(record)
                     event_type = header_event_type(record.headers)
@@ -203,23 +208,32 @@ class ConsumerEdge:
 
 
 class _Report:
-    """Logs, every REPORT_EVERY_S, how many records came in how many batches."""
+    """Logs, every REPORT_EVERY_S, how many records came in how many batches, and how
+    long after its broker timestamp each batch's oldest record was taken."""
 
     def __init__(self) -> None:
         self.records = self.batches = 0
+        self.lags: list[float] = []
         self.since = time.monotonic()
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, oldest_timestamp: float | None) -> None:
         self.records += n
         self.batches += 1
+        if oldest_timestamp:
+            self.lags.append(time.time() - oldest_timestamp)
         now = time.monotonic()
         if now - self.since >= REPORT_EVERY_S:
+            lags = sorted(self.lags)
             log.info(
-                "consumed %d records in %d batches (mean %.0f) in %.0fs",
+                "consumed %d records in %d batches (mean %.0f) in %.0fs; "
+                "broker timestamp -> taken: median %.0f ms, max %.0f ms",
                 self.records,
                 self.batches,
                 self.records / self.batches,
                 now - self.since,
+                lags[len(lags) // 2] * 1000 if lags else 0.0,
+                lags[-1] * 1000 if lags else 0.0,
             )
             self.records = self.batches = 0
+            self.lags = []
             self.since = now
