@@ -121,3 +121,27 @@ async def test_a_partition_never_committed_is_sought_to_its_beginning() -> None:
     committed = await fetching.seek_to_committed_or_beginning(consumer)  # type: ignore[arg-type]
     assert committed == {"p0": 7, "p1": None, "p2": 0}
     assert consumer.to_beginning == ("p1", "p2")
+
+
+async def test_the_started_consumer_does_not_hold_a_brokers_fetch_for_records_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's prefetch backoff held every partition's next fetch for 0.1 s while one
+    partition's records waited to be taken (one broker leads them all): set to none."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    class Fetcher:
+        _prefetch_backoff = 0.1
+
+    class Consumer:
+        _fetcher = Fetcher()
+
+    async def started(self: faust_aiokafka.AIOKafkaConsumerThread) -> None:
+        self._consumer = Consumer()  # type: ignore[assignment]  # what start() built
+
+    fetching.install()
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "on_start", started)
+    app = faust.App("fetching-test", broker="kafka://127.0.0.1:9", loop=asyncio.get_running_loop())
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    await thread.on_start()
+    assert thread._consumer._fetcher._prefetch_backoff == fetching.PREFETCH_BACKOFF_S == 0.0
