@@ -220,6 +220,26 @@ def cpu_bound_lines(results: Sequence[Result], cpus: int | None) -> list[str]:
     return out
 
 
+def latency_reason_lines(results: Sequence[Result]) -> list[str]:
+    """Per run: the latency p50 split in its two halves (``label: a -> b`` entries of the
+    chain gaps) and the dearest single step of the chain."""
+    out = []
+    for r in sorted(results, key=lambda r: r.run):
+        halves = {k: v for k, v in r.chain_gaps_p50_ms.items() if ": " in k}
+        steps = {k: v for k, v in r.chain_gaps_p50_ms.items() if ": " not in k}
+        if not steps:
+            continue
+        dearest, ms = max(steps.items(), key=lambda kv: kv[1])
+        lat = r.latency_ms or {}
+        split = "; ".join(f"{k} p50 {_ms(v)} ms" for k, v in halves.items())
+        out.append(
+            f"- run {r.run}: initiated → `workflow.queue.completed` p50 {_ms(lat.get('p50'))} ms"
+            + (f"; {split}" if split else "")
+            + f"; the dearest step {dearest}, p50 {_ms(ms)} ms."
+        )
+    return out
+
+
 def section(results: Sequence[Result], temporal: str, cpus: int | None = None) -> list[str]:
     """The real-workflow subsection of ``make bench``'s part of docs/benchmarks.md."""
     if not results:
@@ -245,9 +265,12 @@ def section(results: Sequence[Result], temporal: str, cpus: int | None = None) -
         table(RUN_HEADERS, run_rows(runs)),
         "",
         "**Where the time goes.** The p50 of each step of one bootstrap's chain, by commit "
-        "timestamps, in the steady phase:",
+        "timestamps, in the steady phase, then of its two halves (the p50s of the steps need "
+        "not add up to the whole's):",
         "",
         chain_table(runs),
+        "",
+        *latency_reason_lines(runs),
         "",
         f"Temporal's own history of up to 20 of run {first.run}'s steady-phase workflows "
         "(the commonest shape): p50 time of each event since the execution started.",

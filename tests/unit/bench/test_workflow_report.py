@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from bench.report import verdict_table
+from bench.workflow_bench import chain_gaps
 from bench.workflow_report import (
     Result,
     chain_table,
     cpu_bound_lines,
     cpu_ceiling,
     cpu_table,
+    latency_reason_lines,
     load_text,
     run_rows,
     section,
     verdicts,
 )
+from pipeline import events as ev
 
 
 def _result(
@@ -135,3 +140,36 @@ def test_the_cpu_per_bootstrap_bounds_the_saturation_rate() -> None:
     assert cpu_bound_lines([_result(1, 7.5, 90.0)], None) == []
     text = "\n".join(section([_result(1, 7.5, 90.0)], "dev", 2))
     assert "What the CPU allows" in text
+
+
+def test_the_latency_is_split_in_its_halves_and_its_dearest_step() -> None:
+    r = _result(1, 30.0, 900.0)
+    r.chain_gaps_p50_ms = {
+        "initiated -> pending": 100.0,
+        "created -> dns": 170.0,
+        "to the workflow: initiated -> workflow_started": 250.0,
+        "the workflow: workflow_started -> queue.completed": 640.0,
+    }
+    (line,) = latency_reason_lines([r])
+    assert "p50 900 ms" in line
+    assert "to the workflow: initiated -> workflow_started p50 250 ms" in line
+    assert "the workflow: workflow_started -> queue.completed p50 640 ms" in line
+    assert line.endswith("the dearest step created -> dns, p50 170 ms.")
+
+
+def test_chain_gaps_per_step_and_per_half() -> None:
+    times = {
+        ev.BOOTSTRAP_INITIATED: {"a": 10.0, "b": 20.0},
+        ev.QUEUE_PENDING: {"a": 10.1, "b": 20.3},
+        ev.BOOTSTRAP_WORKFLOW_STARTED: {"a": 10.5},
+        ev.QUEUE_COMPLETED: {"a": 11.5},
+    }
+    gaps = chain_gaps(times, ["a", "b"])
+    assert gaps[f"{ev.BOOTSTRAP_INITIATED} -> {ev.QUEUE_PENDING}"] == pytest.approx(100.0)
+    assert gaps[
+        f"to the workflow: {ev.BOOTSTRAP_INITIATED} -> {ev.BOOTSTRAP_WORKFLOW_STARTED}"
+    ] == (pytest.approx(500.0))
+    assert gaps[f"the workflow: {ev.BOOTSTRAP_WORKFLOW_STARTED} -> {ev.QUEUE_COMPLETED}"] == (
+        pytest.approx(1000.0)
+    )
+    assert f"{ev.QUEUE_PENDING} -> {ev.QUEUE_CLAIMED}" not in gaps  # no claimed seen
