@@ -173,3 +173,26 @@ def test_chain_gaps_per_step_and_per_half() -> None:
         pytest.approx(1000.0)
     )
     assert f"{ev.QUEUE_PENDING} -> {ev.QUEUE_CLAIMED}" not in gaps  # no claimed seen
+
+
+def test_make_bench_writes_the_phase_and_its_goals_into_its_section() -> None:
+    from bench.e2e_body import build_body
+    from bench.run import parse_args
+
+    args = parse_args(["--runs", "2", "--skip-throughput", "--paths", ""])
+    data = {
+        "latency_results": [],
+        "starts": [],
+        "drain_rounds": [],
+        "machine": {"nproc": "2", "temporal_persistence": "SQLite (the CLI's dev server)"},
+        "workflow": [_result(1, 30.0, 90.0), _result(2, 20.0, 200.0)],
+        "date": "2026-12-02 08:00 UTC",
+        "command": "python -m bench.run",
+    }
+    body = build_body(data, args)
+    assert "### Real workflow and worker" in body
+    assert "20 s at 5/s and 150 bootstraps" in body  # the short mode's scaling
+    assert "| real workflow: bootstraps completed/s at saturation >= 25 | 30.0/s, 20.0/s" in body
+    assert "| 90.0 ms, 200 ms | 200 ms | **missed** |" in body
+    assert "2 CPUs allow at most" in body
+    assert body.index("### Real workflow") < body.index("### Goals") < body.index("### Machine")
