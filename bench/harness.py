@@ -236,8 +236,23 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
             proc.wait()
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """VmHWM of a live process, in MiB (None if it is gone)."""
+def _descendants(pid: int) -> list[int]:
+    """The live children of ``pid``, theirs, and so on (``pipeline run``'s reader child)."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            text = Path(f"/proc/{current}/task/{current}/children").read_text()
+        except OSError:
+            continue
+        kids = [int(k) for k in text.split()]
+        found.extend(kids)
+        stack.extend(kids)
+    return found
+
+
+def _own_peak_rss_mib(pid: int) -> float | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -248,11 +263,29 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a live process."""
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM of a live process plus that of each live descendant, in MiB (None if it is
+    gone): an upper bound of the tree's peak (each one's peak, added, whenever it was)."""
+    own = _own_peak_rss_mib(pid)
+    if own is None:
+        return None
+    return own + sum(_own_peak_rss_mib(kid) or 0.0 for kid in _descendants(pid))
+
+
+def _own_cpu_seconds(pid: int, *, reaped: bool) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:  # children that exited and were waited for
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a live process and its descendants, live or reaped."""
+    own = _own_cpu_seconds(pid, reaped=True)
+    if own is None:
+        return None
+    return own + sum(_own_cpu_seconds(kid, reaped=True) or 0.0 for kid in _descendants(pid))

@@ -66,6 +66,16 @@ HANDLER_MAX_IN_FLIGHT: Final = DEFAULT_MAX_IN_FLIGHT
 # unreachable the starts wait in their retries, and the edge keeps feeding the
 # projection (every other record) until this many bootstraps are waiting.
 HANDLER_MAX_WAITING: Final = 5_000
+# PostgreSQL connections of each handler role (enqueue, starter). With one, every
+# claim, history read and workflow_started of every stream queued on it: at 20
+# bootstraps/s the queue alone was `pending` -> `claimed` 161 ms p50 (docs/benchmarks.md).
+HANDLER_CONNECTIONS: Final = 6
+# What one fetch may buffer: Faust's default is 4 MiB per partition, unpacked into Python
+# objects several times that size; with the edge taking 4,000 records at a time, larger
+# fetches only held memory (pipeline run peaked at 284 MiB on a 100k drain). A record
+# larger than this still comes whole (Kafka returns at least one batch per partition).
+FETCH_BYTES_PER_PARTITION: Final = 1024 * 1024
+POLL_RECORDS: Final = 4_000
 # A consumer that died without leaving the group (SIGKILL, a lost node; and a static
 # member never leaves, even on SIGTERM) keeps its partitions until the broker has missed
 # its heartbeats for the session timeout. Faust's default of 60 s left a dead replica's
@@ -130,6 +140,8 @@ def create_app(
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=FETCH_BYTES_PER_PARTITION,
+        broker_max_poll_records=POLL_RECORDS,
         producer_acks=-1,
         producer_max_request_size=MAX_MESSAGE_BYTES,  # dead letters as large as the topic takes
         autodiscover=False,
@@ -167,16 +179,20 @@ def create_app(
     runtime = AgentRuntime(
         worker_id=worker_id,
         consumer=f"{settings.consumer_group}.projection",
-        enqueue_db=effects.Database(settings.database_url.get_secret_value(), "enqueue"),
-        starter_db=effects.Database(settings.database_url.get_secret_value(), "starter"),
+        enqueue_db=effects.Database(
+            settings.database_url.get_secret_value(), "enqueue", HANDLER_CONNECTIONS
+        ),
+        starter_db=effects.Database(
+            settings.database_url.get_secret_value(), "starter", HANDLER_CONNECTIONS
+        ),
         projection_db=effects.Database(settings.database_url.get_secret_value(), "projection"),
         temporal=temporal,
         dead_letter=dead_letter,
     )
 
-    # The handlers share one connection per role: their statements are single autocommit
-    # statements, which psycopg's connection lock runs one after the other, so concurrent
-    # handlers never share a transaction; only the Temporal starts overlap.
+    # The handlers' statements are single autocommit statements on connections borrowed
+    # per statement (up to HANDLER_CONNECTIONS per role), so concurrent handlers never
+    # share a transaction and one stream's claim does not queue behind another's.
     handlers = StreamDispatcher(
         "handlers",
         runtime.handle,

@@ -4,7 +4,7 @@ The reader sends an event whose record would exceed the topic's limit as a claim
 (``claim_check: 1`` header; the value is the row without ``event_data`` and
 ``event_metadata``, see docs/events.md). Here the two are read from ``domain_events``
 by the event's id, as PostgreSQL prints them, and parsed with
-:func:`pipeline.agents.records.loads`, then the record is decoded as any other. An id
+:func:`pipeline.agents.jsontext.loads`, then the record is decoded as any other. An id
 the store does not hold is a rejection (dead-lettered once), not an outage.
 """
 
@@ -15,18 +15,21 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.agents import effects
 from pipeline.agents.errors import RecordRejected
+from pipeline.agents.jsontext import loads
 from pipeline.agents.records import (
     DomainEvent,
     Validator,
     decode_record,
     decode_row,
     is_claim_check,
-    loads,
     parse_value,
+    projection_row,
+    projection_row_of,
 )
 
 if TYPE_CHECKING:
     from pipeline.agents.runtime import Record
+    from replication.lsn import Position
 
 # bytea in binary format: the text's bytes as PostgreSQL holds them, no decoding to str.
 _PAYLOAD: Final = (
@@ -58,6 +61,20 @@ class ClaimChecks:
             if row is not None:
                 return decode_row(record.key, row, record.headers, validate)
             return decode_record(record.key, record.value, record.headers, validate)
+        return decode_row(record.key, await self._resolved(record, row), record.headers, validate)
+
+    async def projection_row(
+        self, record: Record, validate: Validator | None
+    ) -> tuple[dict[str, object], Position]:
+        """The record's event as the projection's row and its position
+        (:func:`pipeline.agents.records.projection_row`); raises :class:`RecordRejected`."""
+        if not is_claim_check(record.headers):
+            return projection_row(record.key, record.value, record.headers, validate)
+        row = await self._resolved(record, None)
+        return projection_row_of(record.key, row, record.headers, validate)
+
+    async def _resolved(self, record: Record, row: dict[str, Any] | None) -> dict[str, Any]:
+        """A claim check's row with its payload read from the store (a new dict)."""
         row = dict(row) if row is not None else parse_value(record.value)
         payload = await effects.with_retries(
             self._agent,
@@ -72,7 +89,7 @@ class ClaimChecks:
         row["event_data"] = _parse(data, "event_data")
         del data
         row["event_metadata"] = _parse(meta, "event_metadata")
-        return decode_row(record.key, row, record.headers, validate)
+        return row
 
     async def _payload(self, event_id: object) -> tuple[bytes, bytes] | None:
         try:

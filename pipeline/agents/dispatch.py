@@ -10,7 +10,7 @@ second a backlog of seconds built up in front of handlers that had nothing to do
 
 ``submit`` calls its ``done`` callback (the agent acks the record there) once the record
 was handled, so records are acked out of order; Faust commits a partition's offsets only
-up to its first unacked record (:class:`pipeline.consumer.batching.InOrderAcks`), so nothing is
+up to its first unacked record (:class:`pipeline.consumer.batching.AckLedger`), so nothing is
 committed before its effects happened. A handler that raises is not retried (the
 handlers retry every effect themselves, see ``effects.with_retries``, so a failure that
 reaches this module is a bug, not an outage): ``done`` gets the exception, as Faust's

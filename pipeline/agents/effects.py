@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from pipeline import metrics
@@ -104,24 +106,40 @@ async def with_retries(agent: str, what: str, action: Callable[[], Awaitable[T]]
 
 
 class Database:
-    """One PostgreSQL connection of one agent, reopened when it breaks.
+    """PostgreSQL connections of one role, reopened when they break.
 
-    Each agent has its own: a connection runs one transaction at a time, and the
-    projection agent's batch transaction must not interleave with another agent's emits.
+    ``connection()`` is the role's one shared connection: psycopg runs its statements one
+    after the other, so a role whose work is one transaction at a time (the projection's
+    batch, which must not interleave with anything else) uses it. ``borrow()`` lends one
+    of up to ``size`` connections for a statement or a transaction, so the handlers'
+    single statements (a claim, a history read, a ``workflow_started``) of different
+    streams run concurrently instead of queueing behind one another on one connection.
+    With ``size`` 1 ``borrow()`` lends the shared connection.
     """
 
-    def __init__(self, dsn: str, name: str) -> None:
+    def __init__(self, dsn: str, name: str, size: int = 1) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
         self._dsn = dsn
         self._name = name
+        self._size = size
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
         # Up to the dispatcher's cap of handlers ask for the connection at once: one of them
         # reconnects, the others wait for it instead of each opening a connection.
         self._lock = asyncio.Lock()
+        self._idle: list[psycopg.AsyncConnection[TupleRow]] = []
+        self._lent: set[psycopg.AsyncConnection[TupleRow]] = set()
+        self._slots = asyncio.Semaphore(size)
 
     @property
     def dsn(self) -> str:
         """The connection string (for a sibling connection of the same database)."""
         return self._dsn
+
+    async def _connect(self) -> psycopg.AsyncConnection[TupleRow]:
+        return await psycopg.AsyncConnection.connect(
+            self._dsn, autocommit=True, application_name=f"pipeline-{self._name}"
+        )
 
     async def connection(self) -> psycopg.AsyncConnection[TupleRow]:
         """The live connection (autocommit; callers open transactions explicitly)."""
@@ -129,21 +147,59 @@ class Database:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 if self._conn is not None:
                     await self._conn.close()
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, application_name=f"pipeline-{self._name}"
-                )
+                self._conn = await self._connect()
             return self._conn
 
+    @asynccontextmanager
+    async def borrow(self) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        """A live autocommit connection of this role for the block's statements.
+
+        It goes back for reuse when the block ended and it is idle; a connection the
+        block left broken, closed or inside a transaction is closed instead.
+        """
+        if self._size == 1:
+            yield await self.connection()
+            return
+        async with self._slots:
+            conn = None
+            while self._idle and conn is None:
+                candidate = self._idle.pop()
+                if candidate.closed or candidate.broken:
+                    await candidate.close()
+                else:
+                    conn = candidate
+            if conn is None:
+                conn = await self._connect()
+            self._lent.add(conn)
+            reusable = False
+            try:
+                yield conn
+                reusable = (
+                    not conn.closed
+                    and not conn.broken
+                    and conn.info.transaction_status == TransactionStatus.IDLE
+                )
+            finally:
+                self._lent.discard(conn)
+                if reusable:
+                    self._idle.append(conn)
+                else:
+                    await conn.close()
+
     async def close(self) -> None:
-        """Close the connection if open."""
+        """Close every connection of this role."""
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        idle, self._idle = self._idle, []
+        for conn in [*idle, *self._lent]:
+            await conn.close()
 
 
 async def emit_event(db: Database, event: NewEvent) -> uuid.UUID:
     """Append event (a repeat of its idempotency key returns the first event's id)."""
-    event_id = await emit(await db.connection(), event)
+    async with db.borrow() as conn:
+        event_id = await emit(conn, event)
     metrics.EVENTS_EMITTED.labels(event.event_type).inc()
     return event_id
 
@@ -163,11 +219,11 @@ async def job_history(db: Database, plan: StartPlan) -> frozenset[str]:
     projection agent lags behind. The bootstrap's own completed/failed events name only
     the workflow (one per organization), hence the workflow_id branch.
     """
-    conn = await db.connection()
-    cur = await conn.execute(
-        _HISTORY, (plan.stream_id, sorted(STARTED_OR_DONE), plan.job_id, plan.workflow_id)
-    )
-    return frozenset(str(row[0]) for row in await cur.fetchall())
+    async with db.borrow() as conn:
+        cur = await conn.execute(
+            _HISTORY, (plan.stream_id, sorted(STARTED_OR_DONE), plan.job_id, plan.workflow_id)
+        )
+        return frozenset(str(row[0]) for row in await cur.fetchall())
 
 
 _RECORDED_RUN_ID: Final = (
@@ -179,9 +235,9 @@ _RECORDED_RUN_ID: Final = (
 
 async def recorded_run_id(db: Database, plan: StartPlan) -> str | None:
     """The run id the workflow's events of plan's job carry (its activities record it)."""
-    conn = await db.connection()
-    cur = await conn.execute(_RECORDED_RUN_ID, (plan.stream_id, sorted(JOB_DONE), plan.job_id))
-    row = await cur.fetchone()
+    async with db.borrow() as conn:
+        cur = await conn.execute(_RECORDED_RUN_ID, (plan.stream_id, sorted(JOB_DONE), plan.job_id))
+        row = await cur.fetchone()
     return str(row[0]) if row is not None and row[0] else None
 
 

@@ -15,28 +15,27 @@ for and still have it projected; it is dead-lettered once, and no agent acts on 
 The value carries jsonb exactly as PostgreSQL printed it, so it may hold what orjson
 cannot read (nesting past 1024 levels, numbers past a double's range): :func:`loads`
 then falls back to the standard library's parser with a higher depth limit, numbers
-past a double's range as :class:`~decimal.Decimal`. A record marked ``claim_check``
+past a double's range as :class:`~decimal.Decimal` (:mod:`pipeline.agents.jsontext`). A record marked ``claim_check``
 holds the row without ``event_data`` and ``event_metadata``; the caller reads those
 from ``domain_events`` by id (:mod:`pipeline.agents.claimcheck`) and hands them to
 :func:`decode_row`.
+
+The projection decodes every record of the topic: :func:`projection_row` gives it the
+row its appliers take (``DomainEvent.as_row()``) after the same checks, without building
+the :class:`DomainEvent`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Final
-
-import orjson
 
 from pipeline import events as ev
 from pipeline.agents.errors import RecordRejected
+from pipeline.agents.jsontext import MAX_JSON_DEPTH, loads
 from pipeline.contract import ContractViolation, validate_event
 from replication.lsn import LSN, Position
 from replication.record_value import EVENT_TYPE_HEADER
@@ -45,10 +44,8 @@ Headers = Sequence[tuple[str, bytes]]
 Validator = Callable[[Mapping[str, object]], None]
 
 REQUIRED_HEADERS: Final = ("commit_lsn", "idx", "xid", "commit_ts")
+_REQUIRED_HEADER_SET: Final = frozenset(REQUIRED_HEADERS)
 CLAIM_CHECK: Final = "claim_check"
-# The nesting the fallback parser accepts (the standard library's parser recurses once
-# per level; PostgreSQL's own limit comes from its stack depth, in the thousands).
-MAX_JSON_DEPTH: Final = 10_000
 _ROW_FIELDS: Final = (
     "id",
     "stream_id",
@@ -59,6 +56,7 @@ _ROW_FIELDS: Final = (
     "event_metadata",
     "created_at",
 )
+_ROW_FIELD_SET: Final = frozenset(_ROW_FIELDS)
 # Events whose event_data names the workflow: it must be the deterministic id of the
 # stream's organization (DESIGN.md invariant 3), or the projection and Temporal disagree.
 _WORKFLOW_ID_TYPES: Final = frozenset(
@@ -123,6 +121,10 @@ def header_event_type(headers: Headers | None) -> str | None:
     for name, value in headers or ():
         if name == EVENT_TYPE_HEADER:
             found = value
+    return _header_text(found)
+
+
+def _header_text(found: bytes | None) -> str | None:
     if found is None:
         return None
     try:
@@ -157,9 +159,31 @@ def _uuid(value: object, what: str) -> uuid.UUID:
         raise RecordRejected("bad_envelope", f"{what} {value!r} is not a UUID") from exc
 
 
+# A stream's events come many at a time (a bootstrap, a batch of invitations): its id is
+# parsed and printed once for all of them. Bounded: cleared when full.
+_STREAM_IDS: dict[str, tuple[uuid.UUID, str]] = {}
+_STREAM_IDS_MAX: Final = 4096
+
+
+def _stream_id(value: object) -> tuple[uuid.UUID, str]:
+    """:func:`_uuid` of a stream id, with its canonical text (what the record key must be)."""
+    text = value if type(value) is str else None
+    if text is not None:
+        known = _STREAM_IDS.get(text)
+        if known is not None:
+            return known
+    stream_id = _uuid(value, "stream_id")
+    pair = (stream_id, str(stream_id))
+    if text is not None:
+        if len(_STREAM_IDS) >= _STREAM_IDS_MAX:
+            _STREAM_IDS.clear()
+        _STREAM_IDS[text] = pair
+    return pair
+
+
 def _check_envelope(row: Mapping[str, object]) -> None:
-    missing = [name for name in _ROW_FIELDS if name not in row]
-    if missing:
+    if not row.keys() >= _ROW_FIELD_SET:  # one set comparison while nothing is missing
+        missing = [name for name in _ROW_FIELDS if name not in row]
         raise RecordRejected("bad_envelope", f"missing fields: {', '.join(missing)}")
     if not isinstance(row["event_type"], str) or not isinstance(row["stream_type"], str):
         raise RecordRejected("bad_envelope", "event_type and stream_type must be strings")
@@ -174,37 +198,13 @@ def _check_envelope(row: Mapping[str, object]) -> None:
         raise RecordRejected("bad_envelope", "idempotency_key is neither a string nor null")
 
 
-def _number(text: str) -> float | Decimal:
-    """A JSON number with a fraction or exponent: a float where one holds it, else exact."""
-    value = float(text)
-    return value if math.isfinite(value) else Decimal(text)
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def loads(value: bytes) -> object:
-    """Parse a JSON value: orjson, or for what it cannot read the careful fallback.
-
-    Raises ``ValueError`` for text that is not JSON, ``RecursionError`` past
-    :data:`MAX_JSON_DEPTH` levels.
-    """
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        pass
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, MAX_JSON_DEPTH + 100))
-    try:
-        return json.loads(value, parse_float=_number, parse_constant=_no_constant)
-    finally:
-        sys.setrecursionlimit(limit)
-
-
 def is_claim_check(headers: Headers | None) -> bool:
     """Whether the record is a claim check (its payload is in the store, not the value)."""
-    return any(name == CLAIM_CHECK and value == b"1" for name, value in headers or ())
+    # A loop, not any(genexpr): every record asks, and the generator costs more.
+    for name, value in headers or ():  # noqa: SIM110
+        if name == CLAIM_CHECK and value == b"1":
+            return True
+    return False
 
 
 def decode_record(
@@ -221,12 +221,12 @@ def decode_record(
     """
     hmap = header_map(headers)
     position = _check_headers(hmap)  # before the value: bad headers are named as such
-    return _decode(key, parse_value(value), headers, hmap, position, validate=validate)
+    return _decode(key, parse_value(value), hmap, position, validate=validate)
 
 
 def _check_headers(hmap: Mapping[str, bytes]) -> Position:
-    missing = [name for name in REQUIRED_HEADERS if name not in hmap]
-    if missing:
+    if not hmap.keys() >= _REQUIRED_HEADER_SET:
+        missing = [name for name in REQUIRED_HEADERS if name not in hmap]
         raise RecordRejected("bad_headers", f"missing headers: {', '.join(missing)}")
     return parse_position(hmap)
 
@@ -254,20 +254,45 @@ def decode_row(
 ) -> DomainEvent:
     """:func:`decode_record` of a value already parsed (a claim check, resolved)."""
     hmap = header_map(headers)
-    return _decode(key, row, headers, hmap, _check_headers(hmap), validate=validate)
+    return _decode(key, row, hmap, _check_headers(hmap), validate=validate)
 
 
 def _decode(
     key: bytes | None,
     row: dict[str, Any],
-    headers: Headers | None,
     hmap: Mapping[str, bytes],
     position: Position,
     *,
     validate: Validator | None,
 ) -> DomainEvent:
+    event_id, stream_id, created_at, commit_ts, xid = _checked(key, row, hmap, validate)
+    return DomainEvent(
+        id=event_id,
+        stream_id=stream_id,
+        stream_type=row["stream_type"],
+        stream_version=row["stream_version"],
+        event_type=row["event_type"],
+        event_data=row["event_data"],
+        event_metadata=row["event_metadata"],
+        idempotency_key=row.get("idempotency_key"),
+        created_at=created_at,
+        position=position,
+        commit_ts=commit_ts,
+        xid=xid,
+    )
+
+
+def _checked(
+    key: bytes | None,
+    row: dict[str, Any],
+    hmap: Mapping[str, bytes],
+    validate: Validator | None,
+) -> tuple[uuid.UUID, uuid.UUID, datetime, datetime, int]:
+    """Every check of a decoded row, in order; its id, stream id, created_at, commit_ts and
+    xid, typed. The one implementation behind :func:`_decode` and :func:`_projection_row`."""
     _check_envelope(row)
-    routed_as = header_event_type(headers)
+    # The header's bytes from the map (the last one wins, as header_event_type reads it).
+    routed_as = _header_text(hmap.get(EVENT_TYPE_HEADER))
     if routed_as is not None and routed_as != row["event_type"]:
         raise RecordRejected(
             "bad_headers",
@@ -278,12 +303,12 @@ def _decode(
             validate(row)
         except ContractViolation as exc:
             raise RecordRejected("contract", f"{exc.path}: {exc}") from exc
-    stream_id = _uuid(row["stream_id"], "stream_id")
-    if key is None or key.decode(errors="replace") != str(stream_id):
+    stream_id, stream_text = _stream_id(row["stream_id"])
+    if key is None or key.decode(errors="replace") != stream_text:
         raise RecordRejected("bad_key", f"record key {key!r} is not the stream_id {stream_id}")
     data: dict[str, object] = row["event_data"]
     if row["event_type"] in _WORKFLOW_ID_TYPES:
-        expected = ev.workflow_id_for(str(stream_id))
+        expected = ev.workflow_id_for(stream_text)
         if data.get("workflow_id") != expected:
             raise RecordRejected(
                 "bad_workflow_id",
@@ -293,17 +318,66 @@ def _decode(
         xid = int(hmap["xid"].decode())
     except ValueError as exc:
         raise RecordRejected("bad_headers", f"xid {hmap['xid']!r} is not an integer") from exc
-    return DomainEvent(
-        id=_uuid(row["id"], "id"),
-        stream_id=stream_id,
-        stream_type=row["stream_type"],
-        stream_version=row["stream_version"],
-        event_type=row["event_type"],
-        event_data=data,
-        event_metadata=row["event_metadata"],
-        idempotency_key=row.get("idempotency_key"),
-        created_at=_timestamp(row["created_at"], "created_at"),
-        position=position,
-        commit_ts=_timestamp(hmap["commit_ts"].decode(errors="replace"), "commit_ts header"),
-        xid=xid,
+    return (
+        _uuid(row["id"], "id"),
+        stream_id,
+        _timestamp(row["created_at"], "created_at"),
+        _timestamp(hmap["commit_ts"].decode(errors="replace"), "commit_ts header"),
+        xid,
     )
+
+
+# ---- the projection's rows: the same checks, no DomainEvent ---------------------------
+
+
+def projection_row(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None,
+    validate: Validator | None = validate_event,
+) -> tuple[dict[str, object], Position]:
+    """:func:`decode_record` as the projection takes it: ``DomainEvent.as_row()`` of the
+    event and its position, with the same checks and rejections, without building the
+    event (the projection folds every record of the topic, so this is its hot path)."""
+    hmap = header_map(headers)
+    position = _check_headers(hmap)  # before the value: bad headers are named as such
+    return _projection_row(key, parse_value(value), hmap, position, validate), position
+
+
+def projection_row_of(
+    key: bytes | None,
+    row: dict[str, Any],
+    headers: Headers | None,
+    validate: Validator | None = validate_event,
+) -> tuple[dict[str, object], Position]:
+    """:func:`projection_row` of a value already parsed (a claim check, resolved)."""
+    hmap = header_map(headers)
+    position = _check_headers(hmap)
+    return _projection_row(key, row, hmap, position, validate), position
+
+
+def _projection_row(
+    key: bytes | None,
+    row: dict[str, Any],
+    hmap: Mapping[str, bytes],
+    position: Position,
+    validate: Validator | None,
+) -> dict[str, object]:
+    event_id, stream_id, created_at, commit_ts, xid = _checked(key, row, hmap, validate)
+    # The keys and values of DomainEvent.as_row, in its order.
+    return {
+        "id": event_id,
+        "stream_id": stream_id,
+        "stream_type": row["stream_type"],
+        "stream_version": row["stream_version"],
+        "event_type": row["event_type"],
+        "event_data": row["event_data"],
+        "event_metadata": row["event_metadata"],
+        "idempotency_key": row.get("idempotency_key"),
+        "created_at": created_at,
+        "position": position,
+        "commit_lsn": position.commit_lsn,
+        "idx": position.idx,
+        "commit_ts": commit_ts,
+        "xid": xid,
+    }

@@ -35,7 +35,14 @@ from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
 from pipeline.agents.enqueue import pending_event_for
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import DomainEvent, Validator, header_map, parse_position
+from pipeline.agents.records import (
+    DomainEvent,
+    Validator,
+    header_map,
+    is_claim_check,
+    parse_position,
+    projection_row,
+)
 from pipeline.agents.routing import Routed, route
 from pipeline.agents.starter import (
     Decision,
@@ -341,16 +348,24 @@ class AgentRuntime:
         """Fold a batch into every projection and checkpoint it, in one transaction."""
         good: list[tuple[Record, dict[str, object]]] = []
         consumed: list[Consumed] = []
+        validate = self._validate
         for record in records:
             position: Position | None
             try:
-                event = await self._decode(record)
+                # The event's row for the appliers, as DomainEvent.as_row() would give it,
+                # without building the DomainEvent; a claim check's payload read first,
+                # every other record decoded without a coroutine of its own.
+                if is_claim_check(record.headers):
+                    row, position = await self._claim_checks.projection_row(record, validate)
+                else:
+                    row, position = projection_row(
+                        record.key, record.value, record.headers, validate
+                    )
             except RecordRejected as exc:
                 await self._reject(record, exc)
                 position = _position_or_none(record)
             else:
-                good.append((record, event.as_row()))
-                position = event.position
+                good.append((record, row))
             consumed.append(Consumed(record.topic, record.partition, record.offset, position))
         checkpoints = checkpoints_for(consumed)
         applied = await effects.with_retries(

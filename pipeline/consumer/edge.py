@@ -18,7 +18,7 @@ suspends delivery during a rebalance. It drops the per-record machinery:
   record to the projection's lane (:mod:`pipeline.consumer.lane`), an initiated or a
   pending event also to the stream dispatcher (:mod:`pipeline.agents.dispatch`; streams
   concurrently, each stream in order). A record is acked once its projection AND its
-  handler are done, in partition order (:class:`~pipeline.consumer.batching.InOrderAcks`),
+  handler are done, in partition order (:class:`~pipeline.consumer.batching.AckLedger`),
   so Faust never commits past a record whose effects have not all happened.
 
 A message is tracked as in flight (``Consumer.track_message``, what a ``Stream`` does) as
@@ -45,12 +45,13 @@ from faust.types import Message
 
 from pipeline import metrics
 from pipeline.agents.dispatch import StreamDispatcher
+from pipeline.agents.records import header_event_type
 from pipeline.agents.routing import Routed, route
 from pipeline.agents.runtime import Record
-from pipeline.consumer.batching import InOrderAcks
+from pipeline.consumer.batching import AckLedger, Ticket
 from pipeline.consumer.inbox import Inbox
 from pipeline.consumer.lane import ProjectionLane
-from pipeline.consumer.router import Completion, Effect, effects_for, handler_effect
+from pipeline.consumer.router import Effect, effects_for, handler_effect
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,24 @@ async def _message_itself(message: Message, *, propagate: bool = False) -> Any:
     return message
 
 
+def _header(name: object, value: Any) -> tuple[str, bytes]:
+    return (
+        name if type(name) is str else str(name),
+        value if type(value) is bytes else bytes(value or b""),
+    )
+
+
 def to_record(message: Message) -> Record:
-    """The handlers' view of a consumed message."""
+    """The handlers' view of a consumed message (header values None as empty)."""
     headers = message.headers or ()
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((str(name), bytes(value or b"")) for name, value in pairs),
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        tuple([_header(name, value) for name, value in pairs]),
     )
 
 
@@ -96,8 +104,8 @@ class EdgeLimits:
     """How much the edge takes and holds: a batch, the projection's queue, the handlers."""
 
     max_batch: int = 2000
-    max_projection_pending: int = 10_000
-    max_inbox: int = 20_000
+    max_projection_pending: int = 4_000
+    max_inbox: int = 4_000
 
 
 class ConsumerEdge:
@@ -121,7 +129,7 @@ class ConsumerEdge:
         self._handlers = handlers
         self._limits = limits
 
-    async def _ack(self, message: Message) -> None:
+    def _ack(self, message: Message) -> None:
         app = self._app
         consumer = app.consumer
         if message.generation_id != app.consumer_generation_id:
@@ -130,27 +138,29 @@ class ConsumerEdge:
             # handled); no longer in flight either, or the next rebalance would wait for it.
             consumer.unacked.discard(message)
             return
-        if message.ack(consumer):
-            app.sensors.on_message_out(message.tp, message.offset, message)
+        # Faust's Consumer.ack (what Message.ack ends in): marks the offset acked for
+        # the commit and takes the message out of the in-flight set.
+        message.ack(consumer)
 
     async def run(self) -> None:
         """Consume until cancelled (the app's stop)."""
         app = self._app
         consumer = app.consumer
         counters = [metrics.EVENTS_CONSUMED.labels(role) for role in ROLES]
-        acks: InOrderAcks[Message] = InOrderAcks(self._ack)
-        lane: ProjectionLane[Record] = ProjectionLane(
-            self._project, self._limits.max_projection_pending
+        ledger: AckLedger[Message] = AckLedger(self._ack)
+        lane: ProjectionLane[Record, Ticket[Message]] = ProjectionLane(
+            self._project, self._limits.max_projection_pending, ledger.done
         )
         folding = asyncio.create_task(lane.run(), name="projection-lane")
         report = _Report()
+        submit = self._handlers.submit
 
         async def handled(
-            completion: Completion, effect: Effect, where: str, error: Exception | None
+            ticket: Ticket[Message], effect: Effect, where: str, error: Exception | None
         ) -> None:
             if error is not None:
                 log.error("%s of %s failed; going on", effect.value, where, exc_info=error)
-            await completion.done(effect)
+            ledger.done((ticket,))
 
         try:
             while True:
@@ -162,21 +172,30 @@ class ConsumerEdge:
                 for counter in counters:
                     counter.inc(len(messages))
                 report.add(len(messages))
+                # In flight until acked, so a rebalance waits for them (what Faust's
+                # Consumer.track_message does, less its per-message sensor call: the
+                # pipeline's figures are its own, on /metrics).
+                consumer.unacked.update(messages)
                 records: list[Record] = []
-                completions: list[Completion] = []
+                tickets: list[Ticket[Message]] = []
                 for message in messages:
-                    consumer.track_message(message)
                     record = to_record(message)
                     records.append(record)
-                    routed = route(record)
-                    effects = effects_for(routed.event_type)
-                    completion = Completion.of(effects, acks.track(message.tp, message))
-                    completions.append(completion)
+                    event_type = header_event_type(record.headers)
+                    routed = None
+                    if event_type is None:  # no usable header: routed by its value
+                        routed = route(record)
+                        event_type = routed.event_type
+                    effects = effects_for(event_type)
+                    ticket = ledger.track(message.tp, message, len(effects))
+                    tickets.append(ticket)
                     handler = handler_effect(effects)
                     if handler is not None:
-                        done = functools.partial(handled, completion, handler, record.where)
-                        await self._handlers.submit(routed, done)
-                await lane.put(records, completions, records[-1].where)
+                        if routed is None:
+                            routed = Routed(record, event_type)
+                        done = functools.partial(handled, ticket, handler, record.where)
+                        await submit(routed, done)
+                await lane.put(records, tickets, records[-1].where)
         finally:
             folding.cancel()
             await asyncio.wait([folding])

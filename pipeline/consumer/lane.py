@@ -15,15 +15,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from pipeline.consumer.router import Completion, Effect
-
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
-class ProjectionLane(Generic[R]):
-    """Folds queued batches one transaction at a time; each record's PROJECT is then done.
+class ProjectionLane(Generic[R, T]):
+    """Folds queued batches one transaction at a time; then ``folded`` gets the batches'
+    tickets (:class:`~pipeline.consumer.batching.AckLedger`: each record's projection done).
 
     A fold that raises is a bug for that batch (the projection retries every outage and
     dead-letters a bad record itself): it is logged and its records count as projected,
@@ -31,12 +31,18 @@ class ProjectionLane(Generic[R]):
     back for good.
     """
 
-    def __init__(self, project: Callable[[list[R]], Awaitable[None]], max_pending: int) -> None:
+    def __init__(
+        self,
+        project: Callable[[list[R]], Awaitable[None]],
+        max_pending: int,
+        folded: Callable[[list[T]], None],
+    ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending}")
         self._project = project
         self._max_pending = max_pending
-        self._queue: list[tuple[list[R], list[Completion], str]] = []
+        self._folded = folded
+        self._queue: list[tuple[list[R], list[T], str]] = []
         self._pending = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -47,12 +53,12 @@ class ProjectionLane(Generic[R]):
         """Records queued or being folded."""
         return self._pending
 
-    async def put(self, records: list[R], completions: list[Completion], where: str) -> None:
+    async def put(self, records: list[R], tickets: list[T], where: str) -> None:
         """Queue a routed batch (``where``: its last record, for the log)."""
         while self._pending >= self._max_pending:
             self._room.clear()
             await self._room.wait()
-        self._queue.append((records, completions, where))
+        self._queue.append((records, tickets, where))
         self._pending += len(records)
         self._wake.set()
 
@@ -73,8 +79,6 @@ class ProjectionLane(Generic[R]):
                     len(records),
                     queued[-1][2],
                 )
-            for _, completions, _ in queued:
-                for completion in completions:
-                    await completion.done(Effect.PROJECT)
+            self._folded([t for _, tickets, _ in queued for t in tickets])
             self._pending -= len(records)
             self._room.set()

@@ -9,17 +9,15 @@ edge (:mod:`pipeline.consumer.edge`), and routes each record here:
 - an ``organization.bootstrap.initiated`` also goes to the enqueue handler;
 - a ``workflow.queue.pending`` also goes to the starter handler.
 
-A record is acked only once every effect it was routed to is done
-(:class:`Completion`), and acks go out in partition order
-(:class:`pipeline.consumer.batching.InOrderAcks`), so Faust never commits past a record
+A record is acked only once every effect it was routed to is done, and acks go out in
+partition order (:class:`pipeline.consumer.batching.AckLedger`, which counts a record's
+effects), so Faust never commits past a record
 whose projection, enqueue or start has not happened: a crash or rebalance mid-batch
 redelivers it, and the idempotent effects absorb the repeat. Pure: no Faust, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
@@ -52,33 +50,3 @@ def handler_effect(effects: tuple[Effect, ...]) -> Effect | None:
         if effect is not Effect.PROJECT:
             return effect
     return None
-
-
-@dataclass(slots=True)
-class Completion:
-    """Counts down a record's effects; calls ``settle`` once, when the last one is done.
-
-    ``done`` for an effect the record was not routed to, or twice for the same effect, is
-    a bug and raises: a miscount would ack a record before its effects happened.
-    """
-
-    settle: Callable[[], Awaitable[None]]
-    waiting: set[Effect]
-
-    @classmethod
-    def of(cls, effects: tuple[Effect, ...], settle: Callable[[], Awaitable[None]]) -> Completion:
-        if not effects:
-            raise ValueError("a record is routed to at least one effect")
-        return cls(settle, set(effects))
-
-    @property
-    def settled(self) -> bool:
-        return not self.waiting
-
-    async def done(self, effect: Effect) -> None:
-        """Mark ``effect`` done; settles the record when it was the last one."""
-        if effect not in self.waiting:
-            raise RuntimeError(f"effect {effect.value} is not pending for this record")
-        self.waiting.discard(effect)
-        if not self.waiting:
-            await self.settle()

@@ -31,8 +31,9 @@ def _describe(row: EventRow) -> str:
 def position_of(row: EventRow) -> Position:
     """The event's position: its ``position``, else its ``commit_lsn`` and ``idx``.
 
-    The agents' rows carry both forms (:meth:`pipeline.agents.records.DomainEvent.as_row`);
-    rows built by other callers may carry either.
+    The agents' rows carry both forms (:func:`pipeline.agents.records.projection_row`,
+    the keys of :meth:`~pipeline.agents.records.DomainEvent.as_row`); rows built by other
+    callers may carry either.
     """
     pos = row.get("position")
     if isinstance(pos, Position):
@@ -63,7 +64,8 @@ def event_type(row: EventRow) -> str:
 def event_data(row: EventRow) -> Mapping[str, object]:
     """The row's decoded ``event_data``."""
     data = row.get("event_data")
-    if not isinstance(data, Mapping):
+    # A dict first: isinstance against the Mapping ABC costs more than the fold around it.
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise ProjectionError(f"{_describe(row)}: event_data is not an object")
     return data
 

@@ -15,11 +15,12 @@ same rows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
+import orjson
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
@@ -83,7 +84,8 @@ def _text(data: Mapping[str, object], key: str) -> str | None:
 
 def _data(event: EventRow) -> Mapping[str, object]:
     data = event.get("event_data")
-    return data if isinstance(data, Mapping) else {}
+    # A dict first: isinstance against the Mapping ABC is the slow check.
+    return data if type(data) is dict or isinstance(data, Mapping) else {}
 
 
 def job_id_of(event: EventRow) -> uuid.UUID | None:
@@ -135,44 +137,37 @@ def fold(row: QueueRow | None, event: EventRow) -> QueueRow | None:
     at = _time(event["created_at"])
     data = _data(event)
     current = row if row is not None else _new_row(job_id, event, at, pos)
-    current = replace(
-        current,
-        position=pos,
-        updated_at=at,
-        workflow_id=_text(data, "workflow_id") or current.workflow_id,
-    )
+    # One replace per event: what every event changes, then what its type adds.
+    changes: dict[str, Any] = {
+        "position": pos,
+        "updated_at": at,
+        "workflow_id": _text(data, "workflow_id") or current.workflow_id,
+    }
     kind = event["event_type"]
     active = current.status not in TERMINAL
     if kind == ev.QUEUE_PENDING:
         workflow_type = _text(data, "workflow_type")
         raw_input = data.get("input")
-        return replace(
-            current,
-            workflow_type=workflow_type,
-            event_type=REQUESTING_EVENT_TYPE.get(workflow_type or "", current.event_type),
-            event_data=dict(raw_input) if isinstance(raw_input, Mapping) else {},
-        )
-    if kind == ev.QUEUE_CLAIMED:
-        return replace(
-            current,
-            status="processing" if active else current.status,
-            worker_id=_text(data, "worker_id"),
-            claimed_at=at,
-            attempts=current.attempts + 1,
-        )
-    if kind == ev.BOOTSTRAP_WORKFLOW_STARTED:
-        return replace(
-            current,
-            status="processing" if active else current.status,
-            run_id=_text(data, "run_id"),
-            started_at=at,
-        )
-    if kind == ev.QUEUE_COMPLETED:
-        return replace(current, status="completed", completed_at=at)
-    # workflow.queue.failed, the only queue event type left.
-    return replace(
-        current, status="failed", failed_at=at, last_error=_text(data, "error") or "unknown"
-    )
+        changes["workflow_type"] = workflow_type
+        changes["event_type"] = REQUESTING_EVENT_TYPE.get(workflow_type or "", current.event_type)
+        changes["event_data"] = dict(raw_input) if isinstance(raw_input, Mapping) else {}
+    elif kind == ev.QUEUE_CLAIMED:
+        changes["status"] = "processing" if active else current.status
+        changes["worker_id"] = _text(data, "worker_id")
+        changes["claimed_at"] = at
+        changes["attempts"] = current.attempts + 1
+    elif kind == ev.BOOTSTRAP_WORKFLOW_STARTED:
+        changes["status"] = "processing" if active else current.status
+        changes["run_id"] = _text(data, "run_id")
+        changes["started_at"] = at
+    elif kind == ev.QUEUE_COMPLETED:
+        changes["status"] = "completed"
+        changes["completed_at"] = at
+    else:  # workflow.queue.failed, the only queue event type left.
+        changes["status"] = "failed"
+        changes["failed_at"] = at
+        changes["last_error"] = _text(data, "error") or "unknown"
+    return replace(current, **changes)
 
 
 _COLUMNS: Final = (
@@ -182,18 +177,36 @@ _COLUMNS: Final = (
 )
 _SELECT: Final = (
     f"SELECT {_COLUMNS.replace('last_commit_lsn', 'last_commit_lsn::text')} "
-    "FROM workflow_queue_projection WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE"
+    "FROM workflow_queue_projection WHERE job_id = ANY(%s::uuid[]) ORDER BY job_id FOR UPDATE"
 )
 _UPDATED = ", ".join(
     f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ") if c not in {"job_id", "created_at"}
 )
+_GUARD: Final = (
+    "WHERE (workflow_queue_projection.last_commit_lsn, workflow_queue_projection.last_idx) "
+)
 _UPSERT: Final = (
     f"INSERT INTO workflow_queue_projection ({_COLUMNS}) VALUES "
     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::pg_lsn, %s) "
-    f"ON CONFLICT (job_id) DO UPDATE SET {_UPDATED} "
-    "WHERE (workflow_queue_projection.last_commit_lsn, workflow_queue_projection.last_idx) "
-    "< (%s::pg_lsn, %s)"
+    f"ON CONFLICT (job_id) DO UPDATE SET {_UPDATED} {_GUARD}< (%s::pg_lsn, %s)"
 )
+# The same upsert for every changed row at once, the rows one JSON parameter
+# (:func:`rows_json`) unpacked by the server, each row still guarded by its own position.
+_UPSERT_JSON: Final = (
+    f"INSERT INTO workflow_queue_projection ({_COLUMNS}) SELECT {_COLUMNS} "
+    "FROM json_to_recordset(%s::json) AS r(job_id uuid, stream_id uuid, stream_type text, "
+    "event_type text, event_data jsonb, status text, workflow_type text, workflow_id text, "
+    "run_id text, worker_id text, attempts integer, last_error text, created_at timestamptz, "
+    "claimed_at timestamptz, started_at timestamptz, completed_at timestamptz, "
+    "failed_at timestamptz, updated_at timestamptz, last_commit_lsn pg_lsn, last_idx integer) "
+    f"ON CONFLICT (job_id) DO UPDATE SET {_UPDATED} "
+    f"{_GUARD}< (EXCLUDED.last_commit_lsn, EXCLUDED.last_idx)"
+)
+
+
+def _uuid_array(ids: Iterable[uuid.UUID]) -> str:
+    """Ids as the text of a uuid[] (one parameter, not a list dumped element by element)."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _from_db(r: Sequence[object]) -> QueueRow:
@@ -249,6 +262,39 @@ def _params(row: QueueRow) -> tuple[object, ...]:
     )
 
 
+def rows_json(rows: Sequence[QueueRow]) -> bytes:
+    """Rows as the JSON parameter of the one-statement upsert; raises ``TypeError`` (or
+    orjson's error, a ``TypeError``) for event_data orjson cannot write (a number past
+    64 bits or a double, nesting past 255 levels): the caller then sends them one by one."""
+    return orjson.dumps(
+        [
+            {
+                "job_id": row.job_id,
+                "stream_id": row.stream_id,
+                "stream_type": row.stream_type,
+                "event_type": row.event_type,
+                "event_data": row.event_data,
+                "status": row.status,
+                "workflow_type": row.workflow_type,
+                "workflow_id": row.workflow_id,
+                "run_id": row.run_id,
+                "worker_id": row.worker_id,
+                "attempts": row.attempts,
+                "last_error": row.last_error,
+                "created_at": row.created_at,
+                "claimed_at": row.claimed_at,
+                "started_at": row.started_at,
+                "completed_at": row.completed_at,
+                "failed_at": row.failed_at,
+                "updated_at": row.updated_at,
+                "last_commit_lsn": str(row.position.commit_lsn),
+                "last_idx": row.position.idx,
+            }
+            for row in rows
+        ]
+    )
+
+
 async def apply_queue_events(
     conn: psycopg.AsyncConnection[TupleRow], events: list[dict[str, object]]
 ) -> int:
@@ -256,7 +302,9 @@ async def apply_queue_events(
 
     Runs inside the caller's transaction (the projection agent commits the batch and its
     checkpoint together). Rows are locked in job_id order, so two writers of overlapping
-    batches (a replay beside the live agent) cannot deadlock.
+    batches (a replay beside the live agent) cannot deadlock. The changed rows go back in
+    one statement, as one JSON parameter (:func:`rows_json`), or row by row when orjson
+    cannot write one of them.
     """
     by_job: dict[uuid.UUID, list[dict[str, object]]] = {}
     for event in events:
@@ -265,11 +313,12 @@ async def apply_queue_events(
             by_job.setdefault(job_id, []).append(event)
     if not by_job:
         return 0
-    cur = await conn.execute(_SELECT, (sorted(by_job),))
+    jobs = sorted(by_job)
+    cur = await conn.execute(_SELECT, (_uuid_array(jobs),))
     stored = {row.job_id: row for row in map(_from_db, await cur.fetchall())}
     applied = 0
     changed: list[QueueRow] = []
-    for job_id in sorted(by_job):
+    for job_id in jobs:
         before = stored.get(job_id)
         row = before
         for event in sorted(by_job[job_id], key=position_of):
@@ -280,6 +329,13 @@ async def apply_queue_events(
         if row is not None and row is not before:
             changed.append(row)
     if changed:
+        try:
+            param = rows_json(changed).decode()
+        except TypeError:
+            param = None
         async with conn.cursor() as wcur:
-            await wcur.executemany(_UPSERT, [_params(row) for row in changed])
+            if param is not None:
+                await wcur.execute(_UPSERT_JSON, (param,))
+            else:
+                await wcur.executemany(_UPSERT, [_params(row) for row in changed])
     return applied

@@ -1,4 +1,5 @@
-"""batching.InOrderAcks: acks go out in each partition's arrival order (pure)."""
+"""batching.AckLedger: a record is acked once its effects are all done, in each
+partition's arrival order (pure)."""
 
 from __future__ import annotations
 
@@ -6,44 +7,62 @@ import itertools
 
 import pytest
 
-from pipeline.consumer.batching import InOrderAcks
+from pipeline.consumer.batching import AckLedger
 
 
-async def test_an_event_finished_early_waits_for_the_ones_before_it() -> None:
+def test_a_record_finished_early_waits_for_the_ones_before_it() -> None:
     acked: list[str] = []
-
-    async def ack(event: str) -> None:
-        acked.append(event)
-
-    acks = InOrderAcks(ack)
-    done = {e: acks.track("p0", e) for e in ("a", "b", "c")}
-    other = acks.track("p1", "x")
-    await done["c"]()
-    await done["b"]()
+    ledger: AckLedger[str] = AckLedger(acked.append)
+    tickets = {e: ledger.track("p0", e, 1) for e in ("a", "b", "c")}
+    other = ledger.track("p1", "x", 1)
+    ledger.done([tickets["c"], tickets["b"]])
     assert acked == []  # 'a' is unfinished: acking b or c would let Faust commit past it
-    await other()
+    ledger.done([other])
     assert acked == ["x"]  # another partition does not wait
-    await done["a"]()
+    ledger.done([tickets["a"]])
     assert acked == ["x", "a", "b", "c"]
-    assert acks.waiting() == 0
+    assert ledger.waiting() == 0
 
 
-@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
-async def test_acked_events_are_always_a_prefix_in_any_finishing_order(
+def test_a_record_is_acked_after_its_last_effect_and_never_counted_twice() -> None:
+    acked: list[str] = []
+    ledger: AckLedger[str] = AckLedger(acked.append)
+    both = ledger.track("p", "initiated", 2)  # its projection and its enqueue
+    ledger.done([both])
+    assert acked == [] and not both.settled  # the enqueue has not happened yet
+    ledger.done([both])
+    assert acked == ["initiated"] and both.settled
+    with pytest.raises(RuntimeError):
+        ledger.done([both])  # a double count would ack before an effect happened
+    with pytest.raises(ValueError):
+        ledger.track("p", "nothing", 0)
+
+
+def test_one_call_settles_a_batch_spread_over_partitions() -> None:
+    acked: list[tuple[str, int]] = []
+    ledger: AckLedger[tuple[str, int]] = AckLedger(acked.append)
+    batch = [ledger.track(p, (p, o), 1) for o in range(3) for p in ("p0", "p1")]
+    ledger.done(batch)
+    assert sorted(acked) == sorted((p, o) for o in range(3) for p in ("p0", "p1"))
+    assert [o for p, o in acked if p == "p0"] == [0, 1, 2]
+    assert [o for p, o in acked if p == "p1"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(6))))
+def test_acks_are_the_prefix_of_the_records_whose_effects_are_all_done(
     order: tuple[int, ...],
 ) -> None:
+    """One partition: initiated (2 effects), other, pending (2), unreadable. The four
+    projections and the two handlers finish in every order; after each step exactly the
+    longest prefix of records whose every effect is done has been acked."""
     acked: list[int] = []
-
-    async def ack(event: int) -> None:
-        acked.append(event)
-
-    acks = InOrderAcks(ack)
-    done = [acks.track("p", e) for e in range(4)]
-    finished: set[int] = set()
-    for e in order:
-        await done[e]()
-        finished.add(e)
-        assert acked == list(range(len(acked)))  # a prefix, in order
-        assert set(acked) <= finished
-        # everything finished with nothing unfinished before it is acked
-        assert len(acked) == next(i for i in range(5) if i not in finished)
+    ledger: AckLedger[int] = AckLedger(acked.append)
+    tickets = [ledger.track("p0", offset, n) for offset, n in enumerate((2, 1, 2, 1))]
+    steps = [*tickets, tickets[0], tickets[2]]
+    for k in order:
+        ledger.done([steps[k]])
+        prefix = 0
+        while prefix < len(tickets) and tickets[prefix].settled:
+            prefix += 1
+        assert acked == list(range(prefix))
+    assert acked == [0, 1, 2, 3]

@@ -8,17 +8,10 @@ import asyncio
 import pytest
 
 from pipeline.consumer.lane import ProjectionLane
-from pipeline.consumer.router import Completion, Effect
 
 
-def _completions(n: int, settled: list[int], base: int) -> list[Completion]:
-    def settle(i: int):  # type: ignore[no-untyped-def]
-        async def go() -> None:
-            settled.append(i)
-
-        return go
-
-    return [Completion.of((Effect.PROJECT,), settle(base + k)) for k in range(n)]
+def _tickets(n: int, base: int) -> list[int]:
+    return list(range(base, base + n))
 
 
 async def test_batches_queued_during_a_fold_are_folded_together_in_order() -> None:
@@ -31,12 +24,12 @@ async def test_batches_queued_during_a_fold_are_folded_together_in_order() -> No
         if len(folds) == 1:
             await gate.wait()  # the first fold is slow: the next batches queue up
 
-    lane: ProjectionLane[int] = ProjectionLane(project, max_pending=100)
+    lane: ProjectionLane[int, int] = ProjectionLane(project, 100, settled.extend)
     task = asyncio.create_task(lane.run())
-    await lane.put([0, 1], _completions(2, settled, 0), "t[0]@1")
+    await lane.put([0, 1], _tickets(2, 0), "t[0]@1")
     await asyncio.sleep(0)
-    await lane.put([2], _completions(1, settled, 2), "t[0]@2")
-    await lane.put([3, 4], _completions(2, settled, 3), "t[0]@4")
+    await lane.put([2], _tickets(1, 2), "t[0]@2")
+    await lane.put([3, 4], _tickets(2, 3), "t[0]@4")
     assert settled == []  # nothing is done before its fold returned
     gate.set()
     for _ in range(10):
@@ -53,7 +46,7 @@ async def test_put_waits_while_max_pending_records_are_unfolded() -> None:
     async def project(records: list[int]) -> None:
         await gate.wait()
 
-    lane: ProjectionLane[int] = ProjectionLane(project, max_pending=2)
+    lane: ProjectionLane[int, int] = ProjectionLane(project, 2, lambda tickets: None)
     task = asyncio.create_task(lane.run())
     await lane.put([0, 1], [], "t[0]@1")
     blocked = asyncio.create_task(lane.put([2], [], "t[0]@2"))
@@ -72,9 +65,9 @@ async def test_a_cancelled_fold_leaves_its_records_not_done() -> None:
     async def project(records: list[int]) -> None:
         await asyncio.Event().wait()  # never returns: shutdown mid-fold
 
-    lane: ProjectionLane[int] = ProjectionLane(project, max_pending=10)
+    lane: ProjectionLane[int, int] = ProjectionLane(project, 10, settled.extend)
     task = asyncio.create_task(lane.run())
-    await lane.put([0], _completions(1, settled, 0), "t[0]@0")
+    await lane.put([0], _tickets(1, 0), "t[0]@0")
     await asyncio.sleep(0)
     task.cancel()
     await asyncio.wait([task])
@@ -86,4 +79,4 @@ def test_max_pending_must_be_positive() -> None:
         return None
 
     with pytest.raises(ValueError):
-        ProjectionLane(project, max_pending=0)
+        ProjectionLane(project, 0, lambda tickets: None)
