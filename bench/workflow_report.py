@@ -278,7 +278,8 @@ def section(results: Sequence[Result], temporal: str, cpus: int | None = None) -
         history_table(first),
         "",
         "**CPU per bootstrap**, each process's CPU time over the phase divided by its "
-        "bootstraps (`/proc/<pid>/stat`; PostgreSQL with its backends). The services' idle "
+        "bootstraps (`/proc/<pid>/stat`; `pipeline run` with its reader process, PostgreSQL "
+        "with its backends). The services' idle "
         "work over the phase is included, so a slower phase shows them dearer.",
         "",
         cpu_table(runs),
