@@ -27,6 +27,8 @@ lint:
 # Every path runs 3 times, interleaved, each goal judged on the worst run (bench/run.py):
 #   make bench BENCH_ARGS="--no-profile --runs 1"   one run, for quick iterations
 #   make bench BENCH_ARGS="--no-profile --full"     issue 17's loads, Temporal on PostgreSQL
+# The last phase of every run is the real workflow and worker (bench/workflow_bench.py);
+#   make bench BENCH_ARGS="--no-profile --skip-workflow"   leaves it out
 BENCH_ARGS ?= --no-profile
 bench: setup
 	@.venv/bin/python -m bench.run $(BENCH_ARGS)

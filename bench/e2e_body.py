@@ -1,7 +1,8 @@
 """The end-to-end section of docs/benchmarks.md as ``make bench`` writes it, and its charts.
 
 Assembles the pieces of :mod:`bench.e2e_report` (latency and starts),
-:mod:`bench.drain_report` (the event drain) and :mod:`bench.stages` (the stage table).
+:mod:`bench.drain_report` (the event drain), :mod:`bench.stages` (the stage table) and
+:mod:`bench.workflow_report` (the real workflow and worker).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import plots, throughput
+from bench import plots, throughput, workflow_report
 from bench.drain import Round
 from bench.drain_report import drain_section
 from bench.drain_report import verdicts as drain_verdicts
@@ -70,6 +71,13 @@ def build_body(data: dict[str, object], args: argparse.Namespace) -> str:
             "100,000-event drain) down to "
             f"{args.bootstrap_rate:.0f} + {args.other_rate:.0f} events/s for "
             f"{args.seconds:.0f} s and a {args.events:,}-event drain"
+            + (
+                "; the real workflow's 60 s at 5 bootstraps/s and 500-bootstrap backlog to "
+                f"{args.workflow_seconds:g} s at {args.workflow_rate:g}/s and "
+                f"{args.workflow_backlog:,} bootstraps"
+                if getattr(args, "workflow", False)
+                else ""
+            )
             if not args.full
             else ""
         )
@@ -156,6 +164,12 @@ def build_body(data: dict[str, object], args: argparse.Namespace) -> str:
     rss += [r.drains["ours"].peak_rss_mib for r in rounds if "ours" in r.drains]
     verdicts += drain_verdicts(rounds) if rounds else []
     verdicts += start_verdicts(starts, [v for v in rss if v is not None])
+    workflows: list[workflow_report.Result] = data.get("workflow", [])  # type: ignore[assignment]
+    if workflows:
+        temporal = machine.get("temporal_persistence", "?")
+        cpus = int(machine["nproc"]) if str(machine.get("nproc", "")).isdigit() else None
+        parts += ["", *workflow_report.section(workflows, temporal, cpus)]
+        verdicts += workflow_report.verdicts(workflows)
     if verdicts:
         parts += ["", "### Goals (worst of the runs)", "", verdict_table(verdicts)]
     parts += ["", "### Machine", "", machine_table(machine)]

@@ -19,8 +19,12 @@ consumer group and task queue: the steady-load latency (``direct`` bare Temporal
 ``listen`` LISTEN/NOTIFY, ``poll`` polling every second, ``ours`` = ``pipeline run``) with
 the stage table of ``ours``; the drain of a bootstrap backlog into workflow starts against
 the bare client; the drain of a mixed event backlog by the reader alone, a bare Faust
-agent and ``pipeline run`` (:mod:`bench.drain`). Writes JSON to bench/results/, charts to
-docs/img/ and its own section of docs/benchmarks.md.
+agent and ``pipeline run`` (:mod:`bench.drain`); the real workflow and worker
+(:mod:`bench.workflow_bench`: ``pipeline run`` + ``pipeline worker``, initiated ->
+``workflow.queue.completed`` at a steady 5 bootstraps/s, then completed/s on a backlog;
+``--skip-workflow`` leaves it out, ``--drain-only`` measures the event drain alone).
+Writes JSON to bench/results/, charts to docs/img/ and its own section of
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from bench import drain, profiling, temporal_postgres, throughput
+from bench import drain, profiling, temporal_postgres, throughput, workflow_bench
 from bench.drain_fill import DEFAULT_BOOTSTRAP_EVERY
 from bench.e2e_body import DOC, build_body, charts
 from bench.harness import RESULTS, Services, ensure_services
@@ -48,6 +52,7 @@ from bench.machine import describe
 from bench.report import write
 from bench.runs import LoadAround, interleave, load1
 from bench.starts import server_version
+from bench.workflow_report import Result
 
 log = logging.getLogger("bench")
 
@@ -80,8 +85,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=("dev", "postgres"),
         help="the dev server (short) or Temporal's server on PostgreSQL (full)",
     )
-    p.add_argument("--skip-throughput", action="store_true", help="latency paths only")
+    p.add_argument(
+        "--skip-throughput", action="store_true", help="neither the start drain nor the event drain"
+    )
+    p.add_argument("--skip-workflow", action="store_true", help="not the real workflow phase")
     p.add_argument("--drain-only", action="store_true", help="only the event drain")
+    p.add_argument(
+        "--workflow-rate", type=float, default=5.0, help="real workflow: steady bootstraps/s (5)"
+    )
+    p.add_argument(
+        "--workflow-seconds", type=float, help="real workflow: steady seconds (short 20, full 60)"
+    )
+    p.add_argument(
+        "--workflow-backlog",
+        type=int,
+        help="real workflow: saturation backlog (short 150, full 500)",
+    )
+    p.add_argument(
+        "--workflow-limit",
+        type=float,
+        help="real workflow: seconds to wait for each phase's completions (short 90, full 300)",
+    )
     p.add_argument("--no-profile", action="store_true", help="do not sample with py-spy")
     p.add_argument("--real-worker", action="store_true", help="`pipeline worker`, not the stand-in")
     p.add_argument("--no-doc", action="store_true", help="leave docs/ alone")
@@ -97,6 +121,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.bootstraps = args.bootstraps or (200 if args.full else 100)
     args.settle = args.settle or (120.0 if args.full else 30.0)
     args.temporal = args.temporal or ("postgres" if args.full else "dev")
+    args.workflow_seconds = args.workflow_seconds or (60.0 if args.full else 20.0)
+    args.workflow_backlog = args.workflow_backlog or (500 if args.full else 150)
+    args.workflow_limit = args.workflow_limit or (300.0 if args.full else 90.0)
+    args.workflow = not (args.skip_workflow or args.drain_only)
     if args.paths is None:
         args.paths = ",".join(PATHS if args.full else SHORT_PATHS)
     if args.drain_only:
@@ -105,6 +133,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown path(s) {', '.join(unknown)}: choose from {', '.join(PATHS)}")
     return args
+
+
+def phases(args: argparse.Namespace) -> list[str]:
+    """What each run measures, in order: the latency paths, the start drain, the event
+    drain, the real workflow (``--drain-only``: the event drain alone)."""
+    paths = [p for p in args.paths.split(",") if p]
+    if not args.skip_throughput:
+        if not args.drain_only:
+            paths.append("starts")
+        paths.append("drain")
+    if args.workflow:
+        paths.append("workflow")
+    return paths
 
 
 async def _start_drain(
@@ -127,12 +168,12 @@ async def measure(svc: Services, args: argparse.Namespace, opts: Options) -> dic
         else "SQLite (the CLI's dev server)"
     )
     spec = LoadSpec(args.bootstrap_rate, args.other_rate, args.seconds)
-    paths = [p for p in args.paths.split(",") if p]
-    if not args.skip_throughput:
-        if not args.drain_only:
-            paths.append("starts")
-        paths.append("drain")
+    paths = phases(args)
+    wf_spec = workflow_bench.Spec(
+        args.workflow_backlog, args.workflow_rate, args.workflow_seconds, args.workflow_limit
+    )
     results: list[PathResult] = []
+    workflows: list[Result] = []
     start_drains: list[throughput.StartDrain] = []
     rounds: list[drain.Round] = []
     for run, path in interleave(paths, args.runs):
@@ -140,6 +181,8 @@ async def measure(svc: Services, args: argparse.Namespace, opts: Options) -> dic
         log.info("run %d path=%s load=%.2f", run, path, load1())
         if path == "starts":
             start_drains.append(await _start_drain(svc, args, opts, run))
+        elif path == "workflow":
+            workflows.append(await workflow_bench.run(svc, wf_spec, run, opts.log_dir))
         elif path == "drain":
             rounds.append(
                 await drain.one_round(
@@ -154,6 +197,7 @@ async def measure(svc: Services, args: argparse.Namespace, opts: Options) -> dic
         "latency_results": results,
         "starts": start_drains,
         "drain_rounds": rounds,
+        "workflow": workflows,
     }
 
 
@@ -217,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "paths": [asdict(r) for r in results],
         "starts": [asdict(s) for s in data["starts"]],  # type: ignore[attr-defined]
         "drain_rounds": [asdict(r) for r in data["drain_rounds"]],  # type: ignore[attr-defined]
+        "workflow": [asdict(r) for r in data["workflow"]],  # type: ignore[attr-defined]
         "profiles": data["profiles"],
         "wall_seconds": time.monotonic() - started,
     }

@@ -66,8 +66,8 @@ class Verdict:
             return "∞ (not seen)"
         if self.unit == "x":
             return f"{value:.2f}x"
-        if self.unit == "/s":
-            return f"{value:,.0f}/s"
+        if self.unit == "/s":  # below 100/s with a decimal: 24.9/s must not read as 25/s
+            return (f"{value:,.0f}" if value >= 100 else f"{value:.1f}") + "/s"
         if self.unit == "ms":
             return (f"{value:,.0f}" if value >= 100 else f"{value:.1f}") + " ms"
         return f"{value:,.0f} {self.unit}".rstrip()

@@ -20,6 +20,10 @@ worker, ``pipeline run``, and this checkout's Temporal, Kafka and PostgreSQL wit
 backends); the services' idle work over the phase is included, so a slower phase shows
 them dearer.
 
+``make bench`` (``python -m bench.run``) runs it as its workflow phase, every run
+interleaved with the other paths, and writes the figures into docs/benchmarks.md
+(:mod:`bench.workflow_report`); by hand, one run, figures printed and kept as JSON::
+
     .venv/bin/python -m bench.workflow_bench [--backlog 300] [--rate 5] [--seconds 30]
 """
 
@@ -35,7 +39,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,7 +47,7 @@ import psycopg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bench import topics
+from bench import temporal_postgres, topics
 from bench.harness import (
     RESULTS,
     Names,
@@ -58,7 +62,9 @@ from bench.harness import (
     wait_for_slot_active,
 )
 from bench.load import Bootstrap, bootstrap_event, emit_bootstrap
-from bench.stats import percentile, summarize
+from bench.report import verdict_table
+from bench.stats import percentile, summarize_censored
+from bench.workflow_report import Result, section, verdicts
 from pipeline import events as ev
 from pipeline.dev.postgres import Postgres
 from pipeline.eventstore import emit_sync
@@ -77,32 +83,12 @@ CHAIN = (
     ev.BOOTSTRAP_COMPLETED,
     ev.QUEUE_COMPLETED,
 )
+SPANS = (
+    ("to the workflow", ev.BOOTSTRAP_INITIATED, ev.BOOTSTRAP_WORKFLOW_STARTED),
+    ("the workflow", ev.BOOTSTRAP_WORKFLOW_STARTED, ev.QUEUE_COMPLETED),
+)
 HISTORY_SAMPLE = 20
 WARMUP = 3
-
-
-@dataclass(slots=True)
-class Result:
-    """One run of both phases, with the load average around each."""
-
-    backlog: int
-    rate: float
-    seconds: float
-    worker_env: dict[str, str] = field(default_factory=dict)
-    load_before: list[float] = field(default_factory=list)
-    load_after_latency: list[float] = field(default_factory=list)
-    load_after_saturation: list[float] = field(default_factory=list)
-    latency_ms: dict[str, float] | None = None
-    latency_missing: int = 0
-    chain_gaps_p50_ms: dict[str, float] = field(default_factory=dict)
-    history_p50_ms: list[tuple[str, float]] = field(default_factory=list)
-    completed_per_second: float = 0.0
-    backlog_per_second: float = 0.0
-    backlog_completed: int = 0
-    backlog_seconds: float = 0.0
-    # process -> CPU ms per bootstrap over the saturation phase (and the steady one)
-    cpu_ms_per_bootstrap: dict[str, float] = field(default_factory=dict)
-    cpu_ms_per_bootstrap_steady: dict[str, float] = field(default_factory=dict)
 
 
 def _commit_times(dsn: str, event_types: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -124,16 +110,19 @@ def _commit_times(dsn: str, event_types: Sequence[str]) -> dict[str, dict[str, f
 def chain_gaps(
     times: Mapping[str, Mapping[str, float]], streams: Sequence[str]
 ) -> dict[str, float]:
-    """p50 (ms) of each chain event's commit minus the previous chain event's commit."""
+    """p50 (ms) of each chain event's commit minus the previous chain event's commit, then
+    of the two halves: before the workflow runs, and the workflow (:data:`SPANS`)."""
     gaps: dict[str, float] = {}
-    for before, after in itertools.pairwise(CHAIN):
+    pairs = [(b, a, f"{b} -> {a}") for b, a in itertools.pairwise(CHAIN)]
+    pairs += [(b, a, f"{label}: {b} -> {a}") for label, b, a in SPANS]
+    for before, after, label in pairs:
         values = sorted(
             (times[after][s] - times[before][s]) * 1000.0
             for s in streams
-            if s in times[after] and s in times[before]
+            if s in times.get(after, {}) and s in times.get(before, {})
         )
         if values:
-            gaps[f"{before} -> {after}"] = percentile(values, 50)
+            gaps[label] = percentile(values, 50)
     return gaps
 
 
@@ -230,13 +219,17 @@ def _tree_cpu(pid: int) -> float:
 
 
 def _service_pids(svc: Services) -> dict[str, int]:
-    """The local services' main processes (this checkout's own, from their pid files)."""
+    """The local services' main processes (this checkout's own, from their pid files);
+    with ``--temporal postgres``, Temporal's own server instead of the dev server."""
     pids: dict[str, int] = {}
     files = {
-        "temporal": svc.layout.run_dir / "temporal.pid",
         "kafka": svc.layout.run_dir / "kafka.pid",
         "postgres": Postgres(svc.layout).data_dir / "postmaster.pid",
     }
+    if svc.temporal_address is None:
+        files["temporal"] = svc.layout.run_dir / "temporal.pid"
+    else:
+        files["temporal (PostgreSQL)"] = temporal_postgres.Paths(svc.layout).pid_file
     for name, path in files.items():
         try:
             pids[name] = int(path.read_text().split()[0])
@@ -260,11 +253,25 @@ def _per_bootstrap(
     return {k: (after[k] - before[k]) * 1000 / n for k in before if k in after and n}
 
 
-async def run(svc: Services, args: argparse.Namespace) -> Result:
-    extra = dict(kv.split("=", 1) for kv in args.worker_env)
-    result = Result(args.backlog, args.rate, args.seconds, worker_env=extra)
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One run's load: ``rate``/s for ``seconds``, then a ``backlog``; each wait for the
+    completions gives up after ``limit_s`` (what did not complete is reported missing)."""
+
+    backlog: int = 300
+    rate: float = 5.0
+    seconds: float = 30.0
+    limit_s: float = 300.0
+    worker_env: tuple[tuple[str, str], ...] = ()
+
+
+async def run(svc: Services, spec: Spec, run_no: int = 1, log_dir: Path | None = None) -> Result:
+    """Both phases with fresh processes, database, topic and task queue."""
+    started = time.monotonic()
+    extra = dict(spec.worker_env)
+    result = Result(spec.backlog, spec.rate, spec.seconds, run=run_no, worker_env=extra)
     names = Names.fresh("wf")
-    logs = RESULTS / "logs" / names.run_id
+    logs = (log_dir or RESULTS / "logs") / names.run_id
     with fresh_database(svc, names) as dsn:
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -282,9 +289,9 @@ async def run(svc: Services, args: argparse.Namespace) -> Result:
             result.load_before = list(os.getloadavg())
             watched = {"worker": worker.pid, "pipeline run": pipeline.pid, **_service_pids(svc)}
             cpu0 = _cpu(watched)
-            steady = await _steady(dsn, args.rate, args.seconds)
+            steady = await _steady(dsn, spec.rate, spec.seconds)
             streams = [b.org_id for b in steady]
-            await _wait_completed(dsn, streams, 120, procs)
+            await _wait_completed(dsn, streams, spec.limit_s, procs)
             cpu1 = _cpu(watched)
             result.load_after_latency = list(os.getloadavg())
             times = _commit_times(dsn, CHAIN)
@@ -293,14 +300,15 @@ async def run(svc: Services, args: argparse.Namespace) -> Result:
                 for s in streams
                 if s in times[ev.QUEUE_COMPLETED]
             ]
+            result.latency_samples_ms = sorted(lat)
             result.latency_missing = len(streams) - len(lat)
-            summary = summarize(lat)
+            summary = summarize_censored(lat, result.latency_missing)
             result.latency_ms = summary.as_dict() if summary else None
             result.chain_gaps_p50_ms = chain_gaps(times, streams)
             result.history_p50_ms = await history_breakdown(client, streams[:HISTORY_SAMPLE])
 
-            backlog = await asyncio.to_thread(_backlog, dsn, args.backlog)
-            done = await _wait_completed(dsn, backlog, max(300.0, args.backlog), procs)
+            backlog = await asyncio.to_thread(_backlog, dsn, spec.backlog)
+            done = await _wait_completed(dsn, backlog, spec.limit_s, procs)
             cpu2 = _cpu(watched)
             result.load_after_saturation = list(os.getloadavg())
             times = _commit_times(dsn, [ev.BOOTSTRAP_INITIATED, ev.QUEUE_COMPLETED])
@@ -319,44 +327,8 @@ async def run(svc: Services, args: argparse.Namespace) -> Result:
             for proc in procs:
                 stop_process(proc)
             await topics.delete_topics(svc.kafka, f"bench-{names.run_id}")
+    result.wall_seconds = time.monotonic() - started
     return result
-
-
-def table(result: Result) -> str:
-    """The figures against the goals, then where the time goes."""
-    lat = result.latency_ms or {}
-    lines = [
-        "| figure | measured | goal |",
-        "|---|---|---|",
-        f"| completed/s at saturation ({result.backlog_completed}/{result.backlog} done) "
-        f"| {result.completed_per_second:.1f} (whole backlog {result.backlog_per_second:.1f}/s, "
-        f"{result.backlog_seconds:.1f} s) | >= 25 |",
-        f"| initiated -> queue.completed at {result.rate:g}/s, p50 "
-        f"| {lat.get('p50', float('nan')):.0f} ms (p95 {lat.get('p95', float('nan')):.0f}, "
-        f"p99 {lat.get('p99', float('nan')):.0f}, n {lat.get('n', 0):.0f}, "
-        f"missing {result.latency_missing}) | <= 150 ms |",
-        *(
-            f"| CPU per bootstrap, {name} (saturation / steady) | {ms:.1f} ms / "
-            f"{result.cpu_ms_per_bootstrap_steady.get(name, float('nan')):.1f} ms | |"
-            for name, ms in result.cpu_ms_per_bootstrap.items()
-        ),
-        f"| load average before / after latency / after saturation "
-        f"| {_load(result.load_before)} / {_load(result.load_after_latency)} / "
-        f"{_load(result.load_after_saturation)} | |",
-        "",
-        "| chain step (commit timestamps) | p50 ms |",
-        "|---|---|",
-        *(f"| {k} | {v:.1f} |" for k, v in result.chain_gaps_p50_ms.items()),
-        "",
-        "| Temporal history event | p50 ms since start |",
-        "|---|---|",
-        *(f"| {k} | {v:.1f} |" for k, v in result.history_p50_ms),
-    ]
-    return "\n".join(lines)
-
-
-def _load(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.2f}" for v in values) or "?"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -364,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backlog", type=int, default=300)
     parser.add_argument("--rate", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--limit", type=float, default=300.0, help="seconds to wait for each phase's completions"
+    )
     parser.add_argument(
         "--worker-env",
         action="append",
@@ -374,13 +349,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--label", default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    spec = Spec(
+        args.backlog,
+        args.rate,
+        args.seconds,
+        args.limit,
+        tuple(tuple(kv.split("=", 1)) for kv in args.worker_env),  # type: ignore[misc]
+    )
     svc = ensure_services()
-    result = asyncio.run(run(svc, args))
+    result = asyncio.run(run(svc, spec))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out = RESULTS / f"workflow-{stamp}{'-' + args.label if args.label else ''}.json"
     out.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    print(table(result))
+    print("\n".join(section([result], "the CLI's dev server", os.cpu_count())))
+    print()
+    print(verdict_table(verdicts([result])))
     print(f"\nwritten: {out}")
 
 

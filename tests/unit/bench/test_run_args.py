@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.run import parse_args
+from bench.run import parse_args, phases
 
 
 def test_short_mode_runs_three_times_on_the_dev_server() -> None:
@@ -35,3 +35,20 @@ def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(argv)
     assert exc.value.code == 2
+
+
+def test_every_mode_ends_with_the_real_workflow_unless_skipped() -> None:
+    short = parse_args([])
+    assert phases(short) == ["direct", "listen", "ours", "starts", "drain", "workflow"]
+    assert (short.workflow_rate, short.workflow_seconds, short.workflow_backlog) == (5.0, 20.0, 150)
+    full = parse_args(["--full"])
+    assert phases(full)[-1] == "workflow"
+    assert (full.workflow_rate, full.workflow_seconds, full.workflow_backlog) == (5.0, 60.0, 500)
+    assert phases(parse_args(["--skip-workflow"]))[-1] == "drain"
+    quick = parse_args(["--runs", "1", "--skip-throughput", "--paths", "ours"])
+    assert phases(quick) == ["ours", "workflow"]
+
+
+def test_drain_only_is_only_the_drain() -> None:
+    assert phases(parse_args(["--drain-only"])) == ["drain"]
+    assert phases(parse_args(["--drain-only", "--skip-throughput"])) == []

@@ -56,6 +56,7 @@ def test_verdict_text_by_unit() -> None:
     assert [v.text(x) for x in v.values] == ["1.2 ms", "250 ms", "∞ (not seen)"]
     assert runs.judge_at_least("r", [0.5], 0.75, "x").text(0.5) == "0.50x"
     assert runs.judge_at_least("r", [12_345.6], 1.0, "/s").text(12_345.6) == "12,346/s"
+    assert runs.judge_at_least("r", [24.94], 25.0, "/s").text(24.94) == "24.9/s"
     assert runs.judge_at_most("m", [131.7], 300.0, "MiB").text(131.7) == "132 MiB"
     assert v.text(None) == "none (did not finish)"
 
