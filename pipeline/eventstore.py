@@ -43,14 +43,22 @@ _EMIT_SQL = (
 )
 
 
+def _dumps(obj: object) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def json_param(obj: JsonObject) -> Jsonb:
+    """obj as a jsonb parameter, serialised by orjson."""
+    return Jsonb(obj, dumps=_dumps)
+
+
 def _params(event: NewEvent) -> tuple[object, ...]:
-    dumps = orjson.dumps
     return (
         event.stream_id,
         event.stream_type,
         event.event_type,
-        Jsonb(event.event_data, dumps=lambda o: dumps(o).decode()),
-        Jsonb(event.event_metadata, dumps=lambda o: dumps(o).decode()),
+        json_param(event.event_data),
+        json_param(event.event_metadata),
         event.idempotency_key,
     )
 

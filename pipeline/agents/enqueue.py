@@ -8,6 +8,7 @@ key is derived from it, so a redelivered or replayed request enqueues nothing ne
 
 from __future__ import annotations
 
+import uuid
 from typing import Final
 
 from pipeline import events as ev
@@ -15,6 +16,19 @@ from pipeline.agents.records import DomainEvent
 from pipeline.eventstore import NewEvent, idempotency_key
 
 SOURCE: Final = "pipeline.enqueue"
+# The namespace of the pending events' ids (uuid5 of the initiated event's id).
+PENDING_IDS: Final = uuid.UUID("0d9c4f67-4a43-5c1e-9a53-7a61f2b8a0c1")
+
+
+def pending_event_id(initiated_id: uuid.UUID) -> uuid.UUID:
+    """The id the enqueue agent gives the pending event of an initiated event.
+
+    Derived from the initiated event's id, so the handoff knows it before the append and
+    can claim the job in the same statement (:func:`pipeline.agents.effects.
+    emit_pending_and_claim`). The idempotency key still decides what a repeat returns: a
+    job enqueued by an earlier version, under a random id, keeps it.
+    """
+    return uuid.uuid5(PENDING_IDS, f"{initiated_id}:{ev.QUEUE_PENDING}")
 
 
 def pending_event_for(event: DomainEvent) -> NewEvent | None:

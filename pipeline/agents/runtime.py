@@ -35,7 +35,7 @@ from pipeline.agents import effects
 from pipeline.agents.checkpoints import Checkpoint, Consumed, checkpoints_for, write_checkpoints
 from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
-from pipeline.agents.enqueue import pending_event_for
+from pipeline.agents.enqueue import pending_event_for, pending_event_id
 from pipeline.agents.errors import RecordRejected
 from pipeline.agents.records import (
     DomainEvent,
@@ -188,25 +188,55 @@ class AgentRuntime:
         pending = pending_event_for(event)
         if pending is None:
             return
-        event_id = await effects.with_retries(
+        plan: StartPlan | None = None
+        if self._handoff:
+            pending_id = pending_event_id(event.id)
+            try:
+                plan = plan_emitted(pending, pending_id)
+            except RecordRejected as exc:  # pragma: no cover - enqueue builds valid ones
+                log.error("no handoff for job_id=%s: %s", event.id, exc)
+        if plan is None:
+            event_id = await effects.with_retries(
+                "enqueue",
+                f"emit {pending.event_type} at {record.where}",
+                lambda: effects.emit_event(self._enqueue_db, pending),
+            )
+            log.info(
+                "enqueued job_id=%s as event %s lsn=%s %s",
+                event.id,
+                event_id,
+                event.position,
+                record.where,
+            )
+            return
+        # The handoff: the pending event and, for a job never started, its claim, in one
+        # statement; then the start.
+        claim = claimed_event(plan, self.worker_id)
+        to_claim = plan
+        handoff = await effects.with_retries(
             "enqueue",
             f"emit {pending.event_type} at {record.where}",
-            lambda: effects.emit_event(self._enqueue_db, pending),
+            lambda: effects.emit_pending_and_claim(
+                self._enqueue_db, pending, pending_id, to_claim, claim
+            ),
         )
         log.info(
-            "enqueued job_id=%s as event %s lsn=%s %s",
+            "enqueued job_id=%s as event %s%s lsn=%s %s",
             event.id,
-            event_id,
+            handoff.pending_id,
+            " and claimed it" if handoff.claimed_id is not None else "",
             event.position,
             record.where,
         )
-        if self._handoff:
-            try:
-                plan = plan_emitted(pending, event_id)
-            except RecordRejected as exc:  # pragma: no cover - enqueue builds valid ones
-                log.error("no handoff for job_id=%s: %s", event.id, exc)
-                return
-            await self._start_plan(plan, event, record, "handoff")
+        if handoff.claimed_id is not None:
+            killpoint.reached("starter.after_claim")
+            await self._start_claimed(plan, handoff.claimed_id, event, record, "handoff")
+        else:
+            # A repeat (the job may have started) or a job of an earlier version: the
+            # starter's own steps, which read the history again and decide.
+            await self._start_plan(
+                plan_emitted(pending, handoff.pending_id), event, record, "handoff"
+            )
 
     # ---- starter ---------------------------------------------------------------------
 
@@ -259,6 +289,13 @@ class AgentRuntime:
         if decision is Decision.RECORD_START:
             await self._record_finished_start(plan, claimed_id, history, cause, record)
             return
+        await self._start_claimed(plan, claimed_id, cause, record, path)
+
+    async def _start_claimed(
+        self, plan: StartPlan, claimed_id: uuid.UUID, cause: DomainEvent, record: Record, path: str
+    ) -> None:
+        """Start the workflow of plan's claimed job and record the start."""
+        workflow_id = plan.workflow_id
         to_start = with_claim(plan, claimed_id)
 
         async def start_once() -> tuple[str, bool]:

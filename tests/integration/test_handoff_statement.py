@@ -1,0 +1,160 @@
+"""The handoff's one statement (pipeline.agents.effects.emit_pending_and_claim) on a real
+PostgreSQL, checked with plain SQL: it appends exactly the events the two separate emits
+did (pending, then its claim, consecutive stream versions, the same keys and causes), and
+claims nothing for a job that has a history or a pending event of another id."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from pipeline import events as ev
+from pipeline.agents import effects
+from pipeline.agents.enqueue import pending_event_for, pending_event_id
+from pipeline.agents.records import DomainEvent
+from pipeline.agents.starter import claimed_event, plan_emitted, started_event
+from pipeline.eventstore import emit_sync, idempotency_key
+from replication.lsn import Position
+
+pytestmark = pytest.mark.integration
+
+WORKER = "worker-1"
+
+
+def _initiated(org: uuid.UUID) -> DomainEvent:
+    now = datetime.now(UTC)
+    return DomainEvent(
+        id=uuid.uuid4(),
+        stream_id=org,
+        stream_type="organization",
+        stream_version=1,
+        event_type=ev.BOOTSTRAP_INITIATED,
+        event_data={
+            "name": "Acme",
+            "subdomain": "acme",
+            "admins": [{"email": "a@example.com", "role": "owner"}],
+        },
+        event_metadata={},
+        idempotency_key=None,
+        created_at=now,
+        position=Position(0x16B3748, 0),
+        commit_ts=now,
+        xid=1,
+    )
+
+
+def _stream(dsn: str, org: uuid.UUID) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT id, stream_version, event_type, event_data, event_metadata, idempotency_key "
+            "FROM domain_events WHERE stream_id = %s ORDER BY stream_version",
+            (org,),
+        ).fetchall()
+
+
+async def _handoff(
+    db: effects.Database, initiated: DomainEvent, pending_id: uuid.UUID | None = None
+) -> effects.Handoff:
+    pending = pending_event_for(initiated)
+    assert pending is not None
+    pid = pending_id or pending_event_id(initiated.id)
+    plan = plan_emitted(pending, pid)
+    return await effects.emit_pending_and_claim(db, pending, pid, plan, claimed_event(plan, WORKER))
+
+
+async def test_the_statement_appends_what_the_two_emits_did(fresh_db: str) -> None:
+    db = effects.Database(fresh_db, "t", size=2)
+    # The old way, on one organization: the pending event, then its claim.
+    old_org, new_org = uuid.uuid4(), uuid.uuid4()
+    old = _initiated(old_org)
+    pending = pending_event_for(old)
+    assert pending is not None
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        old_pending_id = emit_sync(conn, pending)
+        emit_sync(conn, claimed_event(plan_emitted(pending, old_pending_id), WORKER))
+    # The new way, on another.
+    new = _initiated(new_org)
+    done = await _handoff(db, new)
+    await db.close()
+
+    assert done.pending_id == pending_event_id(new.id)
+    assert done.history == frozenset() and done.claimed_id is not None
+    old_rows, new_rows = _stream(fresh_db, old_org), _stream(fresh_db, new_org)
+    assert (
+        [r[1:3] for r in new_rows]
+        == [r[1:3] for r in old_rows]
+        == [
+            (1, ev.QUEUE_PENDING),
+            (2, ev.QUEUE_CLAIMED),
+        ]
+    )
+    pending_row, claim_row = new_rows
+    assert pending_row[0] == done.pending_id and claim_row[0] == done.claimed_id
+    # The same data, metadata and keys, up to the ids.
+    assert claim_row[5] == idempotency_key(done.pending_id, ev.QUEUE_CLAIMED)
+    assert claim_row[4] == {"causation_id": str(done.pending_id), "source": "pipeline.starter"}
+    assert old_rows[1][4] == {"causation_id": str(old_pending_id), "source": "pipeline.starter"}
+    new_pending = pending_event_for(new)
+    assert new_pending is not None
+    assert pending_row[3] == new_pending.event_data
+    assert pending_row[4] == new_pending.event_metadata
+    assert pending_row[5] == new_pending.idempotency_key
+    assert claim_row[3] == {
+        "job_id": str(new.id),
+        "workflow_id": ev.workflow_id_for(str(new_org)),
+        "worker_id": WORKER,
+    }
+    assert set(claim_row[3]) == set(old_rows[1][3])  # type: ignore[arg-type]
+
+
+async def test_a_repeat_appends_nothing_and_returns_the_same_ids(fresh_db: str) -> None:
+    db = effects.Database(fresh_db, "t", size=2)
+    org = uuid.uuid4()
+    initiated = _initiated(org)
+    first = await _handoff(db, initiated)
+    again = await _handoff(db, initiated)
+    await db.close()
+    assert again == first
+    assert len(_stream(fresh_db, org)) == 2
+
+
+async def test_a_job_with_a_history_is_not_claimed(fresh_db: str) -> None:
+    """The job's workflow_started is already in the store (written by hand before its
+    pending event, an order no path produces): the pending event is appended, no claim."""
+    db = effects.Database(fresh_db, "t", size=2)
+    org = uuid.uuid4()
+    initiated = _initiated(org)
+    pending = pending_event_for(initiated)
+    assert pending is not None
+    plan = plan_emitted(pending, pending_event_id(initiated.id))
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        emit_sync(conn, started_event(plan, "run-1", uuid.uuid4()))
+    done = await _handoff(db, initiated)
+    await db.close()
+    assert done.pending_id == pending_event_id(initiated.id)
+    assert done.history == frozenset({ev.BOOTSTRAP_WORKFLOW_STARTED})
+    assert done.claimed_id is None
+    assert [r[2] for r in _stream(fresh_db, org)] == [
+        ev.BOOTSTRAP_WORKFLOW_STARTED,
+        ev.QUEUE_PENDING,
+    ]
+
+
+async def test_a_pending_event_of_an_earlier_id_is_not_claimed(fresh_db: str) -> None:
+    """A job enqueued before the ids were derived keeps its random id; the statement
+    returns it and claims nothing (the starter's own steps claim under that id)."""
+    db = effects.Database(fresh_db, "t", size=2)
+    org = uuid.uuid4()
+    initiated = _initiated(org)
+    pending = pending_event_for(initiated)
+    assert pending is not None
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        earlier = emit_sync(conn, pending)
+    done = await _handoff(db, initiated)
+    await db.close()
+    assert earlier != pending_event_id(initiated.id)
+    assert done == effects.Handoff(earlier, frozenset(), None)
+    assert [r[2] for r in _stream(fresh_db, org)] == [ev.QUEUE_PENDING]
