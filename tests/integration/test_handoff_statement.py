@@ -17,7 +17,7 @@ from pipeline.agents.enqueue import pending_event_for, pending_event_id
 from pipeline.agents.records import DomainEvent
 from pipeline.agents.starter import claimed_event, plan_emitted, started_event
 from pipeline.eventstore import emit_sync, idempotency_key
-from replication.lsn import Position
+from replication.lsn import LSN, Position
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def _initiated(org: uuid.UUID) -> DomainEvent:
         event_metadata={},
         idempotency_key=None,
         created_at=now,
-        position=Position(0x16B3748, 0),
+        position=Position(LSN(0x16B3748), 0),
         commit_ts=now,
         xid=1,
     )
@@ -107,7 +107,13 @@ async def test_the_statement_appends_what_the_two_emits_did(fresh_db: str) -> No
         "workflow_id": ev.workflow_id_for(str(new_org)),
         "worker_id": WORKER,
     }
-    assert set(claim_row[3]) == set(old_rows[1][3])  # type: ignore[arg-type]
+    old_claim_data = old_rows[1][3]
+    assert isinstance(old_claim_data, dict)
+    assert claim_row[3] == {
+        **old_claim_data,
+        "job_id": str(new.id),
+        "workflow_id": ev.workflow_id_for(str(new_org)),
+    }
 
 
 async def test_a_repeat_appends_nothing_and_returns_the_same_ids(fresh_db: str) -> None:
