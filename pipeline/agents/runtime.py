@@ -18,32 +18,23 @@ over the records of other types without parsing them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
-
-import psycopg
-from psycopg.rows import TupleRow
 
 from pipeline import events as ev
 from pipeline import metrics
 from pipeline.agents import effects
-from pipeline.agents.checkpoints import Checkpoint, Consumed, checkpoints_for, write_checkpoints
 from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
 from pipeline.agents.enqueue import pending_event_for, pending_event_id
 from pipeline.agents.errors import RecordRejected
+from pipeline.agents.projecting import Projector
 from pipeline.agents.records import (
     DomainEvent,
     Validator,
-    header_map,
-    is_claim_check,
-    parse_position,
-    projection_row,
 )
 from pipeline.agents.routing import Routed, route
 from pipeline.agents.starter import (
@@ -57,15 +48,10 @@ from pipeline.agents.starter import (
     with_claim,
 )
 from pipeline.contract import validate_event
-from pipeline.projections.event_row import ProjectionError
-from pipeline.projections.registry import PROJECTIONS, ProjectionApplier, applier_name
+from pipeline.projections.registry import PROJECTIONS, ProjectionApplier
 from replication import killpoint
-from replication.lsn import Position
 
 log = logging.getLogger(__name__)
-
-# Records decoded between two yields to the event loop (about 5-10 ms of CPU).
-YIELD_EVERY: Final = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +72,6 @@ class Record:
 
 
 DeadLetterSend = Callable[[Record, list[tuple[str, bytes]]], Awaitable[None]]
-
-
-def _position_or_none(record: Record) -> Position | None:
-    try:
-        return parse_position(header_map(record.headers))
-    except RecordRejected:
-        return None
 
 
 class AgentRuntime:
@@ -125,8 +104,15 @@ class AgentRuntime:
         self._claim_checks = ClaimChecks(
             effects.Database(projection_db.dsn, "claimcheck"), "agents"
         )
-        self._projections = list(projections)
         self._validate = validate
+        self._projector = Projector(
+            consumer=consumer,
+            db=projection_db,
+            projections=projections,
+            validate=validate,
+            claim_checks=self._claim_checks,
+            dead_letters=self.dead_letters,
+        )
         # Start a job right after enqueueing it (see enqueue); the starter agent remains
         # the path that guarantees the start, this one only makes it sooner.
         self._handoff = handoff
@@ -383,79 +369,7 @@ class AgentRuntime:
 
     # ---- projection ------------------------------------------------------------------
 
-    async def _reject(self, record: Record, rejection: RecordRejected) -> None:
-        await self.dead_letters.reject(record, rejection)
-
     async def project(self, records: Sequence[Record]) -> None:
-        """Fold a batch into every projection and checkpoint it, in one transaction."""
-        good: list[tuple[Record, dict[str, object]]] = []
-        consumed: list[Consumed] = []
-        validate = self._validate
-        for n, record in enumerate(records, 1):
-            if n % YIELD_EVERY == 0:
-                # A large batch decodes for tens of milliseconds: let the handlers' starts,
-                # which share this event loop, go on between slices of it.
-                await asyncio.sleep(0)
-            position: Position | None
-            try:
-                # The event's row for the appliers, as DomainEvent.as_row() would give it,
-                # without building the DomainEvent; a claim check's payload read first,
-                # every other record decoded without a coroutine of its own.
-                if is_claim_check(record.headers):
-                    row, position = await self._claim_checks.projection_row(record, validate)
-                else:
-                    row, position = projection_row(
-                        record.key, record.value, record.headers, validate
-                    )
-            except RecordRejected as exc:
-                await self._reject(record, exc)
-                position = _position_or_none(record)
-            else:
-                good.append((record, row))
-            consumed.append(Consumed(record.topic, record.partition, record.offset, position))
-        checkpoints = checkpoints_for(consumed)
-        applied = await effects.with_retries(
-            "projection",
-            f"apply a batch of {len(records)} ending at {records[-1].where}",
-            lambda: self._apply(good, checkpoints),
-        )
-        killpoint.reached("agents.after_projection_commit")
-        for name, count in applied.items():
-            metrics.EVENTS_APPLIED.labels(name).inc(count)
-        if checkpoints:
-            log.debug(
-                "applied %s; checkpoints %s",
-                applied,
-                ", ".join(
-                    f"{c.topic}[{c.partition}]@{c.next_offset} lsn={c.position}"
-                    for c in checkpoints
-                ),
-            )
-
-    async def _apply(
-        self, good: list[tuple[Record, dict[str, object]]], checkpoints: list[Checkpoint]
-    ) -> dict[str, int]:
-        conn = await self._projection_db.connection()
-        async with conn.transaction():
-            try:
-                async with conn.transaction():  # a savepoint: undone alone on a bad row
-                    applied = await self._apply_rows(conn, [row for _, row in good])
-            except ProjectionError:
-                # Some row cannot be folded: find it row by row, dead-letter it, keep the rest.
-                applied = {}
-                for record, row in good:
-                    try:
-                        async with conn.transaction():
-                            counts = await self._apply_rows(conn, [row])
-                    except ProjectionError as exc:
-                        await self._reject(record, RecordRejected("projection", str(exc)))
-                        continue
-                    for name, count in counts.items():
-                        applied[name] = applied.get(name, 0) + count
-            await write_checkpoints(conn, self.consumer, checkpoints)
-        return applied
-
-    async def _apply_rows(
-        self, conn: psycopg.AsyncConnection[TupleRow], rows: list[dict[str, object]]
-    ) -> dict[str, int]:
-        return {applier_name(a): await a(conn, rows) for a in self._projections}
+        """Fold a batch into every projection and checkpoint it, in one transaction
+        (:class:`~pipeline.agents.projecting.Projector`)."""
+        await self._projector.project(records)
