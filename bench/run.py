@@ -79,6 +79,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--bootstraps", type=int, help="bootstrap backlog (short 100, full 200)")
     p.add_argument("--settle", type=float, help="seconds to wait for starts after the load")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=20.0,
+        help="seconds of the steady load through `pipeline run` before the measured runs, "
+        "not counted (a cold broker's JIT doubles the first run's latency); 0: none",
+    )
     p.add_argument("--paths", help="latency paths (short direct,listen,ours; full all four)")
     p.add_argument(
         "--temporal",
@@ -159,6 +166,25 @@ async def _start_drain(
     return starts
 
 
+async def _warm_up(svc: Services, spec: LoadSpec, seconds: float, opts: Options) -> str:
+    """The steady load through ``pipeline run`` for ``seconds``, results dropped.
+
+    Measured here: on a freshly started dev stack the same latency run gave commit ->
+    start p50 137, 84, 49 and 29 ms in four back-to-back runs, the broker's JVM compiling
+    its hot paths (docs/benchmarks.md). A production broker is warm; the runs that count
+    should see one too.
+    """
+    t = time.monotonic()
+    before = load1()
+    log.info("warm-up: %.0f s of the steady load through pipeline run, not counted", seconds)
+    warm = LoadSpec(spec.bootstrap_rate, spec.other_rate, seconds)
+    await run_path(svc, "ours", warm, opts, run=0)
+    return (
+        f"{seconds:.0f} s of the steady load through `pipeline run` before run 1, not counted "
+        f"({time.monotonic() - t:.0f} s with its settling; load {before:.2f} -> {load1():.2f})"
+    )
+
+
 async def measure(svc: Services, args: argparse.Namespace, opts: Options) -> dict[str, object]:
     client = await Client.connect(svc.temporal)
     machine = describe(svc.admin_dsn, await server_version(client))
@@ -176,6 +202,8 @@ async def measure(svc: Services, args: argparse.Namespace, opts: Options) -> dic
     workflows: list[Result] = []
     start_drains: list[throughput.StartDrain] = []
     rounds: list[drain.Round] = []
+    if args.warmup > 0 and paths:
+        machine["warm_up"] = await _warm_up(svc, spec, args.warmup, opts)
     for run, path in interleave(paths, args.runs):
         t = time.monotonic()
         log.info("run %d path=%s load=%.2f", run, path, load1())
