@@ -56,6 +56,11 @@ else
   log "no C compiler: the reader's hot modules stay pure Python"
 fi
 
+# The project's own bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on this
+# machine, and in the image) every `pipeline run` would otherwise compile its ~150
+# modules again at start, about 1 % of a 100k drain's CPU (docs/benchmarks.md).
+.venv/bin/python -m compileall -q pipeline replication bench >/dev/null || log "compileall failed"
+
 log "resolving the Kafka broker's jars and Kafka's tools (cached)"
 .venv/bin/python -c "from pipeline.dev.kafka import Kafka; from pipeline.dev.layout import load_layout; print(Kafka(load_layout()).fetch())"
 .venv/bin/python -c "from pipeline.dev.kafka_tools import KafkaTools; from pipeline.dev.layout import load_layout; print(KafkaTools(load_layout()).fetch())"
