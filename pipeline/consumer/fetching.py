@@ -90,8 +90,12 @@ async def add_gap(consumer: Any, tp: Any, offset_from: int, offset_to: int) -> N
         offset_from = max(offset_from, committed + 1)
     if offset_from > offset_to:
         return
-    # intervaltree intervals exclude the end
-    overlapping = gap_for_tp.overlaps(offset_from, offset_to + 1)
+    # intervaltree intervals exclude the end. In offset order the new gap starts at or
+    # past the tree's end (O(log n)); only otherwise is the range searched, which
+    # intervaltree does by a scan of every boundary.
+    overlapping = bool(gap_for_tp) and offset_from < gap_for_tp.end()
+    if overlapping:
+        overlapping = gap_for_tp.overlaps(offset_from, offset_to + 1)
     gap_for_tp.addi(offset_from, offset_to + 1)
     if overlapping:
         gap_for_tp.merge_overlaps()
