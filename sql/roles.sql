@@ -55,7 +55,7 @@ GRANT EXECUTE ON FUNCTION api.emit_domain_event(uuid, text, text, uuid, jsonb, j
     TO pipeline_agents, pipeline_worker;
 
 -- ---- agents: enqueue, starter, projection; the accept page; replay, status -----------
--- The starter reads a job's history from the store (pipeline/agents/effects.py), replay
+-- The starter reads a job's history from the store (pipeline/agents/jobstore.py), replay
 -- counts it; the projections and checkpoints are upserted (INSERT ... ON CONFLICT DO
 -- UPDATE, SELECT ... FOR UPDATE); the accept page reads invitations_projection.
 GRANT SELECT ON domain_events TO pipeline_agents;

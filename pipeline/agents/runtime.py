@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pipeline import events as ev
 from pipeline import metrics
-from pipeline.agents import effects
+from pipeline.agents import effects, jobstore
 from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
 from pipeline.agents.enqueue import pending_event_for, pending_event_id
@@ -202,7 +202,7 @@ class AgentRuntime:
         handoff = await effects.with_retries(
             "enqueue",
             f"emit {pending.event_type} at {record.where}",
-            lambda: effects.emit_pending_and_claim(
+            lambda: jobstore.emit_pending_and_claim(
                 self._enqueue_db, pending, pending_id, to_claim, claim
             ),
         )
@@ -250,7 +250,7 @@ class AgentRuntime:
         history = await effects.with_retries(
             "starter",
             f"read history of workflow_id={workflow_id}",
-            lambda: effects.job_history(self._starter_db, plan),
+            lambda: jobstore.job_history(self._starter_db, plan),
         )
         decision = decide(history)
         if decision is Decision.SKIP_ALREADY_STARTED:
@@ -339,7 +339,7 @@ class AgentRuntime:
             run_id = await effects.with_retries(
                 "starter",
                 f"read the run id of workflow_id={workflow_id}",
-                lambda: effects.recorded_run_id(self._starter_db, plan),
+                lambda: jobstore.recorded_run_id(self._starter_db, plan),
             )
         if run_id is None:
             log.error(

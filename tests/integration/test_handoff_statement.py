@@ -1,4 +1,4 @@
-"""The handoff's one statement (pipeline.agents.effects.emit_pending_and_claim) on a real
+"""The handoff's one statement (pipeline.agents.jobstore.emit_pending_and_claim) on a real
 PostgreSQL, checked with plain SQL: it appends exactly the events the two separate emits
 did (pending, then its claim, consecutive stream versions, the same keys and causes), and
 claims nothing for a job that has a history or a pending event of another id."""
@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from pipeline import events as ev
-from pipeline.agents import effects
+from pipeline.agents import effects, jobstore
 from pipeline.agents.enqueue import pending_event_for, pending_event_id
 from pipeline.agents.records import DomainEvent
 from pipeline.agents.starter import claimed_event, plan_emitted, started_event
@@ -57,12 +57,14 @@ def _stream(dsn: str, org: uuid.UUID) -> list[tuple[object, ...]]:
 
 async def _handoff(
     db: effects.Database, initiated: DomainEvent, pending_id: uuid.UUID | None = None
-) -> effects.Handoff:
+) -> jobstore.Handoff:
     pending = pending_event_for(initiated)
     assert pending is not None
     pid = pending_id or pending_event_id(initiated.id)
     plan = plan_emitted(pending, pid)
-    return await effects.emit_pending_and_claim(db, pending, pid, plan, claimed_event(plan, WORKER))
+    return await jobstore.emit_pending_and_claim(
+        db, pending, pid, plan, claimed_event(plan, WORKER)
+    )
 
 
 async def test_the_statement_appends_what_the_two_emits_did(fresh_db: str) -> None:
@@ -162,5 +164,5 @@ async def test_a_pending_event_of_an_earlier_id_is_not_claimed(fresh_db: str) ->
     done = await _handoff(db, initiated)
     await db.close()
     assert earlier != pending_event_id(initiated.id)
-    assert done == effects.Handoff(earlier, frozenset(), None)
+    assert done == jobstore.Handoff(earlier, frozenset(), None)
     assert [r[2] for r in _stream(fresh_db, org)] == [ev.QUEUE_PENDING]
