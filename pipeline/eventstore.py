@@ -11,10 +11,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import orjson
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
+
+from pipeline import jsontext
 
 JsonObject = Mapping[str, object]
 
@@ -43,13 +44,10 @@ _EMIT_SQL = (
 )
 
 
-def _dumps(obj: object) -> str:
-    return orjson.dumps(obj).decode()
-
-
 def json_param(obj: JsonObject) -> Jsonb:
-    """obj as a jsonb parameter, serialised by orjson."""
-    return Jsonb(obj, dumps=_dumps)
+    """obj as a jsonb parameter, every number exact (:func:`pipeline.jsontext.dumps`:
+    orjson, with Decimals and integers past 64 bits as their digits)."""
+    return Jsonb(obj, dumps=jsontext.dumps)
 
 
 def _params(event: NewEvent) -> tuple[object, ...]:

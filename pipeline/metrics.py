@@ -37,7 +37,8 @@ EVENTS_EMITTED: Final = Counter(
 WORKFLOW_STARTS: Final = Counter(
     "pipeline_workflow_starts",
     "Temporal workflow start attempts by outcome: started, already_started, skipped "
-    "(the job's history says it already ran) or failed (retried).",
+    "(the job's history says it already ran), failed (retried) or rejected (the job's "
+    "input cannot start the workflow: recorded as workflow.queue.failed).",
     ["outcome"],
 )
 COMMIT_TO_START_SECONDS: Final = Histogram(

@@ -4,7 +4,7 @@ The reader sends an event whose record would exceed the topic's limit as a claim
 (``claim_check: 1`` header; the value is the row without ``event_data`` and
 ``event_metadata``, see docs/events.md). Here the two are read from ``domain_events``
 by the event's id, as PostgreSQL prints them, and parsed with
-:func:`pipeline.agents.jsontext.loads`, then the record is decoded as any other. An id
+:func:`pipeline.jsontext.loads`, then the record is decoded as any other. An id
 the store does not hold is a rejection (dead-lettered once), not an outage.
 """
 
@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.agents import effects
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.jsontext import loads
 from pipeline.agents.records import (
     DomainEvent,
     Validator,
@@ -26,6 +25,7 @@ from pipeline.agents.records import (
     projection_row,
     projection_row_of,
 )
+from pipeline.jsontext import loads
 
 if TYPE_CHECKING:
     from pipeline.agents.runtime import Record

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from pipeline import metrics
 from pipeline.agents.effects import Database
@@ -26,7 +26,18 @@ _HISTORY_OF_JOB: Final = (
 _HISTORY: Final = "SELECT DISTINCT event_type " + _HISTORY_OF_JOB
 
 
-def _history_params(plan: StartPlan) -> dict[str, object]:
+class Job(Protocol):
+    """What names a job in the store (a :class:`StartPlan`, an ``Unstartable``)."""
+
+    @property
+    def stream_id(self) -> uuid.UUID: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def workflow_id(self) -> str: ...
+
+
+def _history_params(plan: Job) -> dict[str, object]:
     return {
         "stream_id": plan.stream_id,
         "types": sorted(STARTED_OR_DONE),
@@ -35,7 +46,7 @@ def _history_params(plan: StartPlan) -> dict[str, object]:
     }
 
 
-async def job_history(db: Database, plan: StartPlan) -> frozenset[str]:
+async def job_history(db: Database, plan: Job) -> frozenset[str]:
     """The types of the events in the store showing plan's job was started or finished.
 
     Read from the event store itself, not the projection, so it is right even while the

@@ -15,7 +15,7 @@ for and still have it projected; it is dead-lettered once, and no agent acts on 
 The value carries jsonb exactly as PostgreSQL printed it, so it may hold what orjson
 cannot read (nesting past 1024 levels, numbers past a double's range): :func:`loads`
 then falls back to the standard library's parser with a higher depth limit, numbers
-past a double's range as :class:`~decimal.Decimal` (:mod:`pipeline.agents.jsontext`). A record marked ``claim_check``
+past a double's range as :class:`~decimal.Decimal` (:mod:`pipeline.jsontext`). A record marked ``claim_check``
 holds the row without ``event_data`` and ``event_metadata``; the caller reads those
 from ``domain_events`` by id (:mod:`pipeline.agents.claimcheck`) and hands them to
 :func:`decode_row`.
@@ -35,8 +35,8 @@ from typing import Any, Final
 
 from pipeline import events as ev
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.jsontext import MAX_JSON_DEPTH, loads
 from pipeline.contract import ContractViolation, validate_event
+from pipeline.jsontext import MAX_JSON_DEPTH, loads
 from replication.lsn import LSN, Position
 from replication.record_value import EVENT_TYPE_HEADER
 
@@ -221,7 +221,8 @@ def decode_record(
     """
     hmap = header_map(headers)
     position = _check_headers(hmap)  # before the value: bad headers are named as such
-    return _decode(key, parse_value(value), hmap, position, validate=validate)
+    row = parse_value(value, exact=exact_numbers(hmap))
+    return _decode(key, row, hmap, position, validate=validate)
 
 
 def _check_headers(hmap: Mapping[str, bytes]) -> Position:
@@ -231,12 +232,28 @@ def _check_headers(hmap: Mapping[str, bytes]) -> Position:
     return parse_position(hmap)
 
 
-def parse_value(value: bytes | None) -> dict[str, Any]:
-    """A record's value as the row it holds; raises :class:`RecordRejected` saying why not."""
+# The events whose free-form JSON goes on: a pending event's ``input`` is the queue row's
+# event_data, and the enqueue agent copies an initiated event's data into it.
+_EXACT_TYPES: Final = frozenset(t.encode() for t in (ev.QUEUE_PENDING, ev.BOOTSTRAP_INITIATED))
+
+
+def exact_numbers(hmap: Mapping[str, bytes]) -> bool:
+    """Whether a record's numbers must be read exactly: its type's JSON is written back
+    (or it names no type). The others' data are strings the folds read, so their parse
+    keeps orjson's fast path."""
+    kind = hmap.get(EVENT_TYPE_HEADER)
+    return kind is None or kind in _EXACT_TYPES
+
+
+def parse_value(value: bytes | None, *, exact: bool = True) -> dict[str, Any]:
+    """A record's value as the row it holds; raises :class:`RecordRejected` saying why not.
+
+    ``exact`` as :func:`pipeline.jsontext.loads` takes it (:func:`exact_numbers`).
+    """
     if value is None:
         raise RecordRejected("bad_value", "the record has no value")
     try:
-        row = loads(value)
+        row = loads(value, exact=exact)
     except RecursionError as exc:
         raise RecordRejected("bad_value", f"value nests deeper than {MAX_JSON_DEPTH}") from exc
     except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
@@ -341,7 +358,8 @@ def projection_row(
     event (the projection folds every record of the topic, so this is its hot path)."""
     hmap = header_map(headers)
     position = _check_headers(hmap)  # before the value: bad headers are named as such
-    return _projection_row(key, parse_value(value), hmap, position, validate), position
+    row = parse_value(value, exact=exact_numbers(hmap))
+    return _projection_row(key, row, hmap, position, validate), position
 
 
 def projection_row_of(

@@ -45,6 +45,7 @@ from pipeline.agents.starter import (
     plan_emitted,
     plan_start,
     started_event,
+    unstartable,
     with_claim,
 )
 from pipeline.contract import validate_event
@@ -233,13 +234,50 @@ class AgentRuntime:
         record = routed.record
         try:
             event = await self._decode(record, routed.row)
+        except RecordRejected as exc:
+            log.debug("starter skips %s: %s", record.where, exc)  # the projection dead-letters
+            return
+        try:
             plan = plan_start(event)
         except RecordRejected as exc:
-            log.debug("starter skips %s: %s", record.where, exc)
+            await self._fail_unstartable(event, record, exc)
             return
         if plan is None:
             return
         await self._start_plan(plan, event, record, "starter")
+
+    async def _fail_unstartable(
+        self, event: DomainEvent, record: Record, rejection: RecordRejected
+    ) -> None:
+        """A pending job the workflow cannot take (its input lacks a field the workflow
+        needs) fails, with the reason, instead of waiting forever: ``workflow.queue.failed``
+        (once, keyed by the pending event), unless its history shows it ran."""
+        job = unstartable(event, rejection)
+        if job is None:
+            log.error("not starting %s: %s; it names no job to fail", record.where, rejection)
+            return
+        history = await effects.with_retries(
+            "starter",
+            f"read history of job_id={job.job_id}",
+            lambda: jobstore.job_history(self._starter_db, job),
+        )
+        if history:
+            log.info("not failing job_id=%s: already %s", job.job_id, ", ".join(sorted(history)))
+            return
+        await effects.with_retries(
+            "starter",
+            f"emit {ev.QUEUE_FAILED} of job_id={job.job_id}",
+            lambda: effects.emit_event(self._starter_db, job.failed),
+        )
+        metrics.WORKFLOW_STARTS.labels("rejected").inc()
+        log.warning(
+            "job_id=%s cannot start: %s; recorded %s lsn=%s %s",
+            job.job_id,
+            rejection,
+            ev.QUEUE_FAILED,
+            event.position,
+            record.where,
+        )
 
     async def _start_plan(
         self, plan: StartPlan, cause: DomainEvent, record: Record, path: str

@@ -174,6 +174,45 @@ def with_claim(plan: StartPlan, claimed_id: uuid.UUID) -> StartPlan:
     )
 
 
+# workflow.queue.failed's error is at most this long (the contract's maxLength).
+_MAX_ERROR = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Unstartable:
+    """A pending job whose input the workflow cannot take (:func:`bootstrap_input`), and
+    the ``workflow.queue.failed`` that says so; the job's keys for reading its history."""
+
+    stream_id: uuid.UUID
+    job_id: str
+    workflow_id: str
+    failed: NewEvent
+
+
+def unstartable(event: DomainEvent, rejection: RecordRejected) -> Unstartable | None:
+    """What to record for a pending event :func:`plan_start` rejected: its job failed,
+    with the reason, keyed by the pending event (recorded once). None when the event names
+    no job (the contract requires one; without the contract there is nothing to fail)."""
+    job_id = event.event_data.get("job_id")
+    if not isinstance(job_id, str) or not job_id:
+        return None
+    workflow_id = ev.workflow_id_for(str(event.stream_id))
+    error = f"{rejection.kind}: {rejection.detail}"[:_MAX_ERROR]
+    return Unstartable(
+        stream_id=event.stream_id,
+        job_id=job_id,
+        workflow_id=workflow_id,
+        failed=NewEvent(
+            stream_id=event.stream_id,
+            stream_type=event.stream_type,
+            event_type=ev.QUEUE_FAILED,
+            event_data={"job_id": job_id, "workflow_id": workflow_id, "error": error},
+            idempotency_key=idempotency_key(event.id, ev.QUEUE_FAILED),
+            event_metadata={"causation_id": str(event.id), "source": SOURCE},
+        ),
+    )
+
+
 def claimed_event(plan: StartPlan, worker_id: str) -> NewEvent:
     """``workflow.queue.claimed`` for plan; keyed by the pending event, so emitted once."""
     return NewEvent(

@@ -26,6 +26,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from pipeline import events as ev
+from pipeline import jsontext
 from pipeline.projections.event_row import EventRow, position_of
 from replication.lsn import LSN, Position
 
@@ -241,7 +242,7 @@ def _params(row: QueueRow) -> tuple[object, ...]:
         row.stream_id,
         row.stream_type,
         row.event_type,
-        Jsonb(row.event_data),
+        Jsonb(row.event_data, dumps=jsontext.dumps),
         row.status,
         row.workflow_type,
         row.workflow_id,
@@ -263,9 +264,10 @@ def _params(row: QueueRow) -> tuple[object, ...]:
 
 
 def rows_json(rows: Sequence[QueueRow]) -> bytes:
-    """Rows as the JSON parameter of the one-statement upsert; raises ``TypeError`` (or
-    orjson's error, a ``TypeError``) for event_data orjson cannot write (a number past
-    64 bits or a double, nesting past 255 levels): the caller then sends them one by one."""
+    """Rows as the JSON parameter of the one-statement upsert, a Decimal in event_data as
+    its digits; raises ``TypeError`` (or orjson's error, a ``TypeError``) for event_data
+    orjson cannot write (an integer past 64 bits, nesting past 255 levels): the caller
+    then sends them one by one (:func:`pipeline.jsontext.dumps`)."""
     return orjson.dumps(
         [
             {
@@ -291,7 +293,8 @@ def rows_json(rows: Sequence[QueueRow]) -> bytes:
                 "last_idx": row.position.idx,
             }
             for row in rows
-        ]
+        ],
+        default=jsontext.fragment,
     )
 
 

@@ -22,6 +22,7 @@ from pipeline.agents.starter import (
     plan_emitted,
     plan_start,
     started_event,
+    unstartable,
     with_claim,
 )
 from pipeline.bootstrap.inputs import Admin, BootstrapInput
@@ -214,3 +215,29 @@ def test_the_handoff_refuses_anything_but_a_pending_event() -> None:
             NewEvent(ORG, "organization", ev.QUEUE_CLAIMED, {}, "k"),
             uuid.uuid4(),
         )
+
+
+def test_an_unstartable_job_fails_once_with_the_reason() -> None:
+    """A pending job whose input the workflow cannot take fails (workflow.queue.failed),
+    keyed by the pending event, instead of staying pending for ever."""
+    pending = pending_with_input({"org_id": 7})
+    with pytest.raises(RecordRejected) as info:
+        plan_start(pending)
+    job = unstartable(pending, info.value)
+    assert job is not None
+    assert job.job_id == pending.event_data["job_id"]
+    assert job.workflow_id == ev.workflow_id_for(str(pending.stream_id))
+    failed = job.failed
+    assert failed.event_type == ev.QUEUE_FAILED
+    assert failed.stream_id == pending.stream_id
+    assert failed.idempotency_key == idempotency_key(pending.id, ev.QUEUE_FAILED)
+    assert failed.event_metadata == {"causation_id": str(pending.id), "source": "pipeline.starter"}
+    assert failed.event_data == {
+        "job_id": job.job_id,
+        "workflow_id": job.workflow_id,
+        "error": "bad_pending: input.org_id is not a string",
+    }
+    no_job = replace(pending, event_data={**pending.event_data, "job_id": None})
+    assert unstartable(no_job, info.value) is None
+    long = RecordRejected("bad_pending", "x" * 5000)
+    assert len(str(unstartable(pending, long).failed.event_data["error"])) == 4000  # type: ignore[union-attr]
