@@ -5,7 +5,9 @@ claims nothing for a job that has a history or a pending event of another id."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import psycopg
@@ -166,3 +168,53 @@ async def test_a_pending_event_of_an_earlier_id_is_not_claimed(fresh_db: str) ->
     assert earlier != pending_event_id(initiated.id)
     assert done == jobstore.Handoff(earlier, frozenset(), None)
     assert [r[2] for r in _stream(fresh_db, org)] == [ev.QUEUE_PENDING]
+
+
+# The longest name the contract allows, of text a JSON or SQL layer might mangle: quotes,
+# a backslash, psycopg's placeholders, a line separator, right-to-left text, a family
+# emoji of seven code points, astral characters.
+ODD_NAME = ("Ünïcödé \"q\" 'a' \\ %s %(pending_id)s \u2028 مرحبا 👩‍👩‍👧‍👦 𝕏𐍈𠜎 " * 8)[:255]
+
+
+async def test_odd_text_and_a_hundred_admins_reach_the_pending_event_intact(
+    fresh_db: str,
+) -> None:
+    """An initiated event written with plain SQL, with the longest name the contract
+    allows made of odd text and its most admins (100, with repeats): the pending event's
+    input is the initiated event's data plus org_id, as PostgreSQL compares jsonb."""
+    org = uuid.uuid4()
+    admins = [
+        {"email": f"ädmin+{i % 7}@exämple.com" if i % 2 else "dup@example.com", "role": "owner"}
+        for i in range(100)
+    ]
+    data = {"name": ODD_NAME, "subdomain": f"odd-{org.hex[:8]}", "admins": admins}
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        made = conn.execute(
+            "SELECT api.emit_domain_event("
+            " p_stream_id => %s, p_stream_type => 'organization', p_event_type => %s,"
+            ' p_event_data => %s::jsonb, p_event_metadata => \'{"source": "psql"}\')',
+            (org, ev.BOOTSTRAP_INITIATED, json.dumps(data)),
+        ).fetchone()
+        assert made is not None
+        row = conn.execute(
+            "SELECT id, event_data FROM domain_events WHERE id = %s", (made[0],)
+        ).fetchone()
+    assert row is not None and row[1] == data
+    initiated = replace(_initiated(org), id=row[0], event_data=row[1])
+    db = effects.Database(fresh_db, "t", size=2)
+    done = await _handoff(db, initiated)
+    await db.close()
+    assert done.claimed_id is not None
+    with psycopg.connect(fresh_db) as conn:
+        same = conn.execute(
+            "SELECT (p.event_data->'input') - 'org_id' = i.event_data,"
+            " p.event_data->'input'->>'org_id', jsonb_array_length(p.event_data->'input'->'admins')"
+            " FROM domain_events p, domain_events i WHERE p.id = %s AND i.id = %s",
+            (done.pending_id, initiated.id),
+        ).fetchone()
+    assert same == (True, str(org), 100)
+    assert [r[2] for r in _stream(fresh_db, org)] == [
+        ev.BOOTSTRAP_INITIATED,
+        ev.QUEUE_PENDING,
+        ev.QUEUE_CLAIMED,
+    ]
