@@ -41,7 +41,8 @@ async def test_concurrent_borrowers_get_their_own_sessions_at_most_size(fresh_db
     third = asyncio.create_task(hold("c"))
     for _ in range(20):
         await asyncio.sleep(0)
-    assert order == ["a", "b"], "a third borrower got a connection past size=2"
+    # a and b connect concurrently: either may get its connection first.
+    assert sorted(order) == ["a", "b"], "a third borrower got a connection past size=2"
     assert len(set(pids)) == 2, "two concurrent borrowers shared a session"
     release.set()
     await asyncio.gather(*first, third)
