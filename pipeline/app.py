@@ -231,6 +231,10 @@ def create_app(
     async def close_runtime(
         sender: object, *args: object, signal: BaseSignalT[Any], **kwargs: object
     ) -> None:
+        # The edge first: its handlers and its projection lane use the runtime's
+        # connections, and a connection closed under a statement in flight is a use of
+        # freed memory in libpq (a crash at exit), not an error.
+        await edge.stop()
         await runtime.close()
 
     # mode annotates handlers with mypy_extensions' NamedArg("BaseSignalT", ...), a string

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 START_RPC_TIMEOUT: Final = timedelta(seconds=15)
+# How long Database.close() waits for a statement in flight on the shared connection.
+CLOSE_WAIT_S: Final = 5.0
 
 
 def retry_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
@@ -128,8 +130,9 @@ class Database:
         # reconnects, the others wait for it instead of each opening a connection.
         self._lock = asyncio.Lock()
         self._idle: list[psycopg.AsyncConnection[TupleRow]] = []
-        self._lent: set[psycopg.AsyncConnection[TupleRow]] = set()
         self._slots = asyncio.Semaphore(size)
+        # Bumped by close(): a connection lent before it is closed by its borrower.
+        self._closes = 0
 
     @property
     def dsn(self) -> str:
@@ -170,7 +173,7 @@ class Database:
                     conn = candidate
             if conn is None:
                 conn = await self._connect()
-            self._lent.add(conn)
+            lent_at = self._closes
             reusable = False
             try:
                 yield conn
@@ -180,19 +183,39 @@ class Database:
                     and conn.info.transaction_status == TransactionStatus.IDLE
                 )
             finally:
-                self._lent.discard(conn)
-                if reusable:
+                if reusable and lent_at == self._closes:
                     self._idle.append(conn)
                 else:
                     await conn.close()
 
     async def close(self) -> None:
-        """Close every connection of this role."""
+        """Close every connection of this role that no block is using.
+
+        A connection is never closed under a statement in flight: psycopg's statement
+        then fails ("connection pointer is NULL"), or waits forever on a socket that is
+        gone, and a ``pipeline run`` stopped with handlers in flight crashed at exit
+        (SIGSEGV). A lent connection is closed by its borrower as its block ends; the
+        shared one once psycopg released it (it holds ``conn.lock`` while a statement
+        runs), or left to the process's exit if that takes over ``CLOSE_WAIT_S``.
+        """
+        self._closes += 1
         if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+            shared, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(shared.lock.acquire(), CLOSE_WAIT_S)
+            except TimeoutError:
+                log.warning(
+                    "%s: a statement still ran %.0fs after close(); its connection is left open",
+                    self._name,
+                    CLOSE_WAIT_S,
+                )
+            else:
+                try:
+                    await shared.close()
+                finally:
+                    shared.lock.release()
         idle, self._idle = self._idle, []
-        for conn in [*idle, *self._lent]:
+        for conn in idle:
             await conn.close()
 
 

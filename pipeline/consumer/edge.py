@@ -131,6 +131,7 @@ class ConsumerEdge:
         self._project = project
         self._handlers = handlers
         self._limits = limits
+        self._running: asyncio.Task[None] | None = None
 
     def _ack(self, message: Message) -> None:
         app = self._app
@@ -145,8 +146,19 @@ class ConsumerEdge:
         # the commit and takes the message out of the in-flight set.
         message.ack(consumer)
 
+    async def stop(self) -> None:
+        """Cancel :meth:`run` and return once it stopped: the projection's lane and every
+        handler in flight have ended (cancelled), so none of them is still using a
+        database connection when the app closes them (:meth:`AgentRuntime.close
+        <pipeline.agents.runtime.AgentRuntime.close>`)."""
+        running = self._running
+        if running is not None and not running.done():
+            running.cancel()
+            await asyncio.wait([running])
+
     async def run(self) -> None:
-        """Consume until cancelled (the app's stop)."""
+        """Consume until cancelled (the app's stop, or :meth:`stop`)."""
+        self._running = asyncio.current_task()
         app = self._app
         consumer = app.consumer
         counters = [metrics.EVENTS_CONSUMED.labels(role) for role in ROLES]

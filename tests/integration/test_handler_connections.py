@@ -76,3 +76,34 @@ async def test_size_one_lends_the_roles_shared_connection(fresh_db: str) -> None
     async with db.borrow() as conn:
         assert conn is shared
     await db.close()
+
+
+async def test_close_never_closes_a_connection_under_a_statement_in_flight(fresh_db: str) -> None:
+    """close() while a borrower's statement and a shared-connection statement run: both
+    end normally (psycopg fails a statement whose connection closed under it, or waits
+    forever; a stopped ``pipeline run`` crashed at exit with it), and both connections
+    are closed once their statements ended."""
+    for size in (1, 2):  # 1: borrow() lends the shared connection
+        db = Database(fresh_db, "t", size=size)
+        running = asyncio.Event()
+        used: list[psycopg.AsyncConnection[tuple[object, ...]]] = []
+        borrower = asyncio.create_task(_slow_statement(db, running, used))
+        await running.wait()
+        await asyncio.sleep(0.1)  # the statement is on the wire
+        await db.close()
+        assert await borrower == 42, f"size={size}: the statement in flight did not end well"
+        assert used[0].closed, f"size={size}: the connection lent across close() stayed open"
+
+
+async def _slow_statement(
+    db: Database,
+    running: asyncio.Event,
+    used: list[psycopg.AsyncConnection[tuple[object, ...]]],
+) -> object:
+    async with db.borrow() as conn:
+        used.append(conn)
+        running.set()
+        cur = await conn.execute("SELECT pg_sleep(0.5), 42")
+        row = await cur.fetchone()
+        assert row is not None
+        return row[1]

@@ -126,6 +126,11 @@ async def test_sigterm_to_pipeline_run_alone_stops_both_and_confirms_what_was_re
         code = await wait_exit(running, "the SIGTERM", GRACE)
         took = time.monotonic() - began
         assert code == 0, f"exit {code}:\n{running.log_tail()}"
+        # The signs of a connection closed under a statement in flight (the handlers were
+        # starting workflows as the signal came; it crashed the process at exit once).
+        log_text = running.log.read_text(errors="replace")
+        for sign in ("connection pointer is NULL", "connection socket closed"):
+            assert sign not in log_text, f"{sign!r} at shutdown:\n{running.log_tail()}"
         assert _gone(reader), "the reader outlived pipeline run"
         print(f"SIGTERM to exit: {took:.1f}s")
         with psycopg.connect(fresh_db) as conn:
