@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY
 
 from pipeline.agents import effects
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import header_map, parse_position
+from pipeline.agents.headers import header_map, parse_position
 from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings
 from pipeline.errors import PipelineError

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from pipeline.agents import effects
 from pipeline.agents.errors import RecordRejected
+from pipeline.agents.headers import is_claim_check
 from pipeline.agents.records import (
     DomainEvent,
     Validator,
     decode_record,
     decode_row,
-    is_claim_check,
     parse_value,
     projection_row,
     projection_row_of,

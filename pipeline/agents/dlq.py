@@ -25,7 +25,7 @@ from pipeline import health, metrics
 from pipeline.agents import effects
 from pipeline.agents.deadletter import dead_letter_headers
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import header_map, parse_position
+from pipeline.agents.headers import header_map, parse_position
 from replication.deadletter_store import DeadLetter, claim, mark
 from replication.lsn import Position
 

@@ -23,13 +23,8 @@ from pipeline.agents.checkpoints import Checkpoint, Consumed, checkpoints_for, w
 from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import (
-    Validator,
-    header_map,
-    is_claim_check,
-    parse_position,
-    projection_row,
-)
+from pipeline.agents.headers import header_map, is_claim_check, parse_position
+from pipeline.agents.records import Validator, projection_row
 from pipeline.projections.event_row import ProjectionError
 from pipeline.projections.registry import ProjectionApplier, applier_name
 from replication import killpoint

@@ -10,7 +10,8 @@ with each record, so an agent skips a record of another type without parsing its
 (:mod:`pipeline.agents.routing`). What the header says is checked against the value
 wherever a record is decoded: a header that disagrees with its value is a rejection
 (``bad_headers``), so a lying header cannot route a record past the agent its value is
-for and still have it projected; it is dead-lettered once, and no agent acts on it.
+for and still have it projected; it is dead-lettered once, and no agent acts on it. The headers alone are read by
+:mod:`pipeline.agents.headers`.
 
 The value carries jsonb exactly as PostgreSQL printed it, so it may hold what orjson
 cannot read (nesting past 1024 levels, numbers past a double's range): :func:`loads`
@@ -28,24 +29,27 @@ the :class:`DomainEvent`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from pipeline import events as ev
 from pipeline.agents.errors import RecordRejected
+from pipeline.agents.headers import (
+    Headers,
+    check_headers,
+    exact_numbers,
+    header_map,
+    header_text,
+)
 from pipeline.contract import ContractViolation, validate_event
 from pipeline.jsontext import MAX_JSON_DEPTH, loads
-from replication.lsn import LSN, Position
+from replication.lsn import Position
 from replication.record_value import EVENT_TYPE_HEADER
 
-Headers = Sequence[tuple[str, bytes]]
 Validator = Callable[[Mapping[str, object]], None]
 
-REQUIRED_HEADERS: Final = ("commit_lsn", "idx", "xid", "commit_ts")
-_REQUIRED_HEADER_SET: Final = frozenset(REQUIRED_HEADERS)
-CLAIM_CHECK: Final = "claim_check"
 _ROW_FIELDS: Final = (
     "id",
     "stream_id",
@@ -105,44 +109,6 @@ class DomainEvent:
         }
 
 
-def header_map(headers: Headers | None) -> dict[str, bytes]:
-    """Headers as a dict (the last value wins when a name repeats)."""
-    return {name: value for name, value in headers or ()}
-
-
-def header_event_type(headers: Headers | None) -> str | None:
-    """The ``event_type`` header's value, None when the record has none or it is not UTF-8.
-
-    The last one wins when the name repeats (as in :func:`header_map`): routing and the
-    check in :func:`decode_row` read the same one. A header that is not UTF-8 is ignored,
-    not trusted: the record is then routed by its value, as one without the header.
-    """
-    found: bytes | None = None
-    for name, value in headers or ():
-        if name == EVENT_TYPE_HEADER:
-            found = value
-    return _header_text(found)
-
-
-def _header_text(found: bytes | None) -> str | None:
-    if found is None:
-        return None
-    try:
-        return found.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-def parse_position(headers: Mapping[str, bytes]) -> Position:
-    """The event's position from its ``commit_lsn`` and ``idx`` headers."""
-    try:
-        lsn = LSN.parse(headers["commit_lsn"].decode())
-        idx = int(headers["idx"].decode())
-        return Position(lsn, idx)
-    except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        raise RecordRejected("bad_headers", f"no valid commit_lsn/idx: {exc}") from exc
-
-
 def _timestamp(text: object, what: str) -> datetime:
     if not isinstance(text, str):
         raise RecordRejected("bad_envelope", f"{what} is not an RFC 3339 string")
@@ -198,15 +164,6 @@ def _check_envelope(row: Mapping[str, object]) -> None:
         raise RecordRejected("bad_envelope", "idempotency_key is neither a string nor null")
 
 
-def is_claim_check(headers: Headers | None) -> bool:
-    """Whether the record is a claim check (its payload is in the store, not the value)."""
-    # A loop, not any(genexpr): every record asks, and the generator costs more.
-    for name, value in headers or ():  # noqa: SIM110
-        if name == CLAIM_CHECK and value == b"1":
-            return True
-    return False
-
-
 def decode_record(
     key: bytes | None,
     value: bytes | None,
@@ -220,29 +177,9 @@ def decode_record(
     rejection whose detail names the offending JSON path.
     """
     hmap = header_map(headers)
-    position = _check_headers(hmap)  # before the value: bad headers are named as such
+    position = check_headers(hmap)  # before the value: bad headers are named as such
     row = parse_value(value, exact=exact_numbers(hmap))
     return _decode(key, row, hmap, position, validate=validate)
-
-
-def _check_headers(hmap: Mapping[str, bytes]) -> Position:
-    if not hmap.keys() >= _REQUIRED_HEADER_SET:
-        missing = [name for name in REQUIRED_HEADERS if name not in hmap]
-        raise RecordRejected("bad_headers", f"missing headers: {', '.join(missing)}")
-    return parse_position(hmap)
-
-
-# The events whose free-form JSON goes on: a pending event's ``input`` is the queue row's
-# event_data, and the enqueue agent copies an initiated event's data into it.
-_EXACT_TYPES: Final = frozenset(t.encode() for t in (ev.QUEUE_PENDING, ev.BOOTSTRAP_INITIATED))
-
-
-def exact_numbers(hmap: Mapping[str, bytes]) -> bool:
-    """Whether a record's numbers must be read exactly: its type's JSON is written back
-    (or it names no type). The others' data are strings the folds read, so their parse
-    keeps orjson's fast path."""
-    kind = hmap.get(EVENT_TYPE_HEADER)
-    return kind is None or kind in _EXACT_TYPES
 
 
 def parse_value(value: bytes | None, *, exact: bool = True) -> dict[str, Any]:
@@ -271,7 +208,7 @@ def decode_row(
 ) -> DomainEvent:
     """:func:`decode_record` of a value already parsed (a claim check, resolved)."""
     hmap = header_map(headers)
-    return _decode(key, row, hmap, _check_headers(hmap), validate=validate)
+    return _decode(key, row, hmap, check_headers(hmap), validate=validate)
 
 
 def _decode(
@@ -309,7 +246,7 @@ def _checked(
     xid, typed. The one implementation behind :func:`_decode` and :func:`_projection_row`."""
     _check_envelope(row)
     # The header's bytes from the map (the last one wins, as header_event_type reads it).
-    routed_as = _header_text(hmap.get(EVENT_TYPE_HEADER))
+    routed_as = header_text(hmap.get(EVENT_TYPE_HEADER))
     if routed_as is not None and routed_as != row["event_type"]:
         raise RecordRejected(
             "bad_headers",
@@ -357,7 +294,7 @@ def projection_row(
     event and its position, with the same checks and rejections, without building the
     event (the projection folds every record of the topic, so this is its hot path)."""
     hmap = header_map(headers)
-    position = _check_headers(hmap)  # before the value: bad headers are named as such
+    position = check_headers(hmap)  # before the value: bad headers are named as such
     row = parse_value(value, exact=exact_numbers(hmap))
     return _projection_row(key, row, hmap, position, validate), position
 
@@ -370,7 +307,7 @@ def projection_row_of(
 ) -> tuple[dict[str, object], Position]:
     """:func:`projection_row` of a value already parsed (a claim check, resolved)."""
     hmap = header_map(headers)
-    position = _check_headers(hmap)
+    position = check_headers(hmap)
     return _projection_row(key, row, hmap, position, validate), position
 
 

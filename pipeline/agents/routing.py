@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import header_event_type, parse_value
+from pipeline.agents.headers import header_event_type
+from pipeline.agents.records import parse_value
 
 if TYPE_CHECKING:
     from pipeline.agents.runtime import Record

@@ -6,6 +6,7 @@ never dropped. Handlers return normally for records they do not care about.
 
 - enqueue:    organization.bootstrap.initiated → workflow.queue.pending
 - starter:    workflow.queue.pending → claimed → Temporal start → workflow_started
+              (the steps after decoding: :mod:`pipeline.agents.starting`)
 - projection: every event → the projection appliers, plus the partition checkpoints, in
               one transaction; undecodable or invalid records → the dead-letter topic.
   Only the projection agent dead-letters (it sees every record), so a bad record is
@@ -19,13 +20,10 @@ over the records of other types without parsing them.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline import events as ev
-from pipeline import metrics
 from pipeline.agents import effects, jobstore
 from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
@@ -37,17 +35,8 @@ from pipeline.agents.records import (
     Validator,
 )
 from pipeline.agents.routing import Routed, route
-from pipeline.agents.starter import (
-    Decision,
-    StartPlan,
-    claimed_event,
-    decide,
-    plan_emitted,
-    plan_start,
-    started_event,
-    unstartable,
-    with_claim,
-)
+from pipeline.agents.starter import StartPlan, claimed_event, plan_emitted, plan_start
+from pipeline.agents.starting import Starter
 from pipeline.contract import validate_event
 from pipeline.projections.registry import PROJECTIONS, ProjectionApplier
 from replication import killpoint
@@ -97,7 +86,7 @@ class AgentRuntime:
         self._enqueue_db = enqueue_db
         self._starter_db = starter_db
         self._projection_db = projection_db
-        self._temporal = temporal
+        self._starter = Starter(worker_id=worker_id, db=starter_db, temporal=temporal)
         # Once per (position, reason), bounded: pipeline.agents.dlq.
         self.dead_letters = DeadLetterer(
             effects.Database(projection_db.dsn, "deadletter"), dead_letter
@@ -217,12 +206,14 @@ class AgentRuntime:
         )
         if handoff.claimed_id is not None:
             killpoint.reached("starter.after_claim")
-            await self._start_claimed(plan, handoff.claimed_id, event, record, "handoff")
+            await self._starter.start_claimed(
+                plan, handoff.claimed_id, event, record.where, "handoff"
+            )
         else:
             # A repeat (the job may have started) or a job of an earlier version: the
             # starter's own steps, which read the history again and decide.
-            await self._start_plan(
-                plan_emitted(pending, handoff.pending_id), event, record, "handoff"
+            await self._starter.start_plan(
+                plan_emitted(pending, handoff.pending_id), event, record.where, "handoff"
             )
 
     # ---- starter ---------------------------------------------------------------------
@@ -240,170 +231,11 @@ class AgentRuntime:
         try:
             plan = plan_start(event)
         except RecordRejected as exc:
-            await self._fail_unstartable(event, record, exc)
+            await self._starter.fail_unstartable(event, record.where, exc)
             return
         if plan is None:
             return
-        await self._start_plan(plan, event, record, "starter")
-
-    async def _fail_unstartable(
-        self, event: DomainEvent, record: Record, rejection: RecordRejected
-    ) -> None:
-        """A pending job the workflow cannot take (its input lacks a field the workflow
-        needs) fails, with the reason, instead of waiting forever: ``workflow.queue.failed``
-        (once, keyed by the pending event), unless its history shows it ran."""
-        job = unstartable(event, rejection)
-        if job is None:
-            log.error("not starting %s: %s; it names no job to fail", record.where, rejection)
-            return
-        history = await effects.with_retries(
-            "starter",
-            f"read history of job_id={job.job_id}",
-            lambda: jobstore.job_history(self._starter_db, job),
-        )
-        if history:
-            log.info("not failing job_id=%s: already %s", job.job_id, ", ".join(sorted(history)))
-            return
-        await effects.with_retries(
-            "starter",
-            f"emit {ev.QUEUE_FAILED} of job_id={job.job_id}",
-            lambda: effects.emit_event(self._starter_db, job.failed),
-        )
-        metrics.WORKFLOW_STARTS.labels("rejected").inc()
-        log.warning(
-            "job_id=%s cannot start: %s; recorded %s lsn=%s %s",
-            job.job_id,
-            rejection,
-            ev.QUEUE_FAILED,
-            event.position,
-            record.where,
-        )
-
-    async def _start_plan(
-        self, plan: StartPlan, cause: DomainEvent, record: Record, path: str
-    ) -> None:
-        """Start plan's workflow unless its history shows it started; cause is the event
-        consumed (the pending event, or for the handoff the initiated one)."""
-        workflow_id = plan.workflow_id
-        history = await effects.with_retries(
-            "starter",
-            f"read history of workflow_id={workflow_id}",
-            lambda: jobstore.job_history(self._starter_db, plan),
-        )
-        decision = decide(history)
-        if decision is Decision.SKIP_ALREADY_STARTED:
-            metrics.WORKFLOW_STARTS.labels("skipped").inc()
-            log.log(
-                logging.DEBUG if path == "starter" else logging.INFO,
-                "not starting workflow_id=%s job_id=%s: already %s lsn=%s %s",
-                workflow_id,
-                plan.job_id,
-                ", ".join(sorted(history)),
-                cause.position,
-                record.where,
-            )
-            return
-        claimed = claimed_event(plan, self.worker_id)
-        claimed_id = await effects.with_retries(
-            "starter",
-            f"emit claim of workflow_id={workflow_id}",
-            lambda: effects.emit_event(self._starter_db, claimed),
-        )
-        killpoint.reached("starter.after_claim")
-        if decision is Decision.RECORD_START:
-            await self._record_finished_start(plan, claimed_id, history, cause, record)
-            return
-        await self._start_claimed(plan, claimed_id, cause, record, path)
-
-    async def _start_claimed(
-        self, plan: StartPlan, claimed_id: uuid.UUID, cause: DomainEvent, record: Record, path: str
-    ) -> None:
-        """Start the workflow of plan's claimed job and record the start."""
-        workflow_id = plan.workflow_id
-        to_start = with_claim(plan, claimed_id)
-
-        async def start_once() -> tuple[str, bool]:
-            try:
-                return await self._temporal.start(to_start)
-            except Exception:
-                # Counted here, retried (and logged with its attempt number) by with_retries.
-                metrics.WORKFLOW_STARTS.labels("failed").inc()
-                raise
-
-        run_id, fresh = await effects.with_retries(
-            "starter", f"start workflow_id={workflow_id}", start_once
-        )
-        killpoint.reached("starter.after_start")
-        metrics.WORKFLOW_STARTS.labels("started" if fresh else "already_started").inc()
-        metrics.COMMIT_TO_START_SECONDS.observe(max(0.0, time.time() - cause.commit_ts.timestamp()))
-        started = started_event(plan, run_id, claimed_id)
-        await effects.with_retries(
-            "starter",
-            f"emit workflow_started of workflow_id={workflow_id}",
-            lambda: effects.emit_event(self._starter_db, started),
-        )
-        log.info(
-            "%s workflow_id=%s run_id=%s job_id=%s worker_id=%s via=%s lsn=%s %s",
-            "started" if fresh else "already running or done:",
-            workflow_id,
-            run_id,
-            plan.job_id,
-            self.worker_id,
-            path,
-            cause.position,
-            record.where,
-        )
-
-    async def _record_finished_start(
-        self,
-        plan: StartPlan,
-        claimed_id: uuid.UUID,
-        history: frozenset[str],
-        cause: DomainEvent,
-        record: Record,
-    ) -> None:
-        """Record the start of a job that finished without a record of it (see starter).
-
-        The run id is Temporal's; once Temporal no longer knows the execution (past its
-        retention), the one the workflow's own events carry.
-        """
-        workflow_id = plan.workflow_id
-        run_id = await effects.with_retries(
-            "starter",
-            f"describe workflow_id={workflow_id}",
-            lambda: self._temporal.run_id_of(workflow_id),
-        )
-        if run_id is None:
-            run_id = await effects.with_retries(
-                "starter",
-                f"read the run id of workflow_id={workflow_id}",
-                lambda: jobstore.recorded_run_id(self._starter_db, plan),
-            )
-        if run_id is None:
-            log.error(
-                "workflow_id=%s job_id=%s finished (%s) but neither Temporal nor its events "
-                "know its run id: workflow_started not recorded lsn=%s %s",
-                workflow_id,
-                plan.job_id,
-                ", ".join(sorted(history)),
-                cause.position,
-                record.where,
-            )
-            return
-        started = started_event(plan, run_id, claimed_id)
-        await effects.with_retries(
-            "starter",
-            f"emit workflow_started of workflow_id={workflow_id}",
-            lambda: effects.emit_event(self._starter_db, started),
-        )
-        log.info(
-            "recorded the start of finished workflow_id=%s run_id=%s job_id=%s lsn=%s %s",
-            workflow_id,
-            run_id,
-            plan.job_id,
-            cause.position,
-            record.where,
-        )
+        await self._starter.start_plan(plan, event, record.where, "starter")
 
     # ---- projection ------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from faust.types import Message
 
 from pipeline import metrics
 from pipeline.agents.dispatch import StreamDispatcher
-from pipeline.agents.records import header_event_type
+from pipeline.agents.headers import header_event_type
 from pipeline.agents.routing import Routed, route
 from pipeline.agents.runtime import Record
 from pipeline.consumer.batching import AckLedger, Ticket

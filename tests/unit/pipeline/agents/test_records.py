@@ -10,14 +10,8 @@ import pytest
 
 from pipeline import events as ev
 from pipeline.agents.errors import RecordRejected
-from pipeline.agents.records import (
-    decode_record,
-    decode_row,
-    header_event_type,
-    is_claim_check,
-    loads,
-    parse_value,
-)
+from pipeline.agents.headers import header_event_type, is_claim_check
+from pipeline.agents.records import decode_record, decode_row, loads, parse_value
 from replication.lsn import LSN, Position
 from tests.exact_json import DEEP, exact, same
 from tests.unit.pipeline.agents.samples import HEADERS, ORG, row
