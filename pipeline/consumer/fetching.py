@@ -6,8 +6,12 @@ no records buffered at the moment it is sent; a partition whose buffer empties j
 after waits for that fetch to come back, and when the partitions in it have nothing new,
 that is the whole 1.5 s. Under steady traffic on several partitions this convoy held
 records at the agents' door for up to two such waits (figures: docs/benchmarks.md,
-"Figures the code used to quote"). A short wait costs an idle consumer a few cheap fetch
-requests a second per broker.
+"Figures the code used to quote"). A short wait costs an idle consumer a fetch request
+every 10 ms per broker: 7.5 % of a core for an idle ``pipeline run`` (docs/benchmarks.md).
+So the short wait is used only when it matters: a fetch that leaves a partition out
+(records of it still buffered, or paused) waits :data:`FETCH_MAX_WAIT_MS`; a fetch for
+every assigned partition of the broker, which any new record answers at once, waits
+:data:`IDLE_FETCH_MAX_WAIT_MS` (:func:`wait_by_what_is_left_out`).
 
 :func:`install` makes every Faust worker consumer of this process use
 :data:`FETCH_MAX_WAIT_MS`; it patches the Faust transport's consumer class (its thread
@@ -39,6 +43,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from pipeline.consumer.inbox import drain_in_batches
 
 FETCH_MAX_WAIT_MS: Final = 10
+# The broker answers a fetch as soon as one of its partitions has a record to give (the
+# fetch's minimum is one byte), so a fetch that covers every partition can wait long.
+IDLE_FETCH_MAX_WAIT_MS: Final = 500
 # aiokafka sends no fetch to a broker while any of its partitions holds fetched records
 # not yet taken, for up to this long after they came (its default: 0.1 s). With one
 # broker leading every partition, records of one partition still waiting to be taken
@@ -103,11 +110,37 @@ async def add_gap(consumer: Any, tp: Any, offset_from: int, offset_to: int) -> N
     await asyncio.sleep(0)
 
 
+def fetch_wait_ms(buffered: int, paused: int) -> int:
+    """How long the next fetch may wait: short while a partition is left out of it
+    (``buffered`` partitions hold records not taken yet, ``paused`` are paused), long
+    when it covers them all (see the module's docstring)."""
+    return FETCH_MAX_WAIT_MS if buffered or paused else IDLE_FETCH_MAX_WAIT_MS
+
+
+def wait_by_what_is_left_out(fetcher: Any) -> None:
+    """Make aiokafka's fetcher choose each fetch's wait by :func:`fetch_wait_ms`.
+
+    aiokafka builds its fetch requests in ``Fetcher._get_actions_per_node`` from the
+    fetcher's one ``_fetch_max_wait_ms``; it is set just before each build, from the
+    partitions with records buffered (``_records``) and those paused.
+    """
+    build = fetcher._get_actions_per_node
+
+    def get_actions_per_node(assignment: Any) -> Any:
+        paused = sum(1 for tp in assignment.tps if assignment.state_value(tp).paused)
+        fetcher._fetch_max_wait_ms = fetch_wait_ms(len(fetcher._records), paused)
+        return build(assignment)
+
+    fetcher._get_actions_per_node = get_actions_per_node
+
+
 class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()
         # Built by AIOKafkaConsumer.start(), with no setting for it (see PREFETCH_BACKOFF_S).
-        self._ensure_consumer()._fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
+        fetcher = self._ensure_consumer()._fetcher
+        fetcher._prefetch_backoff = PREFETCH_BACKOFF_S
+        wait_by_what_is_left_out(fetcher)
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import faust
 import pytest
@@ -132,6 +133,13 @@ async def test_the_started_consumer_does_not_hold_a_brokers_fetch_for_records_wa
 
     class Fetcher:
         _prefetch_backoff = 0.1
+        _fetch_max_wait_ms = 1500
+
+        def __init__(self) -> None:
+            self._records: dict[str, object] = {}
+
+        def _get_actions_per_node(self, assignment: object) -> int:
+            return self._fetch_max_wait_ms
 
     class Consumer:
         _fetcher = Fetcher()
@@ -144,4 +152,10 @@ async def test_the_started_consumer_does_not_hold_a_brokers_fetch_for_records_wa
     app = faust.App("fetching-test", broker="kafka://127.0.0.1:9", loop=asyncio.get_running_loop())
     thread = app.consumer._thread  # type: ignore[attr-defined]
     await thread.on_start()
-    assert thread._consumer._fetcher._prefetch_backoff == fetching.PREFETCH_BACKOFF_S == 0.0
+    fetcher = thread._consumer._fetcher
+    assert fetcher._prefetch_backoff == fetching.PREFETCH_BACKOFF_S == 0.0
+    # Each fetch's wait is chosen by what it leaves out (test_fetch_wait.py).
+    nothing_assigned = SimpleNamespace(tps=[])
+    assert fetcher._get_actions_per_node(nothing_assigned) == fetching.IDLE_FETCH_MAX_WAIT_MS
+    fetcher._records["t-0"] = object()
+    assert fetcher._get_actions_per_node(nothing_assigned) == fetching.FETCH_MAX_WAIT_MS
