@@ -22,7 +22,8 @@ the bare client; the drain of a mixed event backlog by the reader alone, a bare 
 agent and ``pipeline run`` (:mod:`bench.drain`); the real workflow and worker
 (:mod:`bench.workflow_bench`: ``pipeline run`` + ``pipeline worker``, initiated ->
 ``workflow.queue.completed`` at a steady 5 bootstraps/s, then completed/s on a backlog;
-``--skip-workflow`` leaves it out, ``--drain-only`` measures the event drain alone).
+``--skip-workflow`` leaves it out, ``--drain-only`` measures the event drain alone,
+``--starts-only`` the start drain alone).
 Writes JSON to bench/results/, charts to docs/img/ and its own section of
 docs/benchmarks.md.
 """
@@ -97,6 +98,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--skip-workflow", action="store_true", help="not the real workflow phase")
     p.add_argument("--drain-only", action="store_true", help="only the event drain")
+    p.add_argument("--starts-only", action="store_true", help="only the start drain")
     p.add_argument(
         "--workflow-rate", type=float, default=5.0, help="real workflow: steady bootstraps/s (5)"
     )
@@ -131,10 +133,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.workflow_seconds = args.workflow_seconds or (60.0 if args.full else 20.0)
     args.workflow_backlog = args.workflow_backlog or (500 if args.full else 150)
     args.workflow_limit = args.workflow_limit or (300.0 if args.full else 90.0)
-    args.workflow = not (args.skip_workflow or args.drain_only)
+    args.workflow = not (args.skip_workflow or args.drain_only or args.starts_only)
     if args.paths is None:
         args.paths = ",".join(PATHS if args.full else SHORT_PATHS)
-    if args.drain_only:
+    if args.drain_only or args.starts_only:
         args.paths = ""
     unknown = [p for p in args.paths.split(",") if p and p not in PATHS]
     if unknown:
@@ -144,12 +146,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def phases(args: argparse.Namespace) -> list[str]:
     """What each run measures, in order: the latency paths, the start drain, the event
-    drain, the real workflow (``--drain-only``: the event drain alone)."""
+    drain, the real workflow (``--drain-only``, ``--starts-only``: that drain alone)."""
     paths = [p for p in args.paths.split(",") if p]
     if not args.skip_throughput:
         if not args.drain_only:
             paths.append("starts")
-        paths.append("drain")
+        if not args.starts_only:
+            paths.append("drain")
     if args.workflow:
         paths.append("workflow")
     return paths

@@ -52,3 +52,8 @@ def test_every_mode_ends_with_the_real_workflow_unless_skipped() -> None:
 def test_drain_only_is_only_the_drain() -> None:
     assert phases(parse_args(["--drain-only"])) == ["drain"]
     assert phases(parse_args(["--drain-only", "--skip-throughput"])) == []
+
+
+def test_starts_only_is_only_the_start_drain() -> None:
+    assert phases(parse_args(["--starts-only"])) == ["starts"]
+    assert phases(parse_args(["--starts-only", "--full"])) == ["starts"]
