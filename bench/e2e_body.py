@@ -15,11 +15,13 @@ from bench.drain import Round
 from bench.drain_report import drain_section
 from bench.drain_report import verdicts as drain_verdicts
 from bench.e2e_report import (
+    CORE_ROLES,
     METRIC_LABELS,
     PATH_LABELS,
     latency_rows,
     latency_verdicts,
     load_rows,
+    start_core_rows,
     start_rows,
     start_verdicts,
 )
@@ -160,6 +162,18 @@ def build_body(data: dict[str, object], args: argparse.Namespace) -> str:
                 start_rows(starts),
             ),
         ]
+        cores = start_core_rows(starts)
+        if cores:
+            parts += [
+                "",
+                "Where the machine's cores went from the first start to the last (CPU "
+                "seconds per second of every process, by role, sampled from `/proc` every "
+                f"0.25 s: `bench/cpu_share.py`; {starts[0].bare_concurrency} at a time for "
+                "the bare client). Temporal's server answers a start as fast as the CPU "
+                "it gets: compare its share in the two paths.",
+                "",
+                table(["run", "path", *CORE_ROLES, "total"], cores),
+            ]
     rss = [r.peak_rss_mib for r in ours] + [s.ours_peak_rss_mib for s in starts]
     rss += [r.drains["ours"].peak_rss_mib for r in rounds if "ours" in r.drains]
     verdicts += drain_verdicts(rounds) if rounds else []

@@ -161,6 +161,34 @@ def start_rows(drains: Sequence[StartDrain]) -> list[list[str]]:
     return rows
 
 
+# The roles shown in the start drain's core table (bench.cpu_share), in its columns' order.
+CORE_ROLES: tuple[str, ...] = (
+    "Temporal server",
+    "pipeline run",
+    "reader",
+    "Kafka",
+    "PostgreSQL",
+    "worker",
+    "bench client",
+    "other",
+)
+
+
+def start_core_rows(drains: Sequence[StartDrain]) -> list[list[str]]:
+    """Per run and path: cores each role used from the first start to the last."""
+    rows = []
+    for d in drains:
+        for path, cores in (("ours", d.ours_cores), ("bare", d.bare_cores)):
+            if not cores:
+                continue
+            rows.append(
+                [str(d.run), path]
+                + [f"{cores[r]:.2f}" if r in cores else "-" for r in CORE_ROLES]
+                + [f"{sum(cores.values()):.2f}"]
+            )
+    return rows
+
+
 def start_verdicts(drains: Sequence[StartDrain], rss: Sequence[float | None]) -> list[Verdict]:
     out = []
     if drains:

@@ -16,12 +16,13 @@ import logging
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 from temporalio.client import Client
 
 from bench import starts, topics
+from bench.cpu_share import Sampler
 from bench.harness import (
     Names,
     Services,
@@ -65,9 +66,14 @@ class StartDrain:
     # pipeline.agents.dispatch.DEFAULT_MAX_IN_FLIGHT: the starts `pipeline run` keeps in
     # flight; issue 17 compares at the same concurrency.
     bare_concurrency: int = 64
+    # Cores each role used from the first start to the last (bench.cpu_share): Temporal's
+    # server answers only as fast as the CPU it gets on a machine the pipeline shares.
+    ours_cores: dict[str, float] = field(default_factory=dict)
+    bare_cores: dict[str, float] = field(default_factory=dict)
 
 
-async def _bare(client: Client, task_queue: str, n: int, concurrency: int) -> float:
+async def _bare(client: Client, task_queue: str, n: int, concurrency: int) -> list[float]:
+    """Start times (POSIX s, Temporal's) of n workflows started ``concurrency`` at a time."""
     orgs = [str(uuid.uuid4()) for _ in range(n)]
     limit = asyncio.Semaphore(concurrency)
 
@@ -78,7 +84,7 @@ async def _bare(client: Client, task_queue: str, n: int, concurrency: int) -> fl
     await asyncio.gather(*(one(o) for o in orgs))
     times = await starts.start_times(client, task_queue, n)
     wanted = {f"org-bootstrap-{o}" for o in orgs}
-    return span_rate([t for wid, t in times.items() if wid in wanted])
+    return [t for wid, t in times.items() if wid in wanted]
 
 
 async def bare_client(svc: Services, n: int, opts: Options, result: StartDrain) -> None:
@@ -90,13 +96,16 @@ async def bare_client(svc: Services, n: int, opts: Options, result: StartDrain) 
             "worker", worker_argv(opts), svc.env(names), opts.log_dir / names.run_id
         )
         try:
-            value = await _bare(client, names.task_queue, n, concurrency)
+            with Sampler() as cpu:
+                times = await _bare(client, names.task_queue, n, concurrency)
         finally:
             stop_process(worker)
         if concurrency == 1:
-            result.bare_sequential_rate = value
+            result.bare_sequential_rate = span_rate(times)
         else:
-            result.bare_concurrent_rate = value
+            result.bare_concurrent_rate = span_rate(times)
+            if times:
+                result.bare_cores = cpu.cores(min(times), max(times))
 
 
 async def bootstrap_drain(svc: Services, n: int, opts: Options, result: StartDrain) -> None:
@@ -116,7 +125,7 @@ async def bootstrap_drain(svc: Services, n: int, opts: Options, result: StartDra
             procs.append(run)
             client = await Client.connect(svc.temporal)
             deadline = time.monotonic() + max(120.0, n / 5)
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            with Sampler() as cpu, psycopg.connect(dsn, autocommit=True) as conn:
                 while time.monotonic() < deadline:
                     check_alive(procs)
                     row = conn.execute(
@@ -131,6 +140,7 @@ async def bootstrap_drain(svc: Services, n: int, opts: Options, result: StartDra
             result.ours_rate = span_rate(list(times.values()))
             if times:
                 result.ours_seconds_from_process_start = max(times.values()) - t0
+                result.ours_cores = cpu.cores(min(times.values()), max(times.values()))
             result.ours_peak_rss_mib = peak_rss_mib(run.pid)
         finally:
             for proc in procs:
