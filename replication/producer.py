@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.producer import sender as aiokafka_sender
 
 from replication import killpoint
 from replication.batcher import PartitionBatcher, RecordBatch
@@ -23,6 +24,31 @@ from replication.lsn import Position
 from replication.topics import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: PLC0414 (re-exported)
 
 log = logging.getLogger(__name__)
+
+# How long aiokafka waits before it asks again to add a partition to a transaction that the
+# broker refused with CONCURRENT_TRANSACTIONS. The broker answers so while it still writes
+# the previous transaction's commit markers, which the reader meets after most commits: it
+# commits whenever it has caught up, and the next event comes right behind. aiokafka waits
+# 20 ms there (``BACKOFF_OVERRIDE``, after KAFKA-5477; 100 ms for other retries); the markers
+# of a local broker take a millisecond or two. At 20 bootstraps/s + 200 other events/s,
+# 10-15 % of the reader's transactions met it, and commit -> Kafka append p95 was 31-36 ms
+# with 20 ms against 11-12 ms with 2 ms (docs/benchmarks.md, issue 17, late night). A retry
+# is one small request to the transaction coordinator.
+CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
+
+
+def shorten_concurrent_transactions_backoff() -> None:
+    """Set aiokafka's wait after CONCURRENT_TRANSACTIONS (module-wide: every transactional
+    producer of the process) to :data:`CONCURRENT_TRANSACTIONS_BACKOFF_S`. An aiokafka
+    without the setting keeps its own wait, with a warning (tests fail on it)."""
+    if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):
+        log.warning(
+            "aiokafka.producer.sender has no BACKOFF_OVERRIDE: a transaction that follows a "
+            "commit may wait aiokafka's own backoff before its first record"
+        )
+        return
+    aiokafka_sender.BACKOFF_OVERRIDE = CONCURRENT_TRANSACTIONS_BACKOFF_S
+
 
 # A transaction left open by a reader that died is aborted by the broker after this long
 # (at once by the next reader's start). Also the bound on the initial snapshot, which is
@@ -126,6 +152,8 @@ class EventProducer:
             request_timeout_ms=30000,
             **client_options(security),
         )
+        if transactional_id is not None:
+            shorten_concurrent_transactions_backoff()
         self._gate = _TransactionGate(self._producer)
         self._batcher: PartitionBatcher | None = None
         self._in_transaction = False  # begun, and no commit started since
