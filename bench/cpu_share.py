@@ -21,18 +21,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Roles in the order reports show them; the first pattern a command line holds wins.
+# Roles in the order reports show them. PostgreSQL and Temporal's server are told by their
+# executable (a backend's title is "postgres: ...", and may name Temporal's database; the
+# server's arguments may name PostgreSQL), the rest by the first pattern their command line
+# holds.
 ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reader", ("pipeline.reader_process",)),
     ("pipeline run", ("pipeline run",)),
     ("worker", ("bench.standin", "pipeline worker")),
     ("bench client", ("bench.run", "bench.throughput")),
     ("Kafka", ("kafka.Kafka", "org.apache.kafka", "kafka")),
-    ("PostgreSQL", ("postgres",)),
-    ("Temporal server", ("temporal",)),
+)
+EXECUTABLES: tuple[tuple[str, str], ...] = (
+    ("PostgreSQL", "postgres"),  # the postmaster, and every backend ("postgres: ...")
+    ("Temporal server", "temporal"),  # the CLI's dev server, or temporal-server itself
 )
 OTHER = "other"
-ROLE_ORDER: tuple[str, ...] = (*(name for name, _ in ROLES), OTHER)
+ROLE_ORDER: tuple[str, ...] = (
+    *(name for name, _ in ROLES),
+    *(name for name, _ in EXECUTABLES),
+    OTHER,
+)
 
 # Sampling period: a window of ~1.5 s (200 starts at the bare client's rate) still gets
 # several samples; one scan of /proc costs a few ms.
@@ -41,6 +50,10 @@ PERIOD_S = 0.25
 
 def role_of(cmdline: str) -> str:
     """The role of a process from its command line (arguments joined by spaces)."""
+    executable = cmdline.split(" ", 1)[0].rsplit("/", 1)[-1]
+    for name, prefix in EXECUTABLES:
+        if executable.startswith(prefix):
+            return name
     for name, patterns in ROLES:
         if any(p in cmdline for p in patterns):
             return name

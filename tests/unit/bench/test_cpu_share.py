@@ -37,6 +37,15 @@ from bench.throughput import StartDrain
         ("postgres: walsender root [local] START_REPLICATION", "PostgreSQL"),
         ("/usr/lib/postgresql/15/bin/postgres -D /w/.cache/pg", "PostgreSQL"),
         ("/w/.venv/bin/temporal server start-dev --port 57233", "Temporal server"),
+        # Temporal's own server on PostgreSQL (bench --full): its config path names
+        # PostgreSQL, and the backends serving it name Temporal's database.
+        (
+            "/root/.cache/pipeline/temporal-server-1.32.1/temporal-server --config-file "
+            "/w/.cache/dev/temporal-postgres/temporal-server.yaml --allow-no-auth start",
+            "Temporal server",
+        ),
+        ("postgres: root temporal 127.0.0.1(50122) idle", "PostgreSQL"),
+        ("postgres: root temporal_visibility 127.0.0.1(50124) SELECT", "PostgreSQL"),
         ("/root/.cache/pipeline/temporal-server-1.32.1/temporal-server start", "Temporal server"),
         ("/usr/bin/bash -c sleep 1", OTHER),
         ("", OTHER),
