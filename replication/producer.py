@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 # commits whenever it has caught up, and the next event comes right behind. aiokafka waits
 # 20 ms there (``BACKOFF_OVERRIDE``, after KAFKA-5477; 100 ms for other retries); the markers
 # of a local broker take a millisecond or two. At 20 bootstraps/s + 200 other events/s,
-# 10-15 % of the reader's transactions met it, and commit -> Kafka append p95 was 31-36 ms
-# with 20 ms against 11-12 ms with 2 ms (docs/benchmarks.md, issue 17, late night). A retry
-# is one small request to the transaction coordinator.
+# 10-15 % of the reader's transactions met it, and commit -> Kafka append p95 was 31-38 ms
+# with 20 ms against 10-15 ms with 2 ms in four alternating pairs (docs/benchmarks.md,
+# issue 17, late night). A retry is one small request to the transaction coordinator.
 CONCURRENT_TRANSACTIONS_BACKOFF_S = 0.002
 
 
