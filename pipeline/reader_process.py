@@ -258,7 +258,11 @@ async def _read(block: StatsBlock) -> int:
     from replication.errors import ReaderSetupError
     from replication.reader import Reader
 
-    reader = Reader(reader_config(load_settings()))
+    try:
+        reader = Reader(reader_config(load_settings()))
+    except Exception as exc:  # the parent read the same settings; say so if they changed
+        log.critical("replication reader cannot start: %s", exc)
+        return exit_code(exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

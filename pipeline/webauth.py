@@ -22,9 +22,13 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from aiohttp import web
+if TYPE_CHECKING:
+    # aiohttp's web is imported where the middleware is built: the settings read this
+    # module too, and `pipeline run`'s reader process, which serves no page, would
+    # otherwise carry aiohttp.web (~12 MiB resident) for two variable names.
+    from aiohttp import web
 
 TOKEN_VAR: Final = "PIPELINE_WEB_AUTH_TOKEN"
 PROXY_HEADER_VAR: Final = "PIPELINE_WEB_AUTH_PROXY_HEADER"
@@ -32,7 +36,7 @@ MIN_TOKEN_CHARS: Final = 32
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ def from_env(env: Mapping[str, str]) -> WebAuth:
 
 def middleware(auth: WebAuth, self_authenticated: frozenset[str]) -> Callable[..., object]:
     """An aiohttp middleware refusing unauthenticated writes, except on the given paths."""
+    from aiohttp import web
 
     @web.middleware
     async def require_auth(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -10,8 +10,12 @@ bodies. Each check runs a fresh interpreter, as a restart does.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from pipeline.reader_process import SIZE
 
 # Needed only once a command runs: the Faust app and its runtime (`run`), Temporal's
 # client (`run`, `worker`, `replay`, `check`, and a secured handshake), the reader.
@@ -97,3 +101,47 @@ def test_pipeline_run_starts_with_the_garbage_collector_paused() -> None:
 def test_other_commands_and_importers_keep_the_garbage_collector() -> None:
     assert gc_enabled_after_importing_the_cli_as("/venv/bin/pipeline", "status")
     assert gc_enabled_after_importing_the_cli_as("/venv/bin/pytest", "run")
+
+
+# `pipeline run`'s reader process serves no page and runs no agent: these stay out of it.
+NOT_IN_THE_READER_PROCESS = ("aiohttp", "faust", "mode", "temporalio")
+
+
+def test_the_reader_process_loads_no_web_server_agent_or_temporal(tmp_path: Path) -> None:
+    """The real child (``python -m pipeline.reader_process``), run until its settings fail:
+    every module it imported on the way, from ``-X importtime``. aiohttp's web alone was
+    ~12 MiB of the child's resident memory, counted in ``pipeline run``'s peak RSS."""
+    block = os.memfd_create("reader-stats-probe")
+    os.ftruncate(block, SIZE)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "pipeline.reader_process",
+                str(block),
+                str(os.getpid()),
+            ],
+            check=False,
+            pass_fds=(block,),
+            env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join(sys.path)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(block)
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    # It got as far as its settings, said what is wrong, and exits as a configuration error.
+    assert "replication reader cannot start" in result.stderr
+    assert "DATABASE_URL" in result.stderr
+    assert result.returncode == 2
+    assert {"replication.reader", "pipeline.config", "psycopg", "aiokafka"} <= imported
+    assert loaded(imported, NOT_IN_THE_READER_PROCESS) == []
