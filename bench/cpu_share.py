@@ -32,9 +32,10 @@ ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bench client", ("bench.run", "bench.throughput")),
     ("Kafka", ("kafka.Kafka", "org.apache.kafka", "kafka")),
 )
+TEMPORAL = "Temporal server"
 EXECUTABLES: tuple[tuple[str, str], ...] = (
     ("PostgreSQL", "postgres"),  # the postmaster, and every backend ("postgres: ...")
-    ("Temporal server", "temporal"),  # the CLI's dev server, or temporal-server itself
+    (TEMPORAL, "temporal"),  # the CLI's dev server, or temporal-server itself
 )
 OTHER = "other"
 ROLE_ORDER: tuple[str, ...] = (

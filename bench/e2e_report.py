@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from bench import cpu_share
 from bench.latency import PathResult
 from bench.report import fmt_ms
 from bench.runs import Verdict, judge_at_least, judge_at_most
@@ -162,15 +163,11 @@ def start_rows(drains: Sequence[StartDrain]) -> list[list[str]]:
 
 
 # The roles shown in the start drain's core table (bench.cpu_share), in its columns' order.
+# The start drain's core table: Temporal's server first (its share is what the ratio
+# follows), then every other role of bench.cpu_share in its order.
 CORE_ROLES: tuple[str, ...] = (
-    "Temporal server",
-    "pipeline run",
-    "reader",
-    "Kafka",
-    "PostgreSQL",
-    "worker",
-    "bench client",
-    "other",
+    cpu_share.TEMPORAL,
+    *(role for role in cpu_share.ROLE_ORDER if role != cpu_share.TEMPORAL),
 )
 
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from bench import cpu_share
 from bench.cpu_share import (
     OTHER,
     Sampler,
@@ -129,3 +130,9 @@ def test_start_core_rows_show_both_paths_in_the_tables_columns() -> None:
     assert ours["reader"] == "-"
     assert rows[0][-1] == "1.43"
     assert rows[1][-1] == "1.30"
+
+
+def test_the_core_table_has_a_column_for_every_role_the_sampler_files() -> None:
+    """A role added to bench.cpu_share gets its column (Temporal's server first)."""
+    assert sorted(CORE_ROLES) == sorted(cpu_share.ROLE_ORDER)
+    assert CORE_ROLES[0] == "Temporal server"
