@@ -119,22 +119,28 @@ class Projector:
         self, good: list[tuple[Record, dict[str, object]]], checkpoints: list[Checkpoint]
     ) -> dict[str, int]:
         conn = await self._projection_db.connection()
+        try:
+            # The batch and its checkpoints in one transaction, without a savepoint: a row
+            # that cannot be folded rolls the whole of it back (nothing else was in it),
+            # two round trips fewer per batch than a savepoint around the rows.
+            async with conn.transaction():
+                applied = await self._apply_rows(conn, [row for _, row in good])
+                await write_checkpoints(conn, self.consumer, checkpoints)
+            return applied
+        except ProjectionError:
+            pass
+        # Some row cannot be folded: find it row by row, dead-letter it, keep the rest.
+        applied = {}
         async with conn.transaction():
-            try:
-                async with conn.transaction():  # a savepoint: undone alone on a bad row
-                    applied = await self._apply_rows(conn, [row for _, row in good])
-            except ProjectionError:
-                # Some row cannot be folded: find it row by row, dead-letter it, keep the rest.
-                applied = {}
-                for record, row in good:
-                    try:
-                        async with conn.transaction():
-                            counts = await self._apply_rows(conn, [row])
-                    except ProjectionError as exc:
-                        await self._reject(record, RecordRejected("projection", str(exc)))
-                        continue
-                    for name, count in counts.items():
-                        applied[name] = applied.get(name, 0) + count
+            for record, row in good:
+                try:
+                    async with conn.transaction():  # a savepoint: undone alone on a bad row
+                        counts = await self._apply_rows(conn, [row])
+                except ProjectionError as exc:
+                    await self._reject(record, RecordRejected("projection", str(exc)))
+                    continue
+                for name, count in counts.items():
+                    applied[name] = applied.get(name, 0) + count
             await write_checkpoints(conn, self.consumer, checkpoints)
         return applied
 
