@@ -162,7 +162,6 @@ def start_rows(drains: Sequence[StartDrain]) -> list[list[str]]:
     return rows
 
 
-# The roles shown in the start drain's core table (bench.cpu_share), in its columns' order.
 # The start drain's core table: Temporal's server first (its share is what the ratio
 # follows), then every other role of bench.cpu_share in its order.
 CORE_ROLES: tuple[str, ...] = (
