@@ -190,9 +190,10 @@ def create_app(
         dead_letter=dead_letter,
     )
 
-    # The handlers' statements are single autocommit statements on connections borrowed
-    # per statement (up to HANDLER_CONNECTIONS per role), so concurrent handlers never
-    # share a transaction and one stream's claim does not queue behind another's.
+    # The handlers' statements go on connections borrowed per statement (up to
+    # HANDLER_CONNECTIONS per role), so one stream's history read does not queue behind
+    # another's; their appends (the handoff, workflow_started) are committed in groups
+    # (pipeline.agents.groupcommit): one commit for the handlers that emit at once.
     handlers = StreamDispatcher(
         "handlers",
         runtime.handle,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -37,7 +38,8 @@ def idempotency_key(cause: str | uuid.UUID, effect: str) -> str:
     return f"{cause}:{effect}"
 
 
-_EMIT_SQL = (
+# One event appended (stream-based signature); parameters from emit_params().
+EMIT_SQL: Final = (
     "SELECT api.emit_domain_event("
     "p_stream_id => %s, p_stream_type => %s, p_event_type => %s, "
     "p_event_data => %s, p_event_metadata => %s, p_idempotency_key => %s)"
@@ -50,7 +52,8 @@ def json_param(obj: JsonObject) -> Jsonb:
     return Jsonb(obj, dumps=jsontext.dumps)
 
 
-def _params(event: NewEvent) -> tuple[object, ...]:
+def emit_params(event: NewEvent) -> tuple[object, ...]:
+    """The parameters of :data:`EMIT_SQL` for event."""
     return (
         event.stream_id,
         event.stream_type,
@@ -63,7 +66,7 @@ def _params(event: NewEvent) -> tuple[object, ...]:
 
 async def emit(conn: psycopg.AsyncConnection[TupleRow], event: NewEvent) -> uuid.UUID:
     """Append event (stream-based signature); returns its id, or the first one's on a repeat."""
-    cur = await conn.execute(_EMIT_SQL, _params(event))
+    cur = await conn.execute(EMIT_SQL, emit_params(event))
     row = await cur.fetchone()
     if row is None or not isinstance(row[0], uuid.UUID):
         raise RuntimeError("api.emit_domain_event returned no id")
@@ -72,7 +75,7 @@ async def emit(conn: psycopg.AsyncConnection[TupleRow], event: NewEvent) -> uuid
 
 def emit_sync(conn: psycopg.Connection[TupleRow], event: NewEvent) -> uuid.UUID:
     """Blocking twin of :func:`emit`, for the CLI and tests."""
-    row = conn.execute(_EMIT_SQL, _params(event)).fetchone()
+    row = conn.execute(EMIT_SQL, emit_params(event)).fetchone()
     if row is None or not isinstance(row[0], uuid.UUID):
         raise RuntimeError("api.emit_domain_event returned no id")
     return row[0]

@@ -41,6 +41,13 @@ WORKFLOW_STARTS: Final = Counter(
     "input cannot start the workflow: recorded as workflow.queue.failed).",
     ["outcome"],
 )
+GROUP_COMMIT_STATEMENTS: Final = Histogram(
+    "pipeline_group_commit_statements",
+    "Statements per group commit of the handlers' emits (pipeline.agents.groupcommit), per "
+    "role: 1 when nothing else was waiting.",
+    ["role"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 COMMIT_TO_START_SECONDS: Final = Histogram(
     "pipeline_commit_to_workflow_start_seconds",
     "Time from the commit of the consumed event (commit_ts header) to the moment the "

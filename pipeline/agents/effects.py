@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -23,7 +23,7 @@ from psycopg.rows import TupleRow
 
 from pipeline import metrics
 from pipeline.agents.starter import StartPlan
-from pipeline.eventstore import NewEvent, emit
+from pipeline.eventstore import EMIT_SQL, NewEvent, emit_params
 from pipeline.security import TemporalSecurity, connect_temporal
 from replication.retry import Directive, classify
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A statement's parameters, positional or named.
+Params: TypeAlias = Sequence[object] | Mapping[str, object]
 
 START_RPC_TIMEOUT: Final = timedelta(seconds=15)
 # How long Database.close() waits for a statement in flight on the shared connection.
@@ -139,6 +141,21 @@ class Database:
         """The connection string (for a sibling connection of the same database)."""
         return self._dsn
 
+    @property
+    def name(self) -> str:
+        """The role's name (its connections' ``application_name`` suffix)."""
+        return self._name
+
+    async def fetchone(
+        self, query: str, params: Params, *, stream: object = None
+    ) -> tuple[object, ...] | None:
+        """Run one autocommit statement on a borrowed connection; its first row.
+
+        stream is unused here (see :class:`Statements`)."""
+        async with self.borrow() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
     async def _connect(self) -> psycopg.AsyncConnection[TupleRow]:
         return await psycopg.AsyncConnection.connect(
             self._dsn, autocommit=True, application_name=f"pipeline-{self._name}"
@@ -219,12 +236,26 @@ class Database:
             await conn.close()
 
 
-async def emit_event(db: Database, event: NewEvent) -> uuid.UUID:
+class Statements(Protocol):
+    """Where a handler's single statements go: a :class:`Database` runs each in its own
+    transaction, a :class:`~pipeline.agents.groupcommit.GroupCommit` commits those of
+    concurrent handlers together. A statement sent to either must be safe to run twice.
+    """
+
+    async def fetchone(
+        self, query: str, params: Params, *, stream: object = ...
+    ) -> tuple[object, ...] | None:
+        """Run query and return its first row; stream: the event stream it appends to."""
+        ...
+
+
+async def emit_event(db: Statements, event: NewEvent) -> uuid.UUID:
     """Append event (a repeat of its idempotency key returns the first event's id)."""
-    async with db.borrow() as conn:
-        event_id = await emit(conn, event)
+    row = await db.fetchone(EMIT_SQL, emit_params(event), stream=event.stream_id)
+    if row is None or not isinstance(row[0], uuid.UUID):
+        raise RuntimeError("api.emit_domain_event returned no id")
     metrics.EVENTS_EMITTED.labels(event.event_type).inc()
-    return event_id
+    return row[0]
 
 
 class WorkflowStartClient:

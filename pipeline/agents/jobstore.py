@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from pipeline import metrics
-from pipeline.agents.effects import Database
+from pipeline.agents.effects import Database, Statements
 from pipeline.agents.starter import JOB_DONE, STARTED_OR_DONE, StartPlan
 from pipeline.eventstore import NewEvent, json_param
 
@@ -92,11 +92,16 @@ class Handoff:
 
 
 async def emit_pending_and_claim(
-    db: Database, pending: NewEvent, pending_id: uuid.UUID, plan: StartPlan, claimed: NewEvent
+    db: Statements,
+    pending: NewEvent,
+    pending_id: uuid.UUID,
+    plan: StartPlan,
+    claimed: NewEvent,
 ) -> Handoff:
     """Append pending under pending_id and, in the same statement, claim its job if it
     has no history (see _HANDOFF). plan and claimed are the plan and claim of the pending
-    event of that id; on a repeat that returns another id, nothing is claimed."""
+    event of that id; on a repeat that returns another id, nothing is claimed. Safe to
+    run twice (the handlers' group commit may): a repeat appends nothing."""
     if pending.stream_id != plan.stream_id or claimed.stream_id != plan.stream_id:
         raise ValueError("pending, plan and claim must be of one stream")
     params = {
@@ -112,16 +117,15 @@ async def emit_pending_and_claim(
         "claim_metadata": json_param(claimed.event_metadata),
         "claim_key": claimed.idempotency_key,
     }
-    async with db.borrow() as conn:
-        cur = await conn.execute(_HANDOFF, params)
-        row = await cur.fetchone()
+    row = await db.fetchone(_HANDOFF, params, stream=plan.stream_id)
     if row is None or not isinstance(row[0], uuid.UUID):
         raise RuntimeError("the handoff's statement returned no pending id")
     metrics.EVENTS_EMITTED.labels(pending.event_type).inc()
     claimed_id = row[2] if isinstance(row[2], uuid.UUID) else None
+    types = row[1] if isinstance(row[1], list) else ()
     if claimed_id is not None:
         metrics.EVENTS_EMITTED.labels(claimed.event_type).inc()
-    return Handoff(row[0], frozenset(str(t) for t in row[1] or ()), claimed_id)
+    return Handoff(row[0], frozenset(str(t) for t in types), claimed_id)
 
 
 _RECORDED_RUN_ID: Final = (

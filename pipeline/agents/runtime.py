@@ -29,6 +29,7 @@ from pipeline.agents.claimcheck import ClaimChecks
 from pipeline.agents.dlq import DeadLetterer
 from pipeline.agents.enqueue import pending_event_for, pending_event_id
 from pipeline.agents.errors import RecordRejected
+from pipeline.agents.groupcommit import GroupCommit
 from pipeline.agents.projecting import Projector
 from pipeline.agents.records import (
     DomainEvent,
@@ -86,7 +87,13 @@ class AgentRuntime:
         self._enqueue_db = enqueue_db
         self._starter_db = starter_db
         self._projection_db = projection_db
-        self._starter = Starter(worker_id=worker_id, db=starter_db, temporal=temporal)
+        # The handoff's statements and the workflow_started emits of concurrent handlers
+        # are committed in groups (pipeline.agents.groupcommit).
+        self._handoffs = GroupCommit(enqueue_db)
+        self._started = GroupCommit(starter_db)
+        self._starter = Starter(
+            worker_id=worker_id, db=starter_db, temporal=temporal, emits=self._started
+        )
         # Once per (position, reason), bounded: pipeline.agents.dlq.
         self.dead_letters = DeadLetterer(
             effects.Database(projection_db.dsn, "deadletter"), dead_letter
@@ -109,6 +116,8 @@ class AgentRuntime:
 
     async def close(self) -> None:
         """Close the database connections."""
+        for group in (self._handoffs, self._started):
+            await group.close()
         for db in (self._enqueue_db, self._starter_db, self._projection_db):
             await db.close()
         await self.dead_letters.close()
@@ -193,7 +202,7 @@ class AgentRuntime:
             "enqueue",
             f"emit {pending.event_type} at {record.where}",
             lambda: jobstore.emit_pending_and_claim(
-                self._enqueue_db, pending, pending_id, to_claim, claim
+                self._handoffs, pending, pending_id, to_claim, claim
             ),
         )
         log.info(

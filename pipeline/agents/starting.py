@@ -43,11 +43,19 @@ class Starter:
     """
 
     def __init__(
-        self, *, worker_id: str, db: effects.Database, temporal: effects.WorkflowStartClient
+        self,
+        *,
+        worker_id: str,
+        db: effects.Database,
+        temporal: effects.WorkflowStartClient,
+        emits: effects.Statements | None = None,
     ) -> None:
         self.worker_id = worker_id
         self._db = db
         self._temporal = temporal
+        # Where workflow_started goes: the role's group commit (pipeline.agents.groupcommit),
+        # so the starts that return together are recorded in one commit.
+        self._emits: effects.Statements = emits if emits is not None else db
 
     async def fail_unstartable(
         self, event: DomainEvent, where: str, rejection: RecordRejected
@@ -202,5 +210,5 @@ class Starter:
         await effects.with_retries(
             "starter",
             f"emit workflow_started of workflow_id={plan.workflow_id}",
-            lambda: effects.emit_event(self._db, started),
+            lambda: effects.emit_event(self._emits, started),
         )

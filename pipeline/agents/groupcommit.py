@@ -1,0 +1,171 @@
+"""Group commit: the single statements of concurrent handlers, sent together.
+
+Every start used to make two commits of its own: the handoff's statement (the pending
+event and its claim) and then ``workflow_started``. Each commit is a WAL flush in
+PostgreSQL, a transaction the reader decodes, and a Kafka transaction the reader may
+open for it; at a hundred starts a second those per-commit costs, spread over four
+processes, took CPU from Temporal's server on a small machine (docs/benchmarks.md).
+
+:class:`GroupCommit` sends a statement at once when none of its role is in flight, as
+before: no timer, nothing waits that would not have waited anyway. Statements that
+arrive while a group is in flight wait for it and then go together as the next group:
+one round trip (psycopg's pipeline mode) and one commit.
+
+A group is one transaction, so a statement that fails undoes the others. The group is
+then sent again one statement at a time, each in its own transaction, and each caller
+gets its own statement's row or error (the handlers retry errors with
+:func:`~pipeline.agents.effects.with_retries`, as before). So every statement sent here
+must be safe to run twice: the event store's keyed emits and the handoff's statement
+are (a repeat returns the first event's id and appends nothing).
+
+The event store serialises appends with a per-stream advisory lock held to the commit,
+so a group holds the locks of all its streams until it commits. Each group takes them
+in stream order (it is sorted by stream, arrival order kept within a stream), so the
+groups of two roles in flight at once cannot deadlock each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from pipeline import metrics
+from pipeline.agents.effects import CLOSE_WAIT_S, Database, Params
+
+log = logging.getLogger(__name__)
+
+Row: TypeAlias = tuple[object, ...]
+
+# At most this many statements in one group (one transaction); the rest go in the next.
+MAX_GROUP: Final = 64
+
+
+@dataclass(slots=True)
+class _Statement:
+    query: str
+    params: Params
+    # The stream whose advisory lock the statement takes (the group's order).
+    stream: str
+    future: asyncio.Future[Row | None]
+
+
+class GroupCommit:
+    """Single statements of one role, each returning its first row, committed in groups.
+
+    One group is in flight at a time; it borrows one of ``db``'s connections.
+    """
+
+    def __init__(self, db: Database, *, max_group: int = MAX_GROUP) -> None:
+        if max_group < 1:
+            raise ValueError(f"max_group must be >= 1, got {max_group}")
+        self._db = db
+        self._max_group = max_group
+        self._queue: list[_Statement] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        """The role's name (its connections' ``application_name`` suffix)."""
+        return self._db.name
+
+    async def fetchone(self, query: str, params: Params, *, stream: object = None) -> Row | None:
+        """Run query (one statement, safe to run twice) and return its first row.
+
+        stream names the event stream whose lock the statement takes; statements of one
+        stream run in the order they were given.
+        """
+        future: asyncio.Future[Row | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Statement(query, params, str(stream), future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name=f"group-commit-{self.name}")
+        return await future
+
+    async def close(self) -> None:
+        """Stop sending: statements still waiting are cancelled; the group in flight is
+        given up to ``CLOSE_WAIT_S`` to finish (its statements then commit or not, as one),
+        then cancelled."""
+        waiting, self._queue = self._queue, []
+        for statement in waiting:
+            statement.future.cancel()
+        flusher = self._flusher
+        if flusher is None:
+            return
+        done, _ = await asyncio.wait({flusher}, timeout=CLOSE_WAIT_S)
+        if not done:
+            flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+
+    async def _flush(self) -> None:
+        group: list[_Statement] = []
+        try:
+            while self._queue:
+                group = self._queue[: self._max_group]
+                del self._queue[: self._max_group]
+                # A caller cancelled while it waited no longer wants its statement run.
+                group = [s for s in group if not s.future.done()]
+                if group:
+                    await self._send(group)
+                group = []
+        except BaseException as exc:
+            # A bug here (or the task cancelled) must not leave callers waiting forever.
+            for statement in group + self._queue:
+                if not statement.future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        statement.future.cancel()
+                    else:
+                        statement.future.set_exception(exc)
+            self._queue = []
+            raise
+        finally:
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
+
+    async def _send(self, group: list[_Statement]) -> None:
+        metrics.GROUP_COMMIT_STATEMENTS.labels(self.name).observe(len(group))
+        if len(group) > 1:
+            group.sort(key=lambda s: s.stream)  # stable: a stream's statements keep their order
+            try:
+                rows = await self._together(group)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # each statement again alone: its caller gets its error
+                log.debug(
+                    "%s: a group of %d statements failed (%s: %s); sending them one by one",
+                    self.name,
+                    len(group),
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                for statement, row in zip(group, rows, strict=True):
+                    _resolve(statement, row)
+                return
+        for statement in group:
+            try:
+                row = await self._alone(statement)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not statement.future.done():
+                    statement.future.set_exception(exc)
+            else:
+                _resolve(statement, row)
+
+    async def _together(self, group: Sequence[_Statement]) -> list[Row | None]:
+        async with self._db.borrow() as conn:
+            async with conn.pipeline(), conn.transaction():
+                cursors = [await conn.execute(s.query, s.params) for s in group]
+            return [await cur.fetchone() for cur in cursors]
+
+    async def _alone(self, statement: _Statement) -> Row | None:
+        async with self._db.borrow() as conn:
+            cur = await conn.execute(statement.query, statement.params)
+            return await cur.fetchone()
+
+
+def _resolve(statement: _Statement, row: Row | None) -> None:
+    if not statement.future.done():
+        statement.future.set_result(row)
