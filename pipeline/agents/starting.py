@@ -4,7 +4,9 @@
 it acts on): it reads a job's history in the event store, emits the claim, starts the
 workflow through :class:`~pipeline.agents.effects.WorkflowStartClient`, and emits
 ``workflow_started``, each step retried (:func:`~pipeline.agents.effects.with_retries`)
-and idempotent. Both paths to a start use it: the starter agent
+and idempotent. A job whose ``workflow_started`` this process committed is not read
+again when its pending event comes back (:meth:`Starter.start_plan`). Both paths to a
+start use it: the starter agent
 (:meth:`AgentRuntime.start_routed <pipeline.agents.runtime.AgentRuntime.start_routed>`)
 and the enqueue handler's handoff.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import OrderedDict
+from typing import Final
 
 from pipeline import events as ev
 from pipeline import metrics
@@ -32,6 +36,11 @@ from pipeline.agents.starter import (
 from replication import killpoint
 
 log = logging.getLogger(__name__)
+
+# How many recorded starts a Starter remembers (about 200 bytes each): at 100 starts/s,
+# the last few minutes, far more than a pending event's trip back through the WAL and
+# Kafka takes. A job past them is decided by its history in the store, as before.
+RECORDED_STARTS: Final = 20_000
 
 
 class Starter:
@@ -56,6 +65,9 @@ class Starter:
         # Where workflow_started goes: the role's group commit (pipeline.agents.groupcommit),
         # so the starts that return together are recorded in one commit.
         self._emits: effects.Statements = emits if emits is not None else db
+        # The jobs (pending event ids) whose workflow_started this process committed, the
+        # latest RECORDED_STARTS of them: see start_plan.
+        self._recorded: OrderedDict[uuid.UUID, None] = OrderedDict()
 
     async def fail_unstartable(
         self, event: DomainEvent, where: str, rejection: RecordRejected
@@ -94,6 +106,19 @@ class Starter:
         """Start plan's workflow unless its history shows it started; cause is the event
         consumed (the pending event, or for the handoff the initiated one)."""
         workflow_id = plan.workflow_id
+        if plan.pending_event_id in self._recorded:
+            # This process started the job and committed its workflow_started (the
+            # handoff, before the pending event came back through Kafka): the history
+            # would say so, and reading it cost a round trip per start.
+            metrics.WORKFLOW_STARTS.labels("skipped").inc()
+            log.debug(
+                "not starting workflow_id=%s job_id=%s: started by this process lsn=%s %s",
+                workflow_id,
+                plan.job_id,
+                cause.position,
+                where,
+            )
+            return
         history = await effects.with_retries(
             "starter",
             f"read history of workflow_id={workflow_id}",
@@ -212,3 +237,6 @@ class Starter:
             f"emit workflow_started of workflow_id={plan.workflow_id}",
             lambda: effects.emit_event(self._emits, started),
         )
+        self._recorded[plan.pending_event_id] = None
+        if len(self._recorded) > RECORDED_STARTS:
+            self._recorded.popitem(last=False)
