@@ -124,7 +124,37 @@ def ensure_services() -> Services:
     """Start PostgreSQL, Kafka and Temporal if they are not running (never stops them)."""
     layout = load_layout()
     services.up(layout)
-    return Services(layout)
+    svc = Services(layout)
+    warn_leftovers(svc)
+    return svc
+
+
+# Inactive replication slots of bench databases, with the WAL each holds back.
+_LEFTOVER_SLOTS = (
+    "SELECT slot_name, database, "
+    "pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) "
+    "FROM pg_replication_slots WHERE NOT active AND database LIKE 'bench\\_%' ORDER BY 1"
+)
+
+
+def warn_leftovers(svc: Services) -> None:
+    """Say so when a killed run left its database and slots behind.
+
+    Such a slot holds back WAL for ever (16 GB in one dev cluster, 2026-12-03) until the
+    disk fills. Not dropped here: another run may be using the cluster this moment; the
+    warning names what to drop.
+    """
+    with psycopg.connect(svc.admin_dsn, autocommit=True) as conn:
+        rows = conn.execute(_LEFTOVER_SLOTS).fetchall()
+    for slot, database, held in rows:
+        log.warning(
+            "slot %s of database %s (left by a killed run?) holds %s of WAL; if no run is "
+            "using it, drop both: bench.harness.drop_database(svc, %r)",
+            slot,
+            database,
+            held,
+            database,
+        )
 
 
 def free_port() -> int:

@@ -49,6 +49,7 @@ from pipeline.lifecycle import (
     ensure_topics,
     kafka_servers,
 )
+from pipeline.logsetup import worker_logging_config
 from pipeline.security import faust_credentials
 from replication.producer import MAX_MESSAGE_BYTES
 
@@ -261,7 +262,13 @@ def run_app(
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     app = create_app(settings, extra_tasks=extra_tasks, loop=loop)
-    worker = Worker(app, loop=loop, loglevel=loglevel, quiet=True)
+    worker = Worker(
+        app,
+        loop=loop,
+        loglevel=loglevel,
+        quiet=True,
+        logging_config=worker_logging_config(loglevel),
+    )
     worker.execute_from_commandline()
 
 

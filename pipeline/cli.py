@@ -72,6 +72,7 @@ from pipeline.console.cli import console
 from pipeline.dev.cli import dev_app
 from pipeline.emit_cli import emit_app
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.logsetup import LOG_FORMAT
 
 if TYPE_CHECKING:
     from pipeline.replay import ReplaySummary
@@ -117,7 +118,7 @@ def main(
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     if not verbose:

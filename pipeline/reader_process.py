@@ -41,6 +41,7 @@ from typing import Final, NoReturn
 
 from prometheus_client import Counter
 
+from pipeline.logsetup import LOG_FORMAT
 from replication.lsn import LSN
 from replication.reader_config import ReaderStats
 from replication.retry import EXIT_CONFIG
@@ -295,7 +296,7 @@ def main(argv: list[str]) -> NoReturn:
     _die_with(parent)
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
