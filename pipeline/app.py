@@ -49,7 +49,7 @@ from pipeline.lifecycle import (
     ensure_topics,
     kafka_servers,
 )
-from pipeline.logsetup import worker_logging_config
+from pipeline.logsetup import root_level_name, worker_logging_config
 from pipeline.security import faust_credentials
 from replication.producer import MAX_MESSAGE_BYTES
 
@@ -255,9 +255,15 @@ def create_app(
 
 
 def run_app(
-    settings: Settings, *, extra_tasks: Sequence[BackgroundTask] = (), loglevel: str = "info"
+    settings: Settings,
+    *,
+    extra_tasks: Sequence[BackgroundTask] = (),
+    loglevel: str | None = None,
 ) -> None:
-    """Create the topics, then run the Faust worker until SIGINT/SIGTERM (blocking)."""
+    """Create the topics, then run the Faust worker until SIGINT/SIGTERM (blocking).
+
+    loglevel defaults to the root logger's (the CLI's ``-v`` is debug)."""
+    loglevel = loglevel or root_level_name()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
@@ -274,7 +280,7 @@ def run_app(
 
 def main() -> None:
     """``python -m pipeline.app``: settings from the environment, then :func:`run_app`."""
-    run_app(load_settings())
+    run_app(load_settings(), loglevel="info")
 
 
 if __name__ == "__main__":

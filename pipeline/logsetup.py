@@ -11,6 +11,7 @@ name the logger.
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -33,3 +34,9 @@ def worker_logging_config(level: str) -> dict[str, object]:
         },
         "root": {"level": level.upper(), "handlers": ["default"]},
     }
+
+
+def root_level_name() -> str:
+    """The root logger's level as a name ("info", "debug"): what the CLI configured
+    (``pipeline -v run`` is debug), for the worker to keep instead of resetting it."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from mode.utils.logging import setup_logging
 
-from pipeline.logsetup import LOG_FORMAT, worker_logging_config
+from pipeline.logsetup import LOG_FORMAT, root_level_name, worker_logging_config
 
 
 @pytest.fixture
@@ -49,3 +49,10 @@ def test_debug_is_passed_through() -> None:
     config = worker_logging_config("debug")
     assert config["root"] == {"level": "DEBUG", "handlers": ["default"]}
     assert config["formatters"] == {"plain": {"format": LOG_FORMAT}}
+
+
+def test_the_worker_keeps_the_level_the_cli_set(root_restored: None) -> None:
+    logging.getLogger().setLevel(logging.DEBUG)  # pipeline -v run
+    assert root_level_name() == "debug"
+    logging.getLogger().setLevel(logging.INFO)
+    assert root_level_name() == "info"
