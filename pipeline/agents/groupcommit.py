@@ -18,6 +18,14 @@ gets its own statement's row or error (the handlers retry errors with
 must be safe to run twice: the event store's keyed emits and the handoff's statement
 are (a repeat returns the first event's id and appends nothing).
 
+A group waits at most ``LOCK_TIMEOUT_MS`` for a lock. A stream whose lock another
+transaction holds (a long transaction in psql, a stuck activity) would otherwise hold
+up every statement of every stream behind it: the first version of this module did,
+and ``tests/integration/test_group_commit.py`` caught it. Past the timeout the group's
+statements go one by one, off the flusher (each stream's in order, the streams side by
+side, without a timeout), so only the locked stream's statements wait, as they did
+before group commit.
+
 The event store serialises appends with a per-stream advisory lock held to the commit,
 so a group holds the locks of all its streams until it commits. Each group takes them
 in stream order (it is sorted by stream, arrival order kept within a stream), so the
@@ -41,6 +49,11 @@ Row: TypeAlias = tuple[object, ...]
 
 # At most this many statements in one group (one transaction); the rest go in the next.
 MAX_GROUP: Final = 64
+# How long a group waits for a lock (a stream's advisory lock or a key another
+# transaction is inserting) before its statements go one by one instead: a stream whose
+# lock is held must not hold up the statements of every other stream behind it.
+LOCK_TIMEOUT_MS: Final = 200
+_LOCK_TIMEOUT: Final = f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"
 
 
 @dataclass(slots=True)
@@ -55,7 +68,9 @@ class _Statement:
 class GroupCommit:
     """Single statements of one role, each returning its first row, committed in groups.
 
-    One group is in flight at a time; it borrows one of ``db``'s connections.
+    One group is in flight at a time; it borrows one of ``db``'s connections. Statements
+    of one stream run in the order given, within a group and across the groups of
+    callers that wait for each result before the next (as the handlers do).
     """
 
     def __init__(self, db: Database, *, max_group: int = MAX_GROUP) -> None:
@@ -65,6 +80,8 @@ class GroupCommit:
         self._max_group = max_group
         self._queue: list[_Statement] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Statements sent one by one after their group failed (see _send).
+        self._alone_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
@@ -74,8 +91,7 @@ class GroupCommit:
     async def fetchone(self, query: str, params: Params, *, stream: object = None) -> Row | None:
         """Run query (one statement, safe to run twice) and return its first row.
 
-        stream names the event stream whose lock the statement takes; statements of one
-        stream run in the order they were given.
+        stream names the event stream whose lock the statement takes (the groups' order).
         """
         future: asyncio.Future[Row | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Statement(query, params, str(stream), future))
@@ -84,19 +100,21 @@ class GroupCommit:
         return await future
 
     async def close(self) -> None:
-        """Stop sending: statements still waiting are cancelled; the group in flight is
-        given up to ``CLOSE_WAIT_S`` to finish (its statements then commit or not, as one),
-        then cancelled."""
+        """Stop sending: statements still waiting are cancelled; those in flight are
+        given up to ``CLOSE_WAIT_S`` to finish (a group's statements then commit or not,
+        as one), then cancelled."""
         waiting, self._queue = self._queue, []
         for statement in waiting:
             statement.future.cancel()
-        flusher = self._flusher
-        if flusher is None:
+        tasks = set(self._alone_tasks)
+        if self._flusher is not None:
+            tasks.add(self._flusher)
+        if not tasks:
             return
-        done, _ = await asyncio.wait({flusher}, timeout=CLOSE_WAIT_S)
-        if not done:
-            flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
+        _, pending = await asyncio.wait(tasks, timeout=CLOSE_WAIT_S)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _flush(self) -> None:
         group: list[_Statement] = []
@@ -125,45 +143,62 @@ class GroupCommit:
 
     async def _send(self, group: list[_Statement]) -> None:
         metrics.GROUP_COMMIT_STATEMENTS.labels(self.name).observe(len(group))
-        if len(group) > 1:
-            group.sort(key=lambda s: s.stream)  # stable: a stream's statements keep their order
-            try:
-                rows = await self._together(group)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # each statement again alone: its caller gets its error
-                log.debug(
-                    "%s: a group of %d statements failed (%s: %s); sending them one by one",
-                    self.name,
-                    len(group),
-                    type(exc).__name__,
-                    exc,
-                )
-            else:
-                for statement, row in zip(group, rows, strict=True):
-                    _resolve(statement, row)
-                return
+        group.sort(key=lambda s: s.stream)  # stable: a stream's statements keep their order
+        try:
+            rows = await self._together(group)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A statement failed, or waited past LOCK_TIMEOUT for a lock (another
+            # transaction on its stream): each goes again alone, off this task, so its
+            # caller gets its own error and a stream that waits holds up no other.
+            log.debug(
+                "%s: a group of %d statements failed (%s: %s); sending them one by one",
+                self.name,
+                len(group),
+                type(exc).__name__,
+                exc,
+            )
+            self._send_alone(group)
+            return
+        for statement, row in zip(group, rows, strict=True):
+            _resolve(statement, row)
+
+    async def _together(self, group: Sequence[_Statement]) -> list[Row | None]:
+        async with self._db.borrow() as conn:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(_LOCK_TIMEOUT)
+                cursors = [await conn.execute(s.query, s.params) for s in group]
+            return [await cur.fetchone() for cur in cursors]
+
+    def _send_alone(self, group: Sequence[_Statement]) -> None:
+        by_stream: dict[str, list[_Statement]] = {}
         for statement in group:
+            by_stream.setdefault(statement.stream, []).append(statement)
+        for statements in by_stream.values():
+            task = asyncio.create_task(self._alone(statements))
+            self._alone_tasks.add(task)
+            task.add_done_callback(self._alone_tasks.discard)
+
+    async def _alone(self, statements: Sequence[_Statement]) -> None:
+        """One stream's statements, each in its own transaction, in order, with no lock
+        timeout: a stream whose lock another transaction holds waits for it, as the
+        statements did before group commit."""
+        for statement in statements:
+            if statement.future.done():
+                continue
             try:
-                row = await self._alone(statement)
+                async with self._db.borrow() as conn:
+                    cur = await conn.execute(statement.query, statement.params)
+                    row = await cur.fetchone()
             except asyncio.CancelledError:
+                statement.future.cancel()
                 raise
             except Exception as exc:
                 if not statement.future.done():
                     statement.future.set_exception(exc)
             else:
                 _resolve(statement, row)
-
-    async def _together(self, group: Sequence[_Statement]) -> list[Row | None]:
-        async with self._db.borrow() as conn:
-            async with conn.pipeline(), conn.transaction():
-                cursors = [await conn.execute(s.query, s.params) for s in group]
-            return [await cur.fetchone() for cur in cursors]
-
-    async def _alone(self, statement: _Statement) -> Row | None:
-        async with self._db.borrow() as conn:
-            cur = await conn.execute(statement.query, statement.params)
-            return await cur.fetchone()
 
 
 def _resolve(statement: _Statement, row: Row | None) -> None:

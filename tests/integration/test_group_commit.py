@@ -1,7 +1,8 @@
 """The handlers' group commit (pipeline.agents.groupcommit) on a real PostgreSQL, checked
 with plain SQL: concurrent emits share commits (the rows of one group carry one xmin),
 each event is appended once and returns its own id, a stream's events keep the order
-they were given, and a statement that fails fails only its own caller."""
+they were given, a statement that fails fails only its own caller, and a stream whose
+lock another transaction holds holds up no other stream."""
 
 from __future__ import annotations
 
@@ -174,3 +175,47 @@ async def test_handoffs_in_one_group_claim_each_job_once(fresh_db: str) -> None:
         ("workflow.queue.pending", 20),
     ]
     assert all(x <= 3 for _, _, x in counts), counts
+
+
+async def test_a_stream_whose_lock_is_held_holds_up_no_other(fresh_db: str) -> None:
+    """Another transaction holds one stream's lock (a long transaction in psql, a stuck
+    activity): the statements of every other stream still commit, and that stream's
+    commits once the lock is released."""
+    db = effects.Database(fresh_db, "t", size=4)
+    group = GroupCommit(db)
+    stuck = uuid.uuid4()
+    others = [uuid.uuid4() for _ in range(10)]
+    holder = await psycopg.AsyncConnection.connect(fresh_db, autocommit=True)
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 0))", (stuck,)
+        )
+        waiting = asyncio.ensure_future(effects.emit_event(group, _event(stuck, 0)))
+        await asyncio.sleep(0)
+        # Given right behind it: alone, then in a group with it, both ways round.
+        done = await asyncio.wait_for(
+            asyncio.gather(
+                *(effects.emit_event(group, _event(s, i + 1)) for i, s in enumerate(others))
+            ),
+            timeout=10,
+        )
+        mixed = asyncio.gather(
+            effects.emit_event(group, _event(others[0], 100)),
+            effects.emit_event(group, _event(stuck, 101)),
+            effects.emit_event(group, _event(others[1], 102)),
+        )
+        await asyncio.sleep(1)
+        assert len(done) == len(others) and not waiting.done()
+        in_store = {row[3] for row in _rows(fresh_db)}
+        assert {100, 102} <= in_store and not {0, 101} & in_store
+        await holder.execute("COMMIT")
+        await asyncio.wait_for(asyncio.gather(waiting, mixed), timeout=10)
+    finally:
+        await holder.close()
+        await group.close()
+        await db.close()
+    rows = _rows(fresh_db)
+    assert len(rows) == len(others) + 4
+    stuck_rows = [int(str(row[3])) for row in rows if row[1] == stuck]
+    assert sorted(stuck_rows) == [0, 101]

@@ -31,7 +31,9 @@ class _Conn:
         self._db = db
         self._in_pipeline = False
 
-    async def execute(self, query: str, params: object) -> _Cursor:
+    async def execute(self, query: str, params: object = None) -> _Cursor:
+        if query.startswith("SET LOCAL"):
+            return _Cursor(())
         if self._in_pipeline:
             self._db.sent[-1].append(query)
         else:
