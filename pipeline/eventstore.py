@@ -67,15 +67,16 @@ def emit_params(event: NewEvent) -> tuple[object, ...]:
 async def emit(conn: psycopg.AsyncConnection[TupleRow], event: NewEvent) -> uuid.UUID:
     """Append event (stream-based signature); returns its id, or the first one's on a repeat."""
     cur = await conn.execute(EMIT_SQL, emit_params(event))
-    row = await cur.fetchone()
-    if row is None or not isinstance(row[0], uuid.UUID):
-        raise RuntimeError("api.emit_domain_event returned no id")
-    return row[0]
+    return emitted_id(await cur.fetchone())
 
 
 def emit_sync(conn: psycopg.Connection[TupleRow], event: NewEvent) -> uuid.UUID:
     """Blocking twin of :func:`emit`, for the CLI and tests."""
-    row = conn.execute(EMIT_SQL, emit_params(event)).fetchone()
+    return emitted_id(conn.execute(EMIT_SQL, emit_params(event)).fetchone())
+
+
+def emitted_id(row: tuple[object, ...] | None) -> uuid.UUID:
+    """The event id in :data:`EMIT_SQL`'s row."""
     if row is None or not isinstance(row[0], uuid.UUID):
         raise RuntimeError("api.emit_domain_event returned no id")
     return row[0]

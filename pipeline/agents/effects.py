@@ -23,7 +23,7 @@ from psycopg.rows import TupleRow
 
 from pipeline import metrics
 from pipeline.agents.starter import StartPlan
-from pipeline.eventstore import EMIT_SQL, NewEvent, emit_params
+from pipeline.eventstore import EMIT_SQL, NewEvent, emit_params, emitted_id
 from pipeline.security import TemporalSecurity, connect_temporal
 from replication.retry import Directive, classify
 
@@ -251,11 +251,9 @@ class Statements(Protocol):
 
 async def emit_event(db: Statements, event: NewEvent) -> uuid.UUID:
     """Append event (a repeat of its idempotency key returns the first event's id)."""
-    row = await db.fetchone(EMIT_SQL, emit_params(event), stream=event.stream_id)
-    if row is None or not isinstance(row[0], uuid.UUID):
-        raise RuntimeError("api.emit_domain_event returned no id")
+    event_id = emitted_id(await db.fetchone(EMIT_SQL, emit_params(event), stream=event.stream_id))
     metrics.EVENTS_EMITTED.labels(event.event_type).inc()
-    return row[0]
+    return event_id
 
 
 class WorkflowStartClient:

@@ -188,9 +188,7 @@ class GroupCommit:
             if statement.future.done():
                 continue
             try:
-                async with self._db.borrow() as conn:
-                    cur = await conn.execute(statement.query, statement.params)
-                    row = await cur.fetchone()
+                row = await self._db.fetchone(statement.query, statement.params)
             except asyncio.CancelledError:
                 statement.future.cancel()
                 raise

@@ -219,3 +219,49 @@ async def test_a_stream_whose_lock_is_held_holds_up_no_other(fresh_db: str) -> N
     assert len(rows) == len(others) + 4
     stuck_rows = [int(str(row[3])) for row in rows if row[1] == stuck]
     assert sorted(stuck_rows) == [0, 101]
+
+
+async def test_odd_payloads_and_a_key_given_twice_in_one_group(fresh_db: str) -> None:
+    """In one group: a 1 MiB payload of mixed scripts and emoji, a deeply nested one, an
+    empty one, and the same keyed event given twice. Each lands intact, once; both callers
+    of the repeated key get the one id."""
+    db = effects.Database(fresh_db, "t", size=2)
+    group = GroupCommit(db)
+    text = "ünïcødé ✓ 漢字 עברית 🚀 \\ \" ' \t" * (1024 * 1024 // 40)
+    nested: dict[str, object] = {"leaf": "x"}
+    for _ in range(200):
+        nested = {"n": nested}
+    stream = uuid.uuid4()
+    huge = NewEvent(stream, "organization", "invitation.email.sent", {"t": text}, "odd:huge")
+    deep = NewEvent(uuid.uuid4(), "organization", "invitation.email.sent", nested, "odd:deep")
+    empty = NewEvent(uuid.uuid4(), "organization", "invitation.email.sent", {}, "odd:empty")
+    twice = NewEvent(uuid.uuid4(), "organization", "invitation.email.sent", {"n": 1}, "odd:twice")
+    try:
+        first = asyncio.ensure_future(effects.emit_event(group, _event(uuid.uuid4(), 0)))
+        await asyncio.sleep(0)
+        ids = await asyncio.gather(
+            *(effects.emit_event(group, e) for e in (huge, twice, deep, empty, twice))
+        )
+        await first
+    finally:
+        await group.close()
+        await db.close()
+    assert ids[1] == ids[4] and len(set(ids)) == 4
+    with psycopg.connect(fresh_db) as conn:
+        rows = dict(
+            conn.execute(
+                "SELECT idempotency_key, event_data FROM domain_events "
+                "WHERE idempotency_key LIKE 'odd:%'"
+            ).fetchall()
+        )
+        shared = conn.execute(
+            "SELECT count(DISTINCT xmin::text) FROM domain_events "
+            "WHERE idempotency_key LIKE 'odd:%'"
+        ).fetchone()
+    assert rows == {
+        "odd:huge": {"t": text},
+        "odd:deep": nested,
+        "odd:empty": {},
+        "odd:twice": {"n": 1},
+    }
+    assert shared == (1,)  # the four went in one transaction

@@ -72,11 +72,17 @@ def _group(db: _FakeDb) -> GroupCommit:
     return GroupCommit(cast(Database, db))
 
 
-async def test_statements_given_while_one_is_in_flight_go_as_one_group() -> None:
+async def _one_in_flight() -> tuple[_FakeDb, GroupCommit, asyncio.Future[object]]:
+    """A group commit whose first statement ("q0") is in flight until db.release."""
     db = _FakeDb()
     group = _group(db)
-    first = asyncio.ensure_future(group.fetchone("q0", (), stream="s"))
+    first: asyncio.Future[object] = asyncio.ensure_future(group.fetchone("q0", (), stream="s"))
     await asyncio.sleep(0.01)
+    return db, group, first
+
+
+async def test_statements_given_while_one_is_in_flight_go_as_one_group() -> None:
+    db, group, first = await _one_in_flight()
     rest = [asyncio.ensure_future(group.fetchone(f"q{i}", (), stream=f"s{i}")) for i in (1, 2, 3)]
     await asyncio.sleep(0.01)
     assert db.sent == [["q0"]]  # the others wait for the one in flight
@@ -88,10 +94,7 @@ async def test_statements_given_while_one_is_in_flight_go_as_one_group() -> None
 
 
 async def test_close_cancels_the_waiting_and_lets_the_one_in_flight_finish() -> None:
-    db = _FakeDb()
-    group = _group(db)
-    first = asyncio.ensure_future(group.fetchone("q0", (), stream="s"))
-    await asyncio.sleep(0.01)
+    db, group, first = await _one_in_flight()
     waiting = asyncio.ensure_future(group.fetchone("q1", (), stream="s"))
     await asyncio.sleep(0)
     closing = asyncio.ensure_future(group.close())
@@ -105,10 +108,7 @@ async def test_close_cancels_the_waiting_and_lets_the_one_in_flight_finish() -> 
 
 
 async def test_a_caller_cancelled_while_waiting_is_not_sent() -> None:
-    db = _FakeDb()
-    group = _group(db)
-    first = asyncio.ensure_future(group.fetchone("q0", (), stream="s"))
-    await asyncio.sleep(0.01)
+    db, group, first = await _one_in_flight()
     gone = asyncio.ensure_future(group.fetchone("q1", (), stream="s"))
     kept = asyncio.ensure_future(group.fetchone("q2", (), stream="s"))
     await asyncio.sleep(0)

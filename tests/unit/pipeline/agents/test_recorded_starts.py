@@ -6,6 +6,7 @@ No services: the database and Temporal are fakes that count their uses."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from pipeline import events as ev
 from pipeline import metrics
 from pipeline.agents import effects, jobstore, starting
+from pipeline.agents.records import DomainEvent
 from pipeline.agents.starter import StartPlan, plan_start
 from pipeline.agents.starting import Starter
 from tests.unit.pipeline.agents.samples import pending_from_initiated
@@ -53,15 +55,30 @@ def histories(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return read
 
 
-def _starter(temporal: _Temporal, emits: _Emits) -> Starter:
-    # The claim goes to the role's database, workflow_started to its group commit: both
-    # are the recording fake here (the history reads are patched above).
-    return Starter(
+@dataclass
+class _Setup:
+    starter: Starter
+    temporal: _Temporal
+    emits: _Emits
+    pending: DomainEvent
+    plan: StartPlan
+
+
+@pytest.fixture
+def setup() -> _Setup:
+    """A Starter whose claim (the role's database) and workflow_started (its group
+    commit) both go to the recording fake, and a pending job (history reads: above)."""
+    temporal, emits = _Temporal(), _Emits()
+    starter = Starter(
         worker_id="w",
         db=cast(effects.Database, emits),
         temporal=cast(effects.WorkflowStartClient, temporal),
         emits=emits,
     )
+    pending = pending_from_initiated()
+    plan = plan_start(pending)
+    assert plan is not None
+    return _Setup(starter, temporal, emits, pending, plan)
 
 
 def _skipped() -> float:
@@ -69,13 +86,15 @@ def _skipped() -> float:
 
 
 async def test_a_handed_off_job_is_skipped_without_reading_its_history(
-    histories: list[str],
+    histories: list[str], setup: _Setup
 ) -> None:
-    temporal, emits = _Temporal(), _Emits()
-    starter = _starter(temporal, emits)
-    pending = pending_from_initiated()
-    plan = plan_start(pending)
-    assert plan is not None
+    starter, temporal, emits, pending, plan = (
+        setup.starter,
+        setup.temporal,
+        setup.emits,
+        setup.pending,
+        setup.plan,
+    )
     # The handoff: claimed in its statement, then started and recorded.
     await starter.start_claimed(plan, uuid.uuid4(), pending, "t[0]@1", "handoff")
     assert emits.types == [ev.BOOTSTRAP_WORKFLOW_STARTED]
@@ -89,28 +108,19 @@ async def test_a_handed_off_job_is_skipped_without_reading_its_history(
 
 
 async def test_a_job_this_process_did_not_record_is_decided_by_its_history(
-    histories: list[str], monkeypatch: pytest.MonkeyPatch
+    histories: list[str], setup: _Setup
 ) -> None:
-    temporal, emits = _Temporal(), _Emits()
-    starter = _starter(temporal, emits)
-    pending = pending_from_initiated()
-    plan = plan_start(pending)
-    assert plan is not None
-    await starter.start_plan(plan, pending, "t[0]@2", "starter")
-    assert histories == [plan.workflow_id]
-    assert emits.types == [ev.QUEUE_CLAIMED, ev.BOOTSTRAP_WORKFLOW_STARTED]
-    assert temporal.started == [plan.workflow_id]
+    await setup.starter.start_plan(setup.plan, setup.pending, "t[0]@2", "starter")
+    assert histories == [setup.plan.workflow_id]
+    assert setup.emits.types == [ev.QUEUE_CLAIMED, ev.BOOTSTRAP_WORKFLOW_STARTED]
+    assert setup.temporal.started == [setup.plan.workflow_id]
 
 
 async def test_only_the_latest_recorded_starts_are_remembered(
-    histories: list[str], monkeypatch: pytest.MonkeyPatch
+    histories: list[str], setup: _Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(starting, "RECORDED_STARTS", 2)
-    temporal, emits = _Temporal(), _Emits()
-    starter = _starter(temporal, emits)
-    pending = pending_from_initiated()
-    base = plan_start(pending)
-    assert base is not None
+    starter, pending, base = setup.starter, setup.pending, setup.plan
     plans = [
         StartPlan(
             **{**{f: getattr(base, f) for f in base.__slots__}, "pending_event_id": uuid.uuid4()}
