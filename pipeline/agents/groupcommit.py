@@ -9,7 +9,7 @@ processes, took CPU from Temporal's server on a small machine (docs/benchmarks.m
 :class:`GroupCommit` sends a statement at once when none of its role is in flight, as
 before: no timer, nothing waits that would not have waited anyway. Statements that
 arrive while a group is in flight wait for it and then go together as the next group:
-one round trip (psycopg's pipeline mode) and one commit.
+one round trip and one commit (:func:`pipeline.roundtrip.one_transaction`).
 
 A group is one transaction, so a statement that fails undoes the others. The group is
 then sent again one statement at a time, each in its own transaction, and each caller
@@ -42,6 +42,7 @@ from typing import Final, TypeAlias
 
 from pipeline import metrics
 from pipeline.agents.effects import CLOSE_WAIT_S, Database, Params
+from pipeline.roundtrip import one_transaction
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,11 @@ MAX_GROUP: Final = 64
 # transaction is inserting) before its statements go one by one instead: a stream whose
 # lock is held must not hold up the statements of every other stream behind it.
 LOCK_TIMEOUT_MS: Final = 200
-_LOCK_TIMEOUT: Final = f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"
+# For the group's transaction only (``SET LOCAL`` would warn in an implicit one).
+_LOCK_TIMEOUT: Final = (
+    "SELECT set_config('lock_timeout', %s, true)",
+    (f"{LOCK_TIMEOUT_MS}ms",),
+)
 
 
 @dataclass(slots=True)
@@ -166,10 +171,10 @@ class GroupCommit:
 
     async def _together(self, group: Sequence[_Statement]) -> list[Row | None]:
         async with self._db.borrow() as conn:
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(_LOCK_TIMEOUT)
-                cursors = [await conn.execute(s.query, s.params) for s in group]
-            return [await cur.fetchone() for cur in cursors]
+            rows = await one_transaction(
+                conn, [_LOCK_TIMEOUT, *((s.query, s.params) for s in group)]
+            )
+        return rows[1:]
 
     def _send_alone(self, group: Sequence[_Statement]) -> None:
         by_stream: dict[str, list[_Statement]] = {}

@@ -95,10 +95,13 @@ class RunningPipeline:
         return self.proc.poll() is None
 
 
-def start_pipeline(env: dict[str, str], tmp: Path, name: str = "run") -> RunningPipeline:
+def start_pipeline(
+    env: dict[str, str], tmp: Path, name: str = "run", *, verbose: bool = False
+) -> RunningPipeline:
+    """``pipeline run`` (``pipeline -v run`` if verbose), its output in a file of tmp."""
     log = tmp / f"pipeline-{name}-{uuid.uuid4().hex[:6]}.log"
     proc = subprocess.Popen(
-        [pipeline_cli(), "run"],
+        [pipeline_cli(), *(["-v"] if verbose else []), "run"],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

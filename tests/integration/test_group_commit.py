@@ -51,9 +51,19 @@ async def test_concurrent_emits_share_commits_and_each_gets_its_id(fresh_db: str
         ids = await asyncio.gather(*(effects.emit_event(group, e) for e in events))
         # A repeat (as after a lost acknowledgement) appends nothing and returns the same ids.
         again = await asyncio.gather(*(effects.emit_event(group, e) for e in events))
+
+        async def lock_timeout() -> object:
+            async with db.borrow() as conn:
+                row = await (await conn.execute("SHOW lock_timeout")).fetchone()
+                await asyncio.sleep(0.05)  # so the four borrowers hold the four connections
+            return row[0] if row else None
+
+        # A group's lock timeout lasts for its own transaction only.
+        timeouts = await asyncio.gather(*(lock_timeout() for _ in range(4)))
     finally:
         await group.close()
         await db.close()
+    assert timeouts == ["0"] * 4
     rows = _rows(fresh_db)
     assert len(rows) == len(events)
     by_n = {row[3]: row for row in rows}
