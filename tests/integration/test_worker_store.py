@@ -9,10 +9,12 @@ checked with plain SQL and libpq's own trace of the connection.
   (one ``Sync``, which commits them: ``pipeline.roundtrip``).
 - A rejected write raises psycopg's error for it (not a connection error), which the
   activities classify as not worth retrying.
+- All of it holds through a real PgBouncer in transaction mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import tempfile
@@ -26,7 +28,9 @@ import pytest
 
 from pipeline.bootstrap import store
 from pipeline.bootstrap.pool import ConnectionPool
+from pipeline.dev.layout import DevLayout
 from pipeline.eventstore import NewEvent
+from tests.integration.pgbouncer import pgbouncer
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +158,40 @@ async def test_a_rejected_event_takes_its_write_with_it(
     # The pool's connection is usable after the failure (or replaced): the next write lands.
     assert len(await store.emit_events(pool, [good])) == 1
     assert len(_rows(fresh_db, [good.idempotency_key])) == 1
+
+
+async def test_writes_through_a_transaction_mode_pooler(
+    dev_layout: DevLayout, fresh_db: str
+) -> None:
+    """The worker may reach the database through PgBouncer in transaction mode (only the
+    reader needs a direct connection): the one-trip transactions keep their meaning there,
+    eight at once over a pool of connections."""
+    dbname = fresh_db.rsplit("/", 1)[1]
+    with pgbouncer(upstream_port=dev_layout.pg_port) as bouncer:
+        pooled = ConnectionPool(bouncer.dsn(dbname), max_size=4)
+        try:
+            orgs = [uuid.uuid4() for _ in range(8)]
+            pairs = [
+                [_event(org, f"a-{org}", {"n": 1}), _event(org, f"b-{org}", {"n": 2})]
+                for org in orgs
+            ]
+            ids = await asyncio.gather(*(store.emit_events(pooled, pair) for pair in pairs))
+            read = await asyncio.gather(
+                *(store.emit_and_read(pooled, _event(org, f"c-{org}", {"n": 3})) for org in orgs)
+            )
+            bad = _event(orgs[0], "bad", {"n": 4}, event_metadata={"source": 5})
+            with pytest.raises(psycopg.Error):
+                await store.emit_events(pooled, [_event(orgs[0], "d", {"n": 5}), bad])
+            again = await store.emit_events(pooled, pairs[0])
+        finally:
+            await pooled.close()
+    assert read == [{"n": 3}] * 8
+    assert again == ids[0]
+    keys = [e.idempotency_key for pair in pairs for e in pair]
+    rows = _rows(fresh_db, [*keys, "d", "bad"])
+    assert len(rows) == 16
+    by_key = {r[0]: r for r in rows}
+    for pair, pair_ids in zip(pairs, ids, strict=True):
+        first, second = (by_key[e.idempotency_key] for e in pair)
+        assert [first[1], second[1]] == pair_ids
+        assert first[2] == second[2]  # one transaction each
