@@ -5,13 +5,16 @@
 The ceiling Faust itself sets on a drain here: the same library, the same topic content
 as the pipeline's (raw bytes, as the reader wrote them), one agent (concurrency 1)
 iterating ``stream.events()``, each event acked by Faust as the next one is taken (its
-default), no work per record. Once ``EXPECTED`` records have arrived it writes
+default), no work per record, on the event loop ``pipeline run`` uses
+(``PIPELINE_EVENT_LOOP``). Once ``EXPECTED`` records have arrived it writes
 ``{"first": t, "done": t, "records": n, "cpu_seconds": s}`` (``time.time()`` of the first
-and the last record, the process's CPU time at the last; and ``cpu_at_first``) to ``RESULT_FILE`` and stops itself.
+and the last record, the process's CPU time at the last; and ``cpu_at_first``) to
+``RESULT_FILE`` and stops itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,11 +24,16 @@ from pathlib import Path
 
 import faust
 
+from pipeline import eventloop
+
 
 def main(argv: list[str]) -> None:
     kafka, topic_name, group, expected_s, result_file, data_dir = argv
     expected = int(expected_s)
     Path(data_dir).parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
+    # The loop `pipeline run` runs on (PIPELINE_EVENT_LOOP), so the ratio compares designs.
+    loop = eventloop.new_loop()
+    asyncio.set_event_loop(loop)
     app = faust.App(
         group,
         broker=f"kafka://{kafka}",
@@ -35,6 +43,7 @@ def main(argv: list[str]) -> None:
         topic_partitions=8,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
+        loop=loop,
     )
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
     state = {"n": 0, "first": 0.0, "cpu_first": 0.0}
@@ -58,7 +67,7 @@ def main(argv: list[str]) -> None:
                 os.kill(os.getpid(), signal.SIGTERM)
 
     app.agent(topic, name="bench.bare_count", concurrency=1)(count)
-    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker = faust.Worker(app, loop=loop, loglevel="warning", quiet=True)
     worker.execute_from_commandline()
 
 

@@ -30,6 +30,7 @@ from psycopg.rows import TupleRow
 from temporalio.client import Client
 
 from bench.starts import bootstrap_input, start_bootstrap
+from pipeline import eventloop
 from pipeline import events as ev
 from pipeline.eventstore import NewEvent, emit, idempotency_key
 
@@ -212,4 +213,4 @@ async def main(mode: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in MODES:
         sys.exit(f"usage: python -m bench.baselines {{{'|'.join(MODES)}}}")
-    asyncio.run(main(sys.argv[1]))
+    eventloop.run(main(sys.argv[1]))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 
+from pipeline import eventloop
 from pipeline.dev.layout import KAFKA_VERSION
 
 
@@ -60,4 +61,11 @@ def describe(admin_dsn: str, temporal_server: str) -> dict[str, str]:
         "temporalio": version("temporalio"),
         "aiokafka": version("aiokafka"),
         "psycopg": version("psycopg"),
+        # Every Python process of the bench, ours and the baselines (pipeline/eventloop.py).
+        "event_loop": _event_loop(),
     }
+
+
+def _event_loop() -> str:
+    name = eventloop.chosen()
+    return f"{name} {version('uvloop')}" if name == "uvloop" else name

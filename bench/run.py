@@ -31,7 +31,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import shlex
@@ -54,6 +53,7 @@ from bench.report import write
 from bench.runs import LoadAround, interleave, load1
 from bench.starts import server_version
 from bench.workflow_report import Result
+from pipeline import eventloop
 
 log = logging.getLogger("bench")
 
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.temporal == "postgres":
             svc = Services(svc.layout, _temporal_up())
             log.info("Temporal on PostgreSQL at %s", svc.temporal)
-        data = asyncio.run(measure(svc, args, opts))
+        data = eventloop.run(measure(svc, args, opts))
     finally:
         if args.temporal == "postgres":
             temporal_postgres.down(svc.layout)

@@ -20,6 +20,7 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from pipeline import eventloop
 from pipeline.events import WORKFLOW_TYPE_BOOTSTRAP
 
 
@@ -54,4 +55,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

@@ -65,6 +65,7 @@ from bench.load import Bootstrap, bootstrap_event, emit_bootstrap
 from bench.report import verdict_table
 from bench.stats import percentile, summarize_censored
 from bench.workflow_report import Result, section, verdicts
+from pipeline import eventloop
 from pipeline import events as ev
 from pipeline.dev.postgres import Postgres
 from pipeline.eventstore import emit_sync
@@ -357,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tuple(tuple(kv.split("=", 1)) for kv in args.worker_env),  # type: ignore[misc]
     )
     svc = ensure_services()
-    result = asyncio.run(run(svc, spec))
+    result = eventloop.run(run(svc, spec))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out = RESULTS / f"workflow-{stamp}{'-' + args.label if args.label else ''}.json"

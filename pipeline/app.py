@@ -30,7 +30,7 @@ import faust
 from mode import BaseSignalT
 from prometheus_client import generate_latest
 
-from pipeline import metrics
+from pipeline import eventloop, metrics
 from pipeline import web as pipeline_web
 from pipeline.agents import effects
 from pipeline.agents.dispatch import DEFAULT_MAX_IN_FLIGHT, StreamDispatcher
@@ -264,7 +264,7 @@ def run_app(
 
     loglevel defaults to the root logger's (the CLI's ``-v`` is debug)."""
     loglevel = loglevel or root_level_name()
-    loop = asyncio.new_event_loop()
+    loop = eventloop.new_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     app = create_app(settings, extra_tasks=extra_tasks, loop=loop)

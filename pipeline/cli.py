@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pipeline import deadletters, envdoc, trace
+from pipeline import deadletters, envdoc, eventloop, trace
 from pipeline.cli_exit import EXIT_CONFIG, EXIT_FAILURE, exit_now, fail
 from pipeline.config import (
     Settings,
@@ -198,7 +198,7 @@ def reader() -> None:
         await Reader(reader_config(settings)).run(stop)
 
     try:
-        asyncio.run(_until_signalled(main))
+        eventloop.run(_until_signalled(main))
     except ReaderSetupError as exc:
         raise fail(str(exc), EXIT_CONFIG) from exc
     except reach.Unreachable as exc:
@@ -236,7 +236,7 @@ def worker() -> None:
         await run_worker(settings)
 
     try:
-        asyncio.run(main())
+        eventloop.run(main())
     except reach.Unreachable as exc:
         fail(str(exc))
         exit_now(1)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, SecretStr
 
-from pipeline import webauth
+from pipeline import eventloop, webauth
 from pipeline.envsettings import EnvSettings, flag, read, variable
 from pipeline.errors import ConfigError
 from pipeline.security import SOURCES as SECURITY_SOURCES
@@ -216,6 +216,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     problems += placeholder_problems(env, VARIABLES)
     problems.extend(_problem(name, message) for name, message in secure)
     problems.extend(webauth.problems(env))  # PIPELINE_WEB_AUTH_* (pipeline/webauth.py)
+    problems.extend(eventloop.problems(env))  # PIPELINE_EVENT_LOOP (pipeline/eventloop.py)
     _raise(problems)
     assert settings is not None
     return settings

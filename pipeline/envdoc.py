@@ -14,9 +14,9 @@ from pathlib import Path
 
 _NAME = re.compile(r"\bPIPELINE_[A-Z0-9_]*[A-Z0-9]\b")
 
-SETTINGS = ("pipeline.config", "pipeline.contract")
+SETTINGS = ("pipeline.config", "pipeline.contract", "pipeline.eventloop")
 RUN = (*SETTINGS, "pipeline.app")
-WORKER = ("pipeline.bootstrap.settings",)
+WORKER = ("pipeline.bootstrap.settings", "pipeline.eventloop")
 DEV = ("pipeline.dev.layout", "pipeline.dev.postgres", "pipeline.dev.kafka")
 
 

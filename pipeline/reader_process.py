@@ -41,6 +41,7 @@ from typing import Final, NoReturn
 
 from prometheus_client import Counter
 
+from pipeline import eventloop
 from pipeline.logsetup import LOG_FORMAT
 from replication.lsn import LSN
 from replication.reader_config import ReaderStats
@@ -303,7 +304,7 @@ def main(argv: list[str]) -> NoReturn:
     block = StatsBlock(mmap.mmap(fd, SIZE))
     code = 1
     try:
-        code = asyncio.run(_read(block))
+        code = eventloop.run(_read(block))
     finally:
         logging.shutdown()
         sys.stdout.flush()

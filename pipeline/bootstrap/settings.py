@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretBytes, SecretStr
 
+from pipeline import eventloop
 from pipeline.bootstrap.inputs import RetryTuning
 from pipeline.bootstrap.validation import validate_hostname
 from pipeline.envsettings import EnvSettings, flag, read
@@ -243,6 +244,7 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
         f"{name}: {message} ({SOURCES.get(name, 'ConfigMap')})" for name, message in secure
     ]
     problems += _env_problems(env)
+    problems += eventloop.problems(env)
     if problems:
         raise ConfigError("invalid bootstrap settings:\n  " + "\n  ".join(problems))
     assert settings is not None

@@ -7,6 +7,8 @@ Temporal's own API, the real process's output and its ``/metrics`` page.
   one plain format of ``pipeline.logsetup`` (no terminal escape codes), and ``-v``
   really logs at debug (Faust's worker used to reset the root logger to info).
 - Each job has its ``enqueued`` and ``started`` lines, with its job id and workflow id.
+- All of it on either event loop ``PIPELINE_EVENT_LOOP`` offers (``pipeline.eventloop``):
+  the process says which it runs on.
 - The pending event of a job this process handed off comes back through Kafka and is
   skipped, without a second start and without reading the job's history (the debug
   line says which of the two decided).
@@ -82,12 +84,14 @@ def _starts_by_outcome(port: int) -> dict[str, float]:
     return found
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 async def test_verbose_run_writes_plain_lines_and_skips_its_own_starts_unread(
-    dev_layout: DevLayout, fresh_db: str, temporal_client: Client, tmp_path: Path
+    dev_layout: DevLayout, fresh_db: str, temporal_client: Client, tmp_path: Path, loop: str
 ) -> None:
     env = {
         **pipeline_env(fresh_db, dev_layout.kafka_bootstrap, dev_layout.temporal_address, tmp_path),
         **FAST_GROUP_ENV,
+        "PIPELINE_EVENT_LOOP": loop,
     }
     running = start_pipeline(env, tmp_path, verbose=True)
     orgs = [uuid.uuid4() for _ in range(JOBS)]
@@ -126,6 +130,8 @@ async def test_verbose_run_writes_plain_lines_and_skips_its_own_starts_unread(
     assert not odd, odd[:20]
     levels = {m[1] for m in (LINE.match(line) for line in text.splitlines()) if m}
     assert "DEBUG" in levels, "pipeline -v run wrote no debug line"
+    # The agents' process says which loop it runs on (its reader child logs at info).
+    assert re.search(rf" DEBUG pipeline.eventloop event loop: {loop}$", text, re.M)
 
     assert outcomes.get("started") == JOBS, outcomes
     assert outcomes.get("skipped") == JOBS, outcomes

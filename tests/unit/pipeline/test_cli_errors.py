@@ -121,3 +121,11 @@ def test_worker_with_temporal_unreachable_is_a_runtime_failure() -> None:
 def test_replay_with_to_lsn_below_from_lsn_is_a_usage_error() -> None:
     result = pipeline("replay", "--from-lsn", "0/200", "--to-lsn", "0/100")
     assert_clear(result, 2, "--to-lsn 0/100 is below --from-lsn 0/200")
+
+
+@pytest.mark.parametrize("command", ["run", "reader", "worker"])
+def test_an_unknown_event_loop_is_a_configuration_error(command: str) -> None:
+    env = {"PIPELINE_EVENT_LOOP": "trio", "PIPELINE_INVITATION_KEY": "k" * 40}
+    result = pipeline(command, env=env)
+    # Listed with the other problems of the settings, with where the variable belongs.
+    assert_clear(result, 2, "PIPELINE_EVENT_LOOP='trio'", "uvloop, asyncio", "pipeline-config")

@@ -1,0 +1,76 @@
+"""The event loop every long-running process runs on: uvloop's, or asyncio's own.
+
+``PIPELINE_EVENT_LOOP`` picks it: ``uvloop`` (the default) or ``asyncio``. uvloop is
+libuv under asyncio's interface; the pipeline's libraries (psycopg, aiokafka, Faust,
+temporalio) use only that interface. What it saves is measured in docs/benchmarks.md
+(issue 17); ``asyncio`` is the way back should a library ever disagree with it.
+
+The settings of ``pipeline run``/``reader`` (:func:`pipeline.config.load_settings`) and of
+the worker (:func:`pipeline.bootstrap.settings.from_env`) list :func:`problems` with
+every other bad variable, so a bad value exits 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Final, TypeVar
+
+from pipeline.errors import ConfigError
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+ENV: Final = "PIPELINE_EVENT_LOOP"
+CHOICES: Final = ("uvloop", "asyncio")
+DEFAULT: Final = "uvloop"
+
+
+class EventLoopChoiceError(ConfigError):
+    """PIPELINE_EVENT_LOOP names no loop this module knows (exit 2, like any bad setting)."""
+
+
+def chosen(environ: Mapping[str, str] | None = None) -> str:
+    """The loop ``PIPELINE_EVENT_LOOP`` names (default uvloop); a clear error otherwise."""
+    value = (os.environ if environ is None else environ).get(ENV, "").strip().lower()
+    if not value:
+        return DEFAULT
+    if value not in CHOICES:
+        raise EventLoopChoiceError(
+            f"{ENV}={value!r}: expected one of {', '.join(CHOICES)} (default {DEFAULT})"
+        )
+    return value
+
+
+def problems(environ: Mapping[str, str]) -> list[str]:
+    """What is wrong with ``PIPELINE_EVENT_LOOP``, for the settings' error list."""
+    try:
+        chosen(environ)
+    except EventLoopChoiceError as exc:
+        return [f"{exc} (ConfigMap pipeline-config)"]
+    return []
+
+
+def loop_factory(name: str | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
+    """A function making a new loop of the chosen kind."""
+    name = name or chosen()
+    log.debug("event loop: %s", name)
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """A new loop of the chosen kind (for code that runs the loop itself: Faust's worker)."""
+    return loop_factory()()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on a loop of the chosen kind."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
