@@ -156,8 +156,17 @@ class ReaderProcess:
 
     def start(self) -> None:
         """Start the child (stdout and stderr are this process's)."""
+        # The child logs at this process's level: `pipeline -v run` debugs the reader too.
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.reader_process", str(self._fd), str(os.getpid())],
+            [
+                sys.executable,
+                "-m",
+                "pipeline.reader_process",
+                str(self._fd),
+                str(os.getpid()),
+                level,
+            ],
             pass_fds=(self._fd,),
             stdin=subprocess.DEVNULL,
         )
@@ -291,16 +300,23 @@ async def _read(block: StatsBlock) -> int:
         block.write(reader.stats)
 
 
+_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def main(argv: list[str]) -> NoReturn:
-    """``python -m pipeline.reader_process FD PARENT_PID`` (started by :class:`ReaderProcess`)."""
+    """``python -m pipeline.reader_process FD PARENT_PID [LEVEL]`` (started by
+    :class:`ReaderProcess`; LEVEL is the parent's log level, default INFO)."""
     fd, parent = int(argv[1]), int(argv[2])
+    level = argv[3] if len(argv) > 3 else "INFO"
     _die_with(parent)
     logging.basicConfig(
-        level=logging.INFO,
+        level=level if level in _LEVELS else "INFO",
         format=LOG_FORMAT,
         stream=sys.stderr,
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    if level != "DEBUG":
+        # As the CLI does without -v: aiokafka narrates every metadata refresh at INFO.
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     block = StatsBlock(mmap.mmap(fd, SIZE))
     code = 1
     try:
