@@ -33,24 +33,27 @@ class EventLoopChoiceError(ConfigError):
     """PIPELINE_EVENT_LOOP names no loop this module knows (exit 2, like any bad setting)."""
 
 
+def _unknown(value: str) -> str:
+    return f"must be one of {', '.join(CHOICES)} (default {DEFAULT}), got {value!r}"
+
+
 def chosen(environ: Mapping[str, str] | None = None) -> str:
     """The loop ``PIPELINE_EVENT_LOOP`` names (default uvloop); a clear error otherwise."""
     value = (os.environ if environ is None else environ).get(ENV, "").strip().lower()
     if not value:
         return DEFAULT
     if value not in CHOICES:
-        raise EventLoopChoiceError(
-            f"{ENV}={value!r}: expected one of {', '.join(CHOICES)} (default {DEFAULT})"
-        )
+        raise EventLoopChoiceError(f"{ENV} {_unknown(value)}")
     return value
 
 
-def problems(environ: Mapping[str, str]) -> list[str]:
-    """What is wrong with ``PIPELINE_EVENT_LOOP``, for the settings' error list."""
+def problems(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What is wrong with ``PIPELINE_EVENT_LOOP``, as (variable, message) pairs: each
+    settings list words its lines its own way, this one among them."""
     try:
         chosen(environ)
-    except EventLoopChoiceError as exc:
-        return [f"{exc} (ConfigMap pipeline-config)"]
+    except EventLoopChoiceError:
+        return [(ENV, _unknown(environ.get(ENV, "").strip().lower()))]
     return []
 
 

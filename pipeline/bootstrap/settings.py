@@ -244,7 +244,7 @@ def from_env(env: Mapping[str, str]) -> BootstrapSettings:
         f"{name}: {message} ({SOURCES.get(name, 'ConfigMap')})" for name, message in secure
     ]
     problems += _env_problems(env)
-    problems += eventloop.problems(env)
+    problems += [_line(name, message) for name, message in eventloop.problems(env)]
     if problems:
         raise ConfigError("invalid bootstrap settings:\n  " + "\n  ".join(problems))
     assert settings is not None

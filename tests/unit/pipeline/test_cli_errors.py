@@ -128,4 +128,9 @@ def test_an_unknown_event_loop_is_a_configuration_error(command: str) -> None:
     env = {"PIPELINE_EVENT_LOOP": "trio", "PIPELINE_INVITATION_KEY": "k" * 40}
     result = pipeline(command, env=env)
     # Listed with the other problems of the settings, with where the variable belongs.
-    assert_clear(result, 2, "PIPELINE_EVENT_LOOP='trio'", "uvloop, asyncio", "pipeline-config")
+    assert_clear(
+        result,
+        2,
+        "PIPELINE_EVENT_LOOP",
+        "must be one of uvloop, asyncio (default uvloop), got 'trio'",
+    )

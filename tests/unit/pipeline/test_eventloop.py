@@ -23,7 +23,9 @@ def test_a_choice_is_read_whatever_its_case() -> None:
 
 
 def test_anything_else_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigError, match=r"PIPELINE_EVENT_LOOP='tokio'.*uvloop, asyncio"):
+    with pytest.raises(
+        ConfigError, match=r"PIPELINE_EVENT_LOOP must be one of uvloop, asyncio.*got 'tokio'"
+    ):
         eventloop.chosen({"PIPELINE_EVENT_LOOP": "tokio"})
 
 
@@ -65,7 +67,13 @@ def test_the_settings_list_it_with_every_other_problem() -> None:
         with pytest.raises(ConfigError) as raised:
             load(env)
         message = str(raised.value)
-        assert "PIPELINE_EVENT_LOOP='gevent'" in message
+        # In the shape of the other lines of the same list.
+        expected = {
+            load_settings: "  - PIPELINE_EVENT_LOOP (ConfigMap pipeline-config): must be one of",
+            from_env: "  PIPELINE_EVENT_LOOP must be one of uvloop, asyncio (default uvloop), "
+            "got 'gevent' (ConfigMap)",
+        }[load]
+        assert expected in message
         assert ("PIPELINE_WEB_PORT" if load is load_settings else "GRACEFUL_SHUTDOWN") in message
     valid = {
         k: v
