@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import faust
+import mode.loop
 
 from pipeline import eventloop
 
@@ -31,7 +32,13 @@ def main(argv: list[str]) -> None:
     kafka, topic_name, group, expected_s, result_file, data_dir = argv
     expected = int(expected_s)
     Path(data_dir).parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
-    # The loop `pipeline run` runs on (PIPELINE_EVENT_LOOP), so the ratio compares designs.
+    # The loop `pipeline run` runs on (PIPELINE_EVENT_LOOP), so the ratio compares designs:
+    # in the main thread and in the thread where Faust runs aiokafka's consumer, which
+    # `pipeline run` also gives its loop (pipeline/consumer/fetching.py). Faust's own way
+    # to run on uvloop (`faust worker --loop uvloop`, mode.loop.use) sets the policy, which
+    # reaches that thread too.
+    if eventloop.chosen() == "uvloop":
+        mode.loop.use("uvloop")
     loop = eventloop.new_loop()
     asyncio.set_event_loop(loop)
     app = faust.App(

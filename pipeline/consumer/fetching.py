@@ -34,13 +34,17 @@ committed; each is corrected here and explained where it is: ``_PromptConsumer._
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from pipeline import eventloop
 from pipeline.consumer.inbox import drain_in_batches
+
+log = logging.getLogger(__name__)
 
 FETCH_MAX_WAIT_MS: Final = 10
 # The broker answers a fetch as soon as one of its partitions has a record to give (the
@@ -160,7 +164,14 @@ class _PromptConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 class _PromptConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        # Faust runs aiokafka's consumer in a thread with a loop of its own, which it makes
+        # with asyncio.new_event_loop(): asyncio's, whatever loop the app runs on. That
+        # thread does every fetch, so it gets the app's kind (pipeline.eventloop).
+        thread_loop = eventloop.new_loop()
+        log.debug("Kafka consumer thread: event loop %s", type(thread_loop).__module__)
+        return _PromptConsumerThread(
+            self, loop=self.loop, thread_loop=thread_loop, beacon=self.beacon
+        )
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop, or, when the app has an inbox (``pipeline run``), the same

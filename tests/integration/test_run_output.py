@@ -8,7 +8,7 @@ Temporal's own API, the real process's output and its ``/metrics`` page.
   really logs at debug (Faust's worker used to reset the root logger to info).
 - Each job has its ``enqueued`` and ``started`` lines, with its job id and workflow id.
 - All of it on either event loop ``PIPELINE_EVENT_LOOP`` offers (``pipeline.eventloop``):
-  the process and its reader child say which they run on.
+  the process, its Kafka consumer thread and its reader child say which they run on.
 - The pending event of a job this process handed off comes back through Kafka and is
   skipped, without a second start and without reading the job's history (the debug
   line says which of the two decided).
@@ -130,9 +130,12 @@ async def test_verbose_run_writes_plain_lines_and_skips_its_own_starts_unread(
     assert not odd, odd[:20]
     levels = {m[1] for m in (LINE.match(line) for line in text.splitlines()) if m}
     assert "DEBUG" in levels, "pipeline -v run wrote no debug line"
-    # The agents' process and its reader child (which logs at the parent's level) say
-    # which loop they run on.
-    assert len(re.findall(rf" DEBUG pipeline.eventloop event loop: {loop}$", text, re.M)) == 2
+    # The agents' process, the thread where Faust runs aiokafka's consumer (Faust would
+    # give it asyncio's loop whatever the app's), and the reader child (which logs at the
+    # parent's level) say which loop they run on; the thread's line names the loop's module.
+    assert len(re.findall(rf" DEBUG pipeline.eventloop event loop: {loop}$", text, re.M)) == 3
+    module = {"uvloop": "uvloop", "asyncio": "asyncio.unix_events"}[loop]
+    assert re.search(rf" Kafka consumer thread: event loop {re.escape(module)}$", text, re.M)
 
     assert outcomes.get("started") == JOBS, outcomes
     assert outcomes.get("skipped") == JOBS, outcomes
