@@ -216,9 +216,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     problems += placeholder_problems(env, VARIABLES)
     problems.extend(_problem(name, message) for name, message in secure)
     problems.extend(webauth.problems(env))  # PIPELINE_WEB_AUTH_* (pipeline/webauth.py)
-    problems.extend(
-        _problem(name, message) for name, message in eventloop.problems(env)
-    )  # PIPELINE_EVENT_LOOP (pipeline/eventloop.py)
+    # PIPELINE_EVENT_LOOP (pipeline/eventloop.py)
+    problems.extend(_problem(name, message) for name, message in eventloop.problems(env))
     _raise(problems)
     assert settings is not None
     return settings
