@@ -34,27 +34,25 @@ class EventLoopChoiceError(ConfigError):
 
 
 def _unknown(value: str) -> str:
+    """What the settings' error list says of a value that names no loop."""
     return f"must be one of {', '.join(CHOICES)} (default {DEFAULT}), got {value!r}"
-
-
-def chosen(environ: Mapping[str, str] | None = None) -> str:
-    """The loop ``PIPELINE_EVENT_LOOP`` names (default uvloop); a clear error otherwise."""
-    value = (os.environ if environ is None else environ).get(ENV, "").strip().lower()
-    if not value:
-        return DEFAULT
-    if value not in CHOICES:
-        raise EventLoopChoiceError(f"{ENV} {_unknown(value)}")
-    return value
 
 
 def problems(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """What is wrong with ``PIPELINE_EVENT_LOOP``, as (variable, message) pairs: each
     settings list words its lines its own way, this one among them."""
-    try:
-        chosen(environ)
-    except EventLoopChoiceError:
-        return [(ENV, _unknown(environ.get(ENV, "").strip().lower()))]
-    return []
+    value = environ.get(ENV, "").strip().lower()
+    return [(ENV, _unknown(value))] if value and value not in CHOICES else []
+
+
+def chosen(environ: Mapping[str, str] | None = None) -> str:
+    """The loop ``PIPELINE_EVENT_LOOP`` names (default uvloop); a clear error otherwise."""
+    environ = os.environ if environ is None else environ
+    found = problems(environ)
+    if found:
+        name, message = found[0]
+        raise EventLoopChoiceError(f"{name} {message}")
+    return environ.get(ENV, "").strip().lower() or DEFAULT
 
 
 def loop_factory(name: str | None = None) -> Callable[[], asyncio.AbstractEventLoop]:

@@ -29,6 +29,35 @@ def test_anything_else_is_a_configuration_error() -> None:
         eventloop.chosen({"PIPELINE_EVENT_LOOP": "tokio"})
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "uvloop,asyncio",
+        "uv loop",
+        "\uff55\uff56\uff4c\uff4f\uff4f\uff50",
+        "asyncio;rm -rf /",
+        "x" * 10_000,
+        "uvloop\u200b",
+    ],
+)
+def test_a_value_that_only_looks_like_a_loop_is_refused_and_named(value: str) -> None:
+    # Lists, spaces inside, full-width letters, a zero-width space: none is quietly read
+    # as a loop; the error quotes the value (repr: control and invisible characters show).
+    found = eventloop.problems({"PIPELINE_EVENT_LOOP": value})
+    assert found == [("PIPELINE_EVENT_LOOP", eventloop._unknown(value.strip().lower()))]
+    assert repr(value.strip().lower()) in found[0][1]
+    with pytest.raises(ConfigError, match="PIPELINE_EVENT_LOOP must be one of"):
+        eventloop.chosen({"PIPELINE_EVENT_LOOP": value})
+
+
+def test_surrounding_whitespace_is_not_part_of_the_value() -> None:
+    # A ConfigMap value with a trailing newline or a non-breaking space (YAML block
+    # scalars, copy and paste) still names the loop.
+    assert eventloop.chosen({"PIPELINE_EVENT_LOOP": " asyncio\n"}) == "asyncio"
+    assert eventloop.chosen({"PIPELINE_EVENT_LOOP": "uvloop\u00a0"}) == "uvloop"
+    assert eventloop.problems({"PIPELINE_EVENT_LOOP": "\tASYNCIO "}) == []
+
+
 async def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
