@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.dev.errors import ServiceError
@@ -29,6 +30,17 @@ rootLogger.appenderRef.stdout.ref = STDOUT
 logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = INFO
 """
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, as ``kafka-storage
+    random-uuid`` makes it, and like Kafka's ``Uuid.randomUuid`` never starting with
+    ``-``: the storage tool would read such an id as an option and refuse to format (one
+    id in 64; a CI run failed so)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _require(tool: str, hint: str) -> str:
@@ -139,7 +151,6 @@ class Kafka(SpawnedService):
     def _format(self, config: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         result = subprocess.run(
             [
                 self._java(),
@@ -149,7 +160,7 @@ class Kafka(SpawnedService):
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
-                cluster_id,
+                new_cluster_id(),
                 "-c",
                 str(config),
             ],
