@@ -17,18 +17,16 @@ the untrusted one.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import shutil
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from pipeline.dev.kafka import Kafka
+from pipeline.dev.kafka import Kafka, new_cluster_id
 from pipeline.dev.layout import load_layout
 from pipeline.dev.process import pid_alive, port_open, stop_pid
 from pipeline.handshake import kafka_handshake
@@ -208,7 +206,7 @@ def launch(root: Path) -> tuple[SecureBroker, subprocess.Popen[bytes]]:
     layout = load_layout()
     libs = f"{Kafka(layout).fetch()}/*"
     java = shutil.which("java") or "java"
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()  # never led by "-", which the tool would take for an option
     scram = [
         arg
         for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
