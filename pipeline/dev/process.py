@@ -23,6 +23,22 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def port_bindable(host: str, port: int) -> bool:
+    """True when a server could listen on host:port now.
+
+    Probed the way servers bind (SO_REUSEADDR), so it fails when their bind would: on a
+    listener, or on an outgoing connection that the kernel gave this port as its local one
+    (our default ports lie in Linux's ephemeral range).
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def pid_alive(pid: int) -> bool:
     """True when a process with this pid exists (and is not a zombie of ours)."""
     try:
@@ -159,4 +175,10 @@ class SpawnedService:
                 raise ServiceError(
                     f"port {port} is taken by another process: stop it or choose another "
                     f"port with {hint}"
+                )
+            if not port_bindable(host, port):
+                raise ServiceError(
+                    f"port {port} is in use by another socket (nothing listens there; "
+                    f"perhaps a connection's local port): wait for it to close or choose "
+                    f"another port with {hint}"
                 )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -59,12 +58,6 @@ class Mailbox:
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

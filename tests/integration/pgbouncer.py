@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.integration.ports import free_port
+
 DEFAULT_PORT = 6432
 LOCK_DIR = Path(tempfile.gettempdir())
 START_TIMEOUT_S = 15.0
@@ -51,12 +53,6 @@ def find_binary() -> str:
             "pgbouncer is not installed: run scripts/setup.sh (apt-get install pgbouncer)"
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(host: str, port: int) -> bool:

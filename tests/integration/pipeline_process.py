@@ -10,7 +10,6 @@ import email.policy
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,15 +27,10 @@ from temporalio.client import Client
 from pipeline.bootstrap.settings import from_env
 from pipeline.bootstrap.worker import build_worker
 from pipeline.config import Settings, load_settings
+from tests.integration.ports import free_port
 
 # The worker's HMAC key for invitation tokens (a test value; production's is a Secret).
 INVITATION_KEY = "test-invitation-key-" + "0" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pipeline_env(dsn: str, kafka: str, temporal: str, tmp: Path) -> dict[str, str]:

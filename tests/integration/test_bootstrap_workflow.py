@@ -28,7 +28,6 @@ from tests.integration.bootstrap_harness import (
     SlowMailbox,
     attempts,
     attempts_in_flight,
-    free_port,
     initiate,
     make_settings,
     run_bootstrap,
@@ -37,6 +36,7 @@ from tests.integration.bootstrap_harness import (
     stored_events,
 )
 from tests.integration.pipeline_process import emailed_token, eml_token
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ groups, and a Temporal workflow with an activity. Plus `dev up` / `dev down` sem
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from temporalio.worker import Worker
 from pipeline.dev import services
 from pipeline.dev.layout import DevLayout, load_layout
 from pipeline.dev.process import pid_alive, port_open
+from tests.integration.ports import free_port
 from tests.integration.probe_workflow import ShoutWorkflow, shout
 
 pytestmark = pytest.mark.integration
@@ -113,12 +113,6 @@ async def test_temporal_workflow_with_an_activity_completes(temporal_client: Cli
     assert result == "REAL"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_dev_up_is_idempotent_and_down_stops_exactly_what_it_started(
     dev_layout: DevLayout, tmp_path: Path
 ) -> None:
@@ -126,13 +120,13 @@ def test_dev_up_is_idempotent_and_down_stops_exactly_what_it_started(
     env = {
         "PIPELINE_DEV_DIR": str(tmp_path / "dev"),
         "PIPELINE_CACHE_DIR": str(dev_layout.cache_dir),
-        "PIPELINE_DEV_PG_PORT": str(_free_port()),
-        "PIPELINE_DEV_KAFKA_PORT": str(_free_port()),
-        "PIPELINE_DEV_KAFKA_CONTROLLER_PORT": str(_free_port()),
-        "PIPELINE_DEV_TEMPORAL_PORT": str(_free_port()),
-        "PIPELINE_DEV_TEMPORAL_UI_PORT": str(_free_port()),
+        "PIPELINE_DEV_PG_PORT": str(free_port()),
+        "PIPELINE_DEV_KAFKA_PORT": str(free_port()),
+        "PIPELINE_DEV_KAFKA_CONTROLLER_PORT": str(free_port()),
+        # Temporal's HTTP and metrics ports are its gRPC port + 10 and + 11.
+        "PIPELINE_DEV_TEMPORAL_PORT": str(free_port(10, 11)),
+        "PIPELINE_DEV_TEMPORAL_UI_PORT": str(free_port()),
     }
-    # Temporal's HTTP and metrics ports are its gRPC port + 10 and + 11.
     layout = load_layout(env)
     try:
         assert sorted(services.up(layout)) == ["kafka", "postgres", "temporal"]

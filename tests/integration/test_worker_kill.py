@@ -33,7 +33,6 @@ from pipeline.dev.layout import DevLayout
 from tests.integration.bootstrap_harness import (
     FAST,
     Mailbox,
-    free_port,
     initiate,
     make_settings,
     smtp_server,
@@ -41,6 +40,7 @@ from tests.integration.bootstrap_harness import (
     stored_events,
 )
 from tests.integration.pipeline_process import INVITATION_KEY, pipeline_cli
+from tests.integration.ports import free_port
 
 pytestmark = pytest.mark.integration
 
