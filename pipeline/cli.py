@@ -26,9 +26,9 @@ GC_PAUSE_MAX_S = 60.0
 
 
 def _resume_gc() -> None:
-    if not gc.isenabled():
-        gc.freeze()  # what start-up built lives as long as the process: never scan it again
-        gc.enable()
+    from pipeline import gcpolicy
+
+    gcpolicy.resume()
 
 
 def _pause_gc_if_starting_the_pipeline(argv: list[str]) -> None:
@@ -38,7 +38,8 @@ def _pause_gc_if_starting_the_pipeline(argv: list[str]) -> None:
     before it consumes again, 12 % of it in collections that find next to nothing (0.32
     s, 266 collections, 1,956 unreachable objects after the imports; bench/chaos_restart.py,
     docs/reliability.md). The worker resumes collection once it is ready
-    (:meth:`pipeline.lifecycle.Worker.on_startup_finished`), freezing what start-up built;
+    (:meth:`pipeline.lifecycle.Worker.on_startup_finished`, :func:`pipeline.gcpolicy.resume`),
+    freezing what start-up built;
     a start that takes longer than GC_PAUSE_MAX_S (a service that does not answer)
     resumes it then. Only the console script's ``run`` is paused, never an importer.
     """

@@ -21,6 +21,7 @@ import faust.app.base
 from faust.tables import TableManager
 from faust.utils import venusian
 
+from pipeline import gcpolicy
 from pipeline.config import Settings
 from replication import topics
 
@@ -181,11 +182,11 @@ class Worker(faust.Worker):
         starts (most of a restart's CPU); what start-up built is frozen, never scanned.
         """
         await super().on_startup_finished()
-        if not gc.isenabled():
-            gc.freeze()
-            gc.enable()
+        if gcpolicy.resume():
             log.info(
-                "started: garbage collection resumed (%d objects frozen)", gc.get_freeze_count()
+                "started: garbage collection resumed (%d objects frozen, thresholds %s)",
+                gc.get_freeze_count(),
+                "/".join(map(str, gc.get_threshold())),
             )
 
     def _on_sigterm(self) -> None:

@@ -9,6 +9,8 @@ Temporal's own API, the real process's output and its ``/metrics`` page.
 - Each job has its ``enqueued`` and ``started`` lines, with its job id and workflow id.
 - All of it on either event loop ``PIPELINE_EVENT_LOOP`` offers (``pipeline.eventloop``):
   the process, its Kafka consumer thread and its reader child say which they run on.
+- Once ready, the process resumes garbage collection with its own thresholds
+  (``pipeline.gcpolicy``) and says so.
 - The pending event of a job this process handed off comes back through Kafka and is
   skipped, without a second start and without reading the job's history (the debug
   line says which of the two decided).
@@ -136,6 +138,15 @@ async def test_verbose_run_writes_plain_lines_and_skips_its_own_starts_unread(
     assert len(re.findall(rf" DEBUG pipeline.eventloop event loop: {loop}$", text, re.M)) == 3
     module = {"uvloop": "uvloop", "asyncio": "asyncio.unix_events"}[loop]
     assert re.search(rf" Kafka consumer thread: event loop {re.escape(module)}$", text, re.M)
+    # Collection resumed once the worker was ready, what start-up built frozen and full
+    # collections rarer than CPython's default (pipeline.gcpolicy).
+    resumed = re.findall(
+        r" INFO pipeline.lifecycle started: garbage collection resumed \((\d+) objects "
+        r"frozen, thresholds 700/10/100\)$",
+        text,
+        re.M,
+    )
+    assert len(resumed) == 1 and int(resumed[0]) > 100_000, resumed
 
     assert outcomes.get("started") == JOBS, outcomes
     assert outcomes.get("skipped") == JOBS, outcomes
