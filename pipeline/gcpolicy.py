@@ -7,10 +7,10 @@ collections a tenth as often as CPython's default.
 Why the last: the records in flight (fetched, waiting in the edge's inbox, in a projection
 batch) live long enough to be promoted to the oldest generation, and dying there they
 count towards the next full collection, which scans every object not frozen. In a
-100,000-event drain CPython's thresholds (700, 10, 10) ran 27 full collections, 0.9-1.2 s
+100,000-event drain CPython's thresholds (700, 10, 10) ran 27 full collections, 0.9-1.5 s
 of CPU of the process's ~7 s; with the oldest generation's threshold at 100, 3 of them,
-0.07-0.12 s, the younger collections unchanged (docs/benchmarks.md, issue 17, "the
-garbage collector"). Cyclic garbage is still collected, later: every object counts
+0.07-0.12 s, the younger collections unchanged (docs/benchmarks.md, "Issue 17, 2026-12-03
+(afternoon)"). Cyclic garbage is still collected, later: every object counts
 towards the young collections as before, and a full collection still runs when the
 objects promoted since the last one pass a quarter of the old generation (CPython's own
 rule), so memory stays bounded.
@@ -28,11 +28,15 @@ OLD_THRESHOLD: Final = 100
 
 
 def resume() -> bool:
-    """Freeze what exists, set the thresholds and enable the collector; False (nothing
-    done) when it already runs."""
-    if gc.isenabled():
-        return False
-    gc.freeze()  # what start-up built lives as long as the process: never scan it again
+    """Set the thresholds and make sure the collector runs.
+
+    When it was paused (``pipeline run``'s start), freeze what exists first and return
+    True; a collector that already ran (a process started otherwise) only gets the
+    thresholds, and False is returned.
+    """
+    paused = not gc.isenabled()
+    if paused:
+        gc.freeze()  # what start-up built lives as long as the process: never scan it again
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
     gc.enable()
-    return True
+    return paused

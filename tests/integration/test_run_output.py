@@ -141,7 +141,7 @@ async def test_verbose_run_writes_plain_lines_and_skips_its_own_starts_unread(
     # Collection resumed once the worker was ready, what start-up built frozen and full
     # collections rarer than CPython's default (pipeline.gcpolicy).
     resumed = re.findall(
-        r" INFO pipeline.lifecycle started: garbage collection resumed \((\d+) objects "
+        r" INFO pipeline.lifecycle started: garbage collection on \((\d+) objects "
         r"frozen, thresholds 700/10/100\)$",
         text,
         re.M,

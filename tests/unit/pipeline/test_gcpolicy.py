@@ -22,7 +22,7 @@ def _child(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_resume_freezes_sets_the_thresholds_and_enables_once() -> None:
+def test_a_paused_collector_is_frozen_given_the_thresholds_and_enabled() -> None:
     out = _child(
         """
         import gc
@@ -30,21 +30,21 @@ def test_resume_freezes_sets_the_thresholds_and_enables_once() -> None:
         gc.disable()
         first = gcpolicy.resume()
         print(first, gc.isenabled(), gc.get_threshold(), gc.get_freeze_count() > 1000)
-        print(gcpolicy.resume(), gc.get_threshold())
+        print(gcpolicy.resume(), gc.get_threshold(), gc.isenabled())
         """
     )
-    assert out.splitlines() == ["True True (700, 10, 100) True", "False (700, 10, 100)"]
+    assert out.splitlines() == ["True True (700, 10, 100) True", "False (700, 10, 100) True"]
 
 
-def test_a_running_collector_is_left_alone() -> None:
+def test_a_running_collector_gets_the_thresholds_and_nothing_is_frozen() -> None:
     out = _child(
         """
         import gc
         from pipeline import gcpolicy
-        print(gcpolicy.resume(), gc.get_threshold(), gc.get_freeze_count())
+        print(gcpolicy.resume(), gc.isenabled(), gc.get_threshold(), gc.get_freeze_count())
         """
     )
-    assert out == "False (700, 10, 10) 0"
+    assert out == "False True (700, 10, 100) 0"
 
 
 def test_cyclic_garbage_is_still_collected() -> None:
