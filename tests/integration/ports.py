@@ -10,8 +10,9 @@ these ports come from below the ephemeral range, which the kernel never assigns 
 from __future__ import annotations
 
 import random
-import socket
 from pathlib import Path
+
+from pipeline.dev.process import port_bindable
 
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST = 10_000
@@ -26,17 +27,6 @@ def ephemeral_range() -> tuple[int, int]:
     return low, high
 
 
-def bindable(port: int, host: str = "127.0.0.1") -> bool:
-    """True when a listener could bind host:port now (as servers do, with SO_REUSEADDR)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port(*offsets: int, host: str = "127.0.0.1") -> int:
     """A port below the ephemeral range that is free, with port + each offset free too.
 
@@ -48,6 +38,6 @@ def free_port(*offsets: int, host: str = "127.0.0.1") -> int:
     rng = random.SystemRandom()
     for _ in range(1000):
         port = rng.randrange(_LOWEST, top)
-        if all(bindable(port + offset, host) for offset in (0, *offsets)):
+        if all(port_bindable(host, port + offset) for offset in (0, *offsets)):
             return port
     raise RuntimeError(f"no free port between {_LOWEST} and {low} after 1000 tries")
