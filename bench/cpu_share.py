@@ -26,7 +26,8 @@ from pathlib import Path
 # server's arguments may name PostgreSQL), the rest by the first pattern their command line
 # holds.
 ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("reader", ("pipeline.reader_process",)),
+    ("reader", ("pipeline.reader_process", "pipeline reader")),
+    ("bare agent", ("bench.bare_agent",)),
     ("pipeline run", ("pipeline run",)),
     ("worker", ("bench.standin", "pipeline worker")),
     ("bench client", ("bench.run", "bench.throughput")),
@@ -62,11 +63,53 @@ def role_of(cmdline: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Machine:
+    """The whole machine's CPU seconds so far, from ``/proc/stat``'s ``cpu`` line: busy
+    (user, nice, system, irq, softirq: every process, the kernel's own work included, and
+    those that exit) and stolen (time the hypervisor gave this VM's CPUs to another)."""
+
+    busy: float
+    steal: float
+
+
+def parse_machine(stat_text: str, tick: int) -> Machine:
+    """:class:`Machine` from the text of ``/proc/stat`` (pure)."""
+    for line in stat_text.splitlines():
+        if line.startswith("cpu "):
+            ticks = [int(v) for v in line.split()[1:]]
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (ticks + [0] * 8)[:8]
+            return Machine((user + nice + system + irq + softirq) / tick, steal / tick)
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def read_machine(stat: Path = Path("/proc/stat")) -> Machine | None:
+    """The machine's figures now; None where there is no ``/proc/stat``."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    return parse_machine(text, os.sysconf("SC_CLK_TCK"))
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """CPU seconds (user + system) of every process at one moment, with its role."""
 
     at: float  # time.time()
     cpu: Mapping[int, tuple[str, float]]  # pid -> (role, CPU seconds so far)
+    machine: Machine | None = None  # the whole machine's, at the same moment
+
+
+def machine_between(start: Snapshot, end: Snapshot) -> tuple[float, float] | None:
+    """(busy cores, stolen cores) of the whole machine from ``start`` to ``end``; None
+    without the machine's figures or a span."""
+    span = end.at - start.at
+    if start.machine is None or end.machine is None or span <= 0:
+        return None
+    return (
+        (end.machine.busy - start.machine.busy) / span,
+        (end.machine.steal - start.machine.steal) / span,
+    )
 
 
 def cores_between(start: Snapshot, end: Snapshot) -> dict[str, float]:
@@ -106,7 +149,7 @@ def read_snapshot(proc: Path = Path("/proc")) -> Snapshot:
         role = role_of(raw.replace(b"\0", b" ").decode(errors="replace"))
         fields = stat.rsplit(")", 1)[1].split()
         cpu[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
-    return Snapshot(at, cpu)
+    return Snapshot(at, cpu, read_machine(proc / "stat"))
 
 
 @dataclass
@@ -135,10 +178,29 @@ class Sampler:
         while not self._stop.wait(self.period):
             self.snapshots.append(read_snapshot())
 
-    def cores(self, first: float, last: float) -> dict[str, float]:
+    def cores(self, first: float, last: float, *, inner: bool = False) -> dict[str, float]:
         """Cores by role over the sampled window around ``first``..``last`` (time.time()):
-        from the last snapshot at or before ``first`` to the first at or after ``last``."""
-        return cores_between(*window(self.snapshots, first, last))
+        from the last snapshot at or before ``first`` to the first at or after ``last``;
+        ``inner``: the snapshots inside it instead (for processes stopped right after
+        ``last``, whose CPU the first snapshot after it may no longer see)."""
+        pick = inner_window if inner else window
+        return cores_between(*pick(self.snapshots, first, last))
+
+    def machine(
+        self, first: float, last: float, *, inner: bool = False
+    ) -> tuple[float, float] | None:
+        """(busy, stolen) cores of the whole machine over the same window as :meth:`cores`."""
+        pick = inner_window if inner else window
+        return machine_between(*pick(self.snapshots, first, last))
+
+
+def inner_window(snapshots: list[Snapshot], first: float, last: float) -> tuple[Snapshot, Snapshot]:
+    """The first snapshot at or after ``first`` and the last at or before ``last`` (the
+    bracketing ones of :func:`window` where fewer than two lie inside)."""
+    inside = [s for s in snapshots if first <= s.at <= last]
+    if len(inside) < 2:
+        return window(snapshots, first, last)
+    return inside[0], inside[-1]
 
 
 def window(snapshots: list[Snapshot], first: float, last: float) -> tuple[Snapshot, Snapshot]:
@@ -148,3 +210,56 @@ def window(snapshots: list[Snapshot], first: float, last: float) -> tuple[Snapsh
     before = [s for s in snapshots if s.at <= first]
     after = [s for s in snapshots if s.at >= last]
     return (before[-1] if before else snapshots[0], after[0] if after else snapshots[-1])
+
+
+# Before each drain of the event-drain phase, the machine is let settle: the phase before
+# it (the latency paths, the start drain: thousands of workflows that Temporal's server
+# and PostgreSQL are still finishing) would otherwise take cores from the first drain
+# only. Idle, the services use about 0.1-0.3 of a core (Temporal's server polls its
+# queues); "quiet" is below QUIET_CORES for QUIET_HOLD_S, waited for at most QUIET_LIMIT_S.
+QUIET_CORES = 0.5
+QUIET_HOLD_S = 3.0
+QUIET_LIMIT_S = 60.0
+QUIET_STEP_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Quiet:
+    """How a wait for a quiet machine ended."""
+
+    waited_s: float
+    busy_cores: float  # over the last step before it ended
+    reached: bool  # False: QUIET_LIMIT_S passed first
+
+
+def quiet_step(held_s: float, busy_cores: float, step_s: float, max_cores: float) -> float:
+    """How long the machine has been quiet after one more step (pure): reset by a busy one."""
+    return held_s + step_s if busy_cores < max_cores else 0.0
+
+
+def wait_quiet(
+    max_cores: float = QUIET_CORES,
+    hold_s: float = QUIET_HOLD_S,
+    limit_s: float = QUIET_LIMIT_S,
+    step_s: float = QUIET_STEP_S,
+) -> Quiet:
+    """Block until the whole machine used fewer than ``max_cores`` for ``hold_s`` in a row,
+    or ``limit_s`` passed (blocking: call it in a thread from async code)."""
+    started = time.monotonic()
+    held = 0.0
+    busy = 0.0
+    last = read_machine()
+    last_at = time.monotonic()
+    while True:
+        time.sleep(step_s)
+        now = read_machine()
+        now_at = time.monotonic()
+        if now is None or last is None:  # no /proc/stat: nothing to wait for
+            return Quiet(now_at - started, 0.0, True)
+        busy = (now.busy - last.busy) / max(now_at - last_at, 1e-9)
+        held = quiet_step(held, busy, now_at - last_at, max_cores)
+        last, last_at = now, now_at
+        if held >= hold_s:
+            return Quiet(now_at - started, busy, True)
+        if now_at - started >= limit_s:
+            return Quiet(now_at - started, busy, False)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from bench import topics
+from bench.cpu_share import Quiet, Sampler, wait_quiet
 from bench.drain_fill import PARTITIONS, mixed_backlog, write_sentinel
 from bench.harness import (
     RESULTS,
@@ -52,6 +53,7 @@ from bench.harness import (
     stop_process,
 )
 from bench.latency import Options, worker_argv
+from bench.reader_backlog import settle
 from bench.runs import LoadAround, load1
 from bench.stats import rate
 
@@ -77,6 +79,12 @@ class One:
     # Of an unfinished ``pipeline run``: Kafka offsets its checkpoints covered at the limit
     # (transaction markers count too: an upper bound of the records folded).
     covered_at_limit: int | None = None
+    # The wait for a quiet machine before it (bench.cpu_share.wait_quiet).
+    quiet: Quiet | None = None
+    # From its first record out to done: cores by role (bench.cpu_share), and the whole
+    # machine's (busy, stolen) cores from /proc/stat.
+    cores: dict[str, float] = field(default_factory=dict)
+    machine: tuple[float, float] | None = None
 
     @property
     def seconds_from_start(self) -> float:
@@ -314,24 +322,43 @@ async def one_round(
             inside = await asyncio.to_thread(write_sentinel, dsn)
             rnd = Round(run, n, boots, time.monotonic() - t)
             log.info("backlog: %d events (%d bootstraps) in %.1fs", n, boots, rnd.fill_seconds)
+            # The vacuum and checkpoint the backlog calls for, now rather than inside one
+            # of the drains (as the reader's own benchmark does).
+            await asyncio.to_thread(settle, dsn)
             for kind in kinds:
-                if kind == "reader":
-                    one = await reader_drain(svc, reader_names, dsn, inside, n, opts, limit_s)
-                    rnd.records_in_topic = (
-                        await topics.span(svc.kafka, reader_names.topic)
-                    ).records
-                elif kind == "bare":
-                    if not rnd.records_in_topic:
-                        raise ValueError("the bare agent drains the reader's topic: run it first")
-                    one = await bare_drain(
-                        svc, reader_names.topic, rnd.records_in_topic, n, opts, limit_s
-                    )
-                else:
-                    one = await ours_drain(svc, ours_names, dsn, inside, n, opts, limit_s)
+                quiet = await asyncio.to_thread(wait_quiet)
+                log.info(
+                    "run %d %s: machine %s after %.1fs (%.2f cores busy)",
+                    run,
+                    kind,
+                    "quiet" if quiet.reached else "still busy",
+                    quiet.waited_s,
+                    quiet.busy_cores,
+                )
+                with Sampler() as cpu:
+                    if kind == "reader":
+                        one = await reader_drain(svc, reader_names, dsn, inside, n, opts, limit_s)
+                        rnd.records_in_topic = (
+                            await topics.span(svc.kafka, reader_names.topic)
+                        ).records
+                    elif kind == "bare":
+                        if not rnd.records_in_topic:
+                            raise ValueError(
+                                "the bare agent drains the reader's topic: run it first"
+                            )
+                        one = await bare_drain(
+                            svc, reader_names.topic, rnd.records_in_topic, n, opts, limit_s
+                        )
+                    else:
+                        one = await ours_drain(svc, ours_names, dsn, inside, n, opts, limit_s)
+                one.quiet = quiet
+                # Inside the drain: its processes are stopped right after it is done.
+                one.cores = cpu.cores(one.first_out, one.done, inner=True)
+                one.machine = cpu.machine(one.first_out, one.done, inner=True)
                 rnd.drains[kind] = one
                 log.info(
                     "run %d %s: %d events in %.1fs from start, %.1fs after the first record, "
-                    "cpu %s s, load %s%s",
+                    "cpu %s s, load %s, machine %s cores busy%s",
                     run,
                     kind,
                     n,
@@ -339,6 +366,7 @@ async def one_round(
                     one.seconds_after_first,
                     f"{one.cpu_seconds:.1f}" if one.cpu_seconds is not None else "?",
                     one.load.text() if one.load else "?",
+                    f"{one.machine[0]:.2f}" if one.machine else "?",
                     "" if one.complete else " INCOMPLETE",
                 )
         finally:

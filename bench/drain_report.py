@@ -3,6 +3,7 @@ judged on the worst run (:func:`verdicts`, shown in the section's goal table). P
 
 from __future__ import annotations
 
+from bench import cpu_share
 from bench.drain import Round
 from bench.report import table
 from bench.runs import Verdict, judge_at_least
@@ -80,6 +81,34 @@ def _row(rnd: Round, kind: str) -> list[str]:
     ]
 
 
+def machine_rows(rounds: list[Round]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of where the machine's cores went during each drain: the wait for a
+    quiet machine before it, then from its first record out to done, the cores of each
+    role that used any, the whole machine's busy cores and the stolen ones."""
+    drains = [(r.run, k, r.drains[k]) for r in rounds for k in LABELS if k in r.drains]
+    roles = [role for role in cpu_share.ROLE_ORDER if any(role in d.cores for _, _, d in drains)]
+    header = ["run", "drain", "waited for a quiet machine, s", *roles, "machine busy", "stolen"]
+    rows = []
+    for run, kind, d in drains:
+        waited = "-"
+        if d.quiet is not None:
+            waited = f"{d.quiet.waited_s:.1f}" + ("" if d.quiet.reached else " (still busy)")
+        busy, stolen = (
+            ("-", "-")
+            if d.machine is None
+            else (
+                f"{d.machine[0]:.2f}",
+                f"{d.machine[1]:.2f}",
+            )
+        )
+        rows.append(
+            [str(run), kind, waited]
+            + [f"{d.cores[r]:.2f}" if r in d.cores else "-" for r in roles]
+            + [busy, stolen]
+        )
+    return header, rows
+
+
 def drain_section(rounds: list[Round], bootstrap_every: int) -> list[str]:
     """The event-drain part of the end-to-end section (markdown lines)."""
     if not rounds:
@@ -123,4 +152,26 @@ def drain_section(rounds: list[Round], bootstrap_every: int) -> list[str]:
         ),
         "",
         table(["run", "ours / bare Faust", "ours / reader alone"], ratio_rows),
+        *_machine_part(rounds),
+    ]
+
+
+def _machine_part(rounds: list[Round]) -> list[str]:
+    header, rows = machine_rows(rounds)
+    if not any(r.drains[k].quiet is not None for r in rounds for k in r.drains):
+        return []  # results from before the machine was watched
+    return [
+        "",
+        "**The machine during each drain.** After the backlog is written, PostgreSQL "
+        "vacuums it and takes a checkpoint (`VACUUM (ANALYZE)`, `CHECKPOINT`), and before each "
+        "drain the bench waits until the whole machine used less than "
+        f"{cpu_share.QUIET_CORES} of a core for {cpu_share.QUIET_HOLD_S:.0f} s in a row "
+        f"(at most {cpu_share.QUIET_LIMIT_S:.0f} s): the phases before it leave Temporal's "
+        "server and PostgreSQL busy finishing thousands of workflows. Then, from the "
+        "drain's first record out to done, the cores each role used (`bench/cpu_share.py`, "
+        "`/proc` every 0.25 s; a process that exits inside the window loses its share), "
+        "the whole machine's busy cores and the cores the hypervisor stole (`/proc/stat`). "
+        "Two cores in all.",
+        "",
+        table(header, rows),
     ]

@@ -25,6 +25,7 @@ from bench.throughput import StartDrain
     ("cmdline", "role"),
     [
         ("/w/.venv/bin/python3 -m pipeline.reader_process 3 4242", "reader"),
+        ("/w/.venv/bin/python3 /w/.venv/bin/pipeline reader", "reader"),
         ("/w/.venv/bin/python3 /w/.venv/bin/pipeline run", "pipeline run"),
         ("/w/.venv/bin/python -m bench.standin", "worker"),
         ("/w/.venv/bin/python3 /w/.venv/bin/pipeline worker", "worker"),
@@ -136,3 +137,56 @@ def test_the_core_table_has_a_column_for_every_role_the_sampler_files() -> None:
     """A role added to bench.cpu_share gets its column (Temporal's server first)."""
     assert sorted(CORE_ROLES) == sorted(cpu_share.ROLE_ORDER)
     assert CORE_ROLES[0] == "Temporal server"
+
+
+STAT = """cpu  100 5 40 900 7 3 2 10 0 0
+cpu0 50 2 20 450 3 1 1 5 0 0
+intr 12345
+"""
+
+
+def test_parse_machine_counts_busy_and_stolen_ticks() -> None:
+    m = cpu_share.parse_machine(STAT, tick=100)
+    # user + nice + system + irq + softirq; idle and iowait are not busy, steal apart.
+    assert m.busy == pytest.approx((100 + 5 + 40 + 3 + 2) / 100)
+    assert m.steal == pytest.approx(0.10)
+    with pytest.raises(ValueError, match="no cpu line"):
+        cpu_share.parse_machine("intr 1\n", tick=100)
+
+
+def test_machine_between_is_cores_over_the_span() -> None:
+    start = Snapshot(10.0, {}, cpu_share.Machine(busy=5.0, steal=1.0))
+    end = Snapshot(12.0, {}, cpu_share.Machine(busy=8.0, steal=1.5))
+    busy, stolen = cpu_share.machine_between(start, end) or (0.0, 0.0)
+    assert busy == pytest.approx(1.5) and stolen == pytest.approx(0.25)
+    assert cpu_share.machine_between(Snapshot(10.0, {}), end) is None
+    assert cpu_share.machine_between(end, end) is None
+
+
+def test_read_snapshot_reads_the_machine_too() -> None:
+    snap = read_snapshot()
+    assert snap.machine is not None and snap.machine.busy > 0
+
+
+def test_quiet_is_reset_by_a_busy_step() -> None:
+    held = 0.0
+    for busy in (0.2, 0.3, 0.9, 0.1, 0.1):
+        held = cpu_share.quiet_step(held, busy, 0.5, max_cores=0.5)
+    assert held == pytest.approx(1.0)  # the two steps after the busy one
+
+
+def test_wait_quiet_gives_up_at_its_limit_on_a_busy_machine() -> None:
+    # max_cores 0: no machine is that quiet, so the wait ends at its limit, not reached.
+    quiet = cpu_share.wait_quiet(max_cores=0.0, hold_s=1.0, limit_s=0.3, step_s=0.1)
+    assert not quiet.reached and quiet.waited_s >= 0.3
+    quiet = cpu_share.wait_quiet(max_cores=100.0, hold_s=0.2, limit_s=5.0, step_s=0.1)
+    assert quiet.reached and quiet.waited_s < 1.0
+
+
+def test_inner_window_keeps_to_the_snapshots_inside() -> None:
+    snaps = [Snapshot(t, {}) for t in (1.0, 2.0, 3.0, 4.0, 5.0)]
+    first, last = cpu_share.inner_window(snaps, 1.5, 4.5)
+    assert (first.at, last.at) == (2.0, 4.0)
+    # Fewer than two inside: the bracketing ones.
+    first, last = cpu_share.inner_window(snaps, 2.2, 2.8)
+    assert (first.at, last.at) == (2.0, 3.0)

@@ -100,3 +100,24 @@ def test_bootstrap_count_of_the_backlog() -> None:
         assert drain_fill.bootstraps_in(count, every) == sum(
             1 for i in range(count) if i % every == 0
         )
+
+
+def test_the_machine_table_names_the_roles_that_used_cores() -> None:
+    from bench.cpu_share import Quiet
+
+    rnd = _round(1, reader=0.2, bare=1.0, ours=0.8)
+    rnd.drains["reader"].quiet = Quiet(4.5, 0.3, True)
+    rnd.drains["reader"].cores = {"reader": 0.9, "PostgreSQL": 0.6}
+    rnd.drains["reader"].machine = (1.7, 0.05)
+    rnd.drains["ours"].quiet = Quiet(60.0, 0.8, False)
+    rnd.drains["ours"].cores = {"pipeline run": 1.0, "Temporal server": 0.2}
+    lines = "\n".join(drain_section([rnd], 1000))
+    assert "**The machine during each drain.**" in lines
+    assert "| run | drain | waited for a quiet machine, s | reader | pipeline run |" in lines
+    assert "| 1 | reader | 4.5 | 0.90 | - | 0.60 | - | 1.70 | 0.05 |" in lines
+    assert "| 1 | ours | 60.0 (still busy) | - | 1.00 | - | 0.20 | - | - |" in lines
+
+
+def test_results_from_before_the_machine_was_watched_have_no_machine_table() -> None:
+    lines = "\n".join(drain_section([_round(1, 0.2, 1.0, 0.8)], 1000))
+    assert "The machine during each drain" not in lines
