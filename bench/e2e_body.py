@@ -20,6 +20,7 @@ from bench.e2e_report import (
     PATH_LABELS,
     latency_rows,
     latency_verdicts,
+    load_core_table,
     load_rows,
     start_core_rows,
     start_rows,
@@ -58,6 +59,22 @@ def _how(args: argparse.Namespace, machine: dict[str, str]) -> str:
         '"load" is the 1-minute load average before → after each run, on a machine '
         "shared with other work."
     )
+
+
+def _load_cores(results: list[PathResult]) -> list[str]:
+    header, rows = load_core_table(results)
+    if not rows:
+        return []
+    return [
+        "",
+        "Where the machine's cores went during each path's load, from its first commit to "
+        "its last (CPU seconds per second of every process by role, from `/proc` every "
+        "0.25 s: `bench/cpu_share.py`; the whole machine's busy and stolen cores from "
+        "`/proc/stat`; two cores in all). A path that needs more than the cores left to it "
+        "queues its starts, and its latency grows for as long as the load lasts.",
+        "",
+        table(header, rows),
+    ]
 
 
 def build_body(data: dict[str, object], args: argparse.Namespace) -> str:
@@ -111,6 +128,7 @@ def build_body(data: dict[str, object], args: argparse.Namespace) -> str:
                 ["run", "path", "bootstraps/s achieved", "other events/s", "generator behind ms"],
                 load_rows(results),
             ),
+            *_load_cores(results),
             "",
             "![commit → workflow start CDF](img/bench-latency-cdf.png)",
             "",

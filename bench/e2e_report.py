@@ -220,5 +220,23 @@ def load_rows(results: Sequence[PathResult]) -> list[list[str]]:
     ]
 
 
+def load_core_table(results: Sequence[PathResult]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): per run and path, the cores each role used during the steady load
+    (the roles that used any in some path), the whole machine's busy and stolen cores.
+    Empty rows for results from before the machine was watched."""
+    measured = [r for r in results if r.machine is not None]
+    ordered = sorted(measured, key=lambda r: (r.run, list(PATH_LABELS).index(r.path)))
+    roles = [role for role in CORE_ROLES if any(role in r.cores for r in ordered)]
+    rows = []
+    for r in ordered:
+        busy, stolen = r.machine or (0.0, 0.0)
+        rows.append(
+            [str(r.run), PATH_LABELS[r.path]]
+            + [f"{r.cores[role]:.2f}" if role in r.cores else "-" for role in roles]
+            + [f"{busy:.2f}", f"{stolen:.2f}"]
+        )
+    return ["run", "path", *roles, "machine busy", "stolen"], rows
+
+
 def machine_line(machine: Mapping[str, str]) -> str:
     return f"{machine.get('nproc', '?')} CPUs, {machine.get('cpu', '?')}"

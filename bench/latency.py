@@ -24,6 +24,7 @@ from temporalio.service import RPCError
 
 from bench import probe, profiling, starts, topics
 from bench.baselines import install_notify
+from bench.cpu_share import Sampler
 from bench.harness import (
     Names,
     Services,
@@ -74,6 +75,10 @@ class PathResult:
     cpu_seconds: float | None = None
     profile_file: str | None = None
     stages: dict[str, list[float]] = field(default_factory=dict)  # ours: bench.stages
+    # During the load (its first commit to its last): cores by role (bench.cpu_share) and
+    # the whole machine's (busy, stolen) cores: how much of the two cores the path left.
+    cores: dict[str, float] = field(default_factory=dict)
+    machine: tuple[float, float] | None = None
 
 
 @dataclass(slots=True)
@@ -239,13 +244,17 @@ async def run_path(
                 spy = profiling.start(pipeline.pid, out)
                 result.profile_file = str(out) if spy is not None else None
             load_started = time.time()
-            report = await steady_load(
-                dsn,
-                bootstrap_rate=spec.bootstrap_rate,
-                other_rate=spec.other_rate,
-                seconds=spec.seconds,
-                after_commit=after_commit,
-            )
+            with Sampler() as cpu:
+                report = await steady_load(
+                    dsn,
+                    bootstrap_rate=spec.bootstrap_rate,
+                    other_rate=spec.other_rate,
+                    seconds=spec.seconds,
+                    after_commit=after_commit,
+                )
+            load_ended = time.time()
+            result.cores = cpu.cores(load_started, load_ended, inner=True)
+            result.machine = cpu.machine(load_started, load_ended, inner=True)
             profiling.stop(spy)
             result.load = report.as_dict()
             check_alive(procs)

@@ -190,3 +190,21 @@ def test_inner_window_keeps_to_the_snapshots_inside() -> None:
     # Fewer than two inside: the bracketing ones.
     first, last = cpu_share.inner_window(snaps, 2.2, 2.8)
     assert (first.at, last.at) == (2.0, 3.0)
+
+
+def test_load_core_table_lists_the_roles_each_path_used() -> None:
+    from bench.e2e_report import load_core_table
+    from bench.latency import PathResult
+
+    ours = PathResult("ours", 1, cores={"pipeline run": 0.5, "Temporal server": 0.4})
+    ours.machine = (1.95, 0.02)
+    bare = PathResult("direct", 1, cores={"Temporal server": 0.6})
+    bare.machine = (1.2, 0.0)
+    old = PathResult("listen", 1)  # from before the machine was watched: left out
+    header, rows = load_core_table([ours, bare, old])
+    assert header == ["run", "path", "Temporal server", "pipeline run", "machine busy", "stolen"]
+    assert [row[2:] for row in rows] == [
+        ["0.60", "-", "1.20", "0.00"],
+        ["0.40", "0.50", "1.95", "0.02"],
+    ]
+    assert load_core_table([old]) == (["run", "path", "machine busy", "stolen"], [])
