@@ -38,7 +38,7 @@ from pipeline.agents.routing import Routed
 from pipeline.agents.runtime import AgentRuntime, Record
 from pipeline.config import Settings, load_settings
 from pipeline.consumer import fetching
-from pipeline.consumer.edge import ConsumerEdge, MessageTopic
+from pipeline.consumer.edge import ConsumerEdge, EdgeLimits, MessageTopic
 from pipeline.contract import default_contract
 from pipeline.health import not_ready_reasons
 from pipeline.lifecycle import (
@@ -202,7 +202,13 @@ def create_app(
         max_in_flight=HANDLER_MAX_IN_FLIGHT,
         max_waiting=HANDLER_MAX_WAITING,
     )
-    edge = ConsumerEdge(app, source, project=runtime.project, handlers=handlers)
+    edge = ConsumerEdge(
+        app,
+        source,
+        project=runtime.project,
+        handlers=handlers,
+        limits=EdgeLimits(max_unacked=settings.max_unacked_records),
+    )
     app.inbox = edge.inbox  # the consumer's fetch loop fills it (pipeline.consumer.fetching)
 
     async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -153,6 +153,10 @@ class Settings(EnvSettings):
     ready_max_lag_bytes: Positive = Field(
         64 * 1024 * 1024, validation_alias="PIPELINE_READY_MAX_LAG_BYTES"
     )
+    # Records the consumer edge holds taken and not acked before it takes no more
+    # (pipeline.consumer.edge.EdgeLimits.max_unacked): bounds its memory while a start
+    # waits on Temporal, about 1 KB a record.
+    max_unacked_records: Positive = Field(20_000, validation_alias="PIPELINE_MAX_UNACKED_RECORDS")
     # How every Kafka client and Temporal client authenticates and encrypts (built by
     # pipeline.security from their own variables). Their passwords and API key are
     # SecretStr like the DSNs: model_dump / model_dump_json show them as **********.

@@ -47,6 +47,7 @@ class AckLedger(Generic[E]):
     def __init__(self, ack: Callable[[E], object]) -> None:
         self._ack = ack
         self._lanes: dict[Hashable, deque[Ticket[E]]] = {}
+        self._tracked = 0
 
     def track(self, lane: Hashable, event: E, effects: int) -> Ticket[E]:
         """Register ``event`` (in arrival order) with its number of effects."""
@@ -57,6 +58,7 @@ class AckLedger(Generic[E]):
             queue = self._lanes[lane] = deque()
         ticket = Ticket(event, effects, queue)
         queue.append(ticket)
+        self._tracked += 1
         return ticket
 
     def done(self, tickets: Iterable[Ticket[E]]) -> None:
@@ -77,8 +79,9 @@ class AckLedger(Generic[E]):
         ack = self._ack
         for queue in touched:
             while queue and queue[0].remaining == 0:
+                self._tracked -= 1
                 ack(queue.popleft().event)
 
     def waiting(self) -> int:
         """Records tracked and not acked yet (settled or not)."""
-        return sum(len(queue) for queue in self._lanes.values())
+        return self._tracked

@@ -36,7 +36,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -102,6 +102,11 @@ def to_record(message: Message) -> Record:
     )
 
 
+# The edge's pauses for acks (EdgeLimits.max_unacked) are logged at most this often:
+# under a sustained overload it pauses at every batch.
+PAUSE_LOG_EVERY_S: Final = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
     """How much the edge takes and holds: a batch, the projection's queue, the handlers."""
@@ -109,6 +114,15 @@ class EdgeLimits:
     max_batch: int = 2000
     max_projection_pending: int = 4_000
     max_inbox: int = 4_000
+    # Records taken and not acked yet. A record is acked only after every record before
+    # it in its partition (batching.AckLedger), so behind one start that waits (Temporal
+    # slow or down) every later record of its partition stays in memory, folded or not:
+    # at 1,000 events/s a ten-minute Temporal outage would hold 600,000 of them, the
+    # handlers' own bound (HANDLER_MAX_WAITING) counting only the bootstraps among
+    # them. Past this many the edge takes no more until acks bring it back under, and
+    # the records wait in Kafka instead: a held message of 600 bytes takes about 1 KB
+    # (tracemalloc), so 20,000 about 20 MB.
+    max_unacked: int = 20_000
 
 
 class ConsumerEdge:
@@ -132,6 +146,7 @@ class ConsumerEdge:
         self._handlers = handlers
         self._limits = limits
         self._running: asyncio.Task[None] | None = None
+        self._pause_logged_at = -PAUSE_LOG_EVERY_S
 
     def _ack(self, message: Message) -> None:
         app = self._app
@@ -145,6 +160,23 @@ class ConsumerEdge:
         # Faust's Consumer.ack (what Message.ack ends in): marks the offset acked for
         # the commit and takes the message out of the in-flight set.
         message.ack(consumer)
+
+    async def _wait_for_acks(self, ledger: AckLedger[Message], room: asyncio.Event) -> None:
+        """Wait until fewer than ``max_unacked`` records are taken and not acked."""
+        bound = self._limits.max_unacked
+        now = time.monotonic()
+        if now - self._pause_logged_at >= PAUSE_LOG_EVERY_S:
+            self._pause_logged_at = now
+            log.warning(
+                "holding %d records not acked yet, behind their partitions' oldest "
+                "unfinished record (a workflow start waiting on Temporal?): taking no more "
+                "until fewer than %d are",
+                ledger.waiting(),
+                bound,
+            )
+        while ledger.waiting() >= bound:
+            room.clear()
+            await room.wait()
 
     async def stop(self) -> None:
         """Cancel :meth:`run` and return once it stopped: the projection's lane and every
@@ -163,22 +195,32 @@ class ConsumerEdge:
         consumer = app.consumer
         counters = [metrics.EVENTS_CONSUMED.labels(role) for role in ROLES]
         ledger: AckLedger[Message] = AckLedger(self._ack)
-        lane: ProjectionLane[Record, Ticket[Message]] = ProjectionLane(
-            self._project, self._limits.max_projection_pending, ledger.done
-        )
-        folding = asyncio.create_task(lane.run(), name="projection-lane")
         report = _Report()
         submit = self._handlers.submit
+        max_unacked = self._limits.max_unacked
+        room = asyncio.Event()  # set when acks brought the unacked records under the bound
+
+        def settled(tickets: Iterable[Ticket[Message]]) -> None:
+            ledger.done(tickets)
+            if ledger.waiting() < max_unacked:
+                room.set()
+
+        lane: ProjectionLane[Record, Ticket[Message]] = ProjectionLane(
+            self._project, self._limits.max_projection_pending, settled
+        )
+        folding = asyncio.create_task(lane.run(), name="projection-lane")
 
         async def handled(
             ticket: Ticket[Message], effect: Effect, where: str, error: Exception | None
         ) -> None:
             if error is not None:
                 log.error("%s of %s failed; going on", effect.value, where, exc_info=error)
-            ledger.done((ticket,))
+            settled((ticket,))
 
         try:
             while True:
+                if ledger.waiting() >= max_unacked:
+                    await self._wait_for_acks(ledger, room)
                 taken = await self.inbox.take(self._limits.max_batch)
                 generation = app.consumer_generation_id
                 messages = [m for m in taken if m.generation_id == generation]

@@ -10,6 +10,7 @@ import socket
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from temporalio.client import Client
 
@@ -208,3 +209,81 @@ async def test_a_job_is_not_dropped_while_temporal_is_unreachable(
     ]
     assert len(await executions(temporal_client, workflow_id)) == 1
     assert len(feeder.produced) == 4
+
+
+def _emit_sent(dsn: str, org: uuid.UUID, count: int) -> None:
+    """``count`` invitation.email.sent events on the organization's own stream (so in its
+    partition, behind its initiated event), one transaction each, in plain SQL."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(count):
+            conn.execute(
+                "SELECT api.emit_domain_event(p_stream_id => %s, p_stream_type => "
+                "'organization', p_event_type => 'invitation.email.sent', p_event_data => "
+                "jsonb_build_object('invitation_id', gen_random_uuid(), 'email', "
+                "'held@example.test'), p_event_metadata => '{\"source\": \"test\"}'::jsonb)",
+                (org,),
+            )
+
+
+async def test_records_held_behind_a_waiting_start_are_bounded_and_none_is_lost(
+    setup: Setup,
+    temporal_client: Client,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    dev_layout: DevLayout,
+) -> None:
+    """A start waits on an unreachable Temporal; every later record of its partition waits
+    to be acked behind it. Past PIPELINE_MAX_UNACKED_RECORDS the edge takes no more (the
+    records wait in Kafka, not in memory); once Temporal is back, all of them are folded and
+    the workflow starts once."""
+    settings = setup.settings
+    dsn = settings.database_url.get_secret_value()
+    org = uuid.uuid4()
+    workflow_id = ev.workflow_id_for(str(org))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = f"127.0.0.1:{closed.getsockname()[1]}"
+    async with services(setup, temporal_client, kafka_bootstrap) as feeder:
+        env = app_env(settings, down, settings.consumer_group, tmp_path)
+        env["PIPELINE_MAX_UNACKED_RECORDS"] = "20"
+        with running_app(env, tmp_path) as app:
+            emit_initiated(dsn, org, f"held-{org.hex[:8]}")
+
+            async def retrying() -> bool:
+                return app.metric("pipeline_workflow_starts_total", outcome="failed") >= 1
+
+            await eventually(retrying, "start attempts against an unreachable Temporal", app)
+            await asyncio.to_thread(_emit_sent, dsn, org, 30)
+
+            async def paused() -> bool:
+                return "holding" in app.log.read_text(errors="replace")
+
+            await eventually(paused, "the edge's pause for acks", app)
+            held = app.metric("pipeline_events_consumed_total", agent="projection")
+            assert held >= 20  # past the bound (one batch may cross it)
+            await asyncio.to_thread(_emit_sent, dsn, org, 30)
+            await asyncio.sleep(5)  # the feeder produces them at once; the edge must not take them
+            assert app.metric("pipeline_events_consumed_total", agent="projection") == held
+            # initiated, pending, claimed and the 60: the feeder produced every one.
+            assert len(feeder.produced) == 63
+            last_lsn = dict(feeder.produced[-1][2])["commit_lsn"].decode()
+        env = {**env, "PIPELINE_TEMPORAL_ADDRESS": dev_layout.temporal_address}
+        consumer = f"{settings.consumer_group}.projection"
+        with running_app(env, tmp_path) as again:
+
+            async def everything() -> bool:
+                types = [e[0] for e in stream_events(dsn, org)]
+                with psycopg.connect(dsn) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pipeline_checkpoints WHERE consumer = %s "
+                        "AND commit_lsn >= %s::pg_lsn",
+                        (consumer, last_lsn),
+                    ).fetchone()
+                folded = row is not None and row[0] >= 1
+                return ev.BOOTSTRAP_WORKFLOW_STARTED in types and folded
+
+            await eventually(everything, "every record folded after Temporal came back", again)
+    assert len(await executions(temporal_client, workflow_id)) == 1
+    types = [e[0] for e in stream_events(dsn, org)]
+    assert types.count("invitation.email.sent") == 60
+    assert types.count(ev.BOOTSTRAP_WORKFLOW_STARTED) == 1

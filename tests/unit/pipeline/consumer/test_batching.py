@@ -66,3 +66,16 @@ def test_acks_are_the_prefix_of_the_records_whose_effects_are_all_done(
             prefix += 1
         assert acked == list(range(prefix))
     assert acked == [0, 1, 2, 3]
+
+
+def test_waiting_counts_records_tracked_and_not_acked() -> None:
+    """The edge's bound on records held (EdgeLimits.max_unacked) reads this count."""
+    ledger: AckLedger[int] = AckLedger(lambda _: None)
+    tickets = [ledger.track(f"p{o % 2}", o, 1) for o in range(6)]
+    assert ledger.waiting() == 6
+    ledger.done(tickets[2:])  # p0's head (offset 0) and p1's (offset 1) are unfinished
+    assert ledger.waiting() == 6
+    ledger.done([tickets[1]])  # p1: 1, 3, 5 acked
+    assert ledger.waiting() == 3
+    ledger.done([tickets[0]])
+    assert ledger.waiting() == 0
