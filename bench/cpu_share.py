@@ -212,10 +212,10 @@ def window(snapshots: list[Snapshot], first: float, last: float) -> tuple[Snapsh
     return (before[-1] if before else snapshots[0], after[0] if after else snapshots[-1])
 
 
-# Before each drain of the event-drain phase, the machine is let settle: the phase before
-# it (the latency paths, the start drain: thousands of workflows that Temporal's server
-# and PostgreSQL are still finishing) would otherwise take cores from the first drain
-# only. Idle, the services use about 0.1-0.3 of a core (Temporal's server polls its
+# Before each drain of the event-drain phase, the machine is let settle, so that work the
+# phase before it left (thousands of workflows that Temporal's server and PostgreSQL may
+# still be finishing) cannot take cores from the first drain only (measured 2026-12-03:
+# the machine was quiet at once before 8 of 9 drains). Idle, the services use about 0.1-0.3 of a core (Temporal's server polls its
 # queues); "quiet" is below QUIET_CORES for QUIET_HOLD_S, waited for at most QUIET_LIMIT_S.
 QUIET_CORES = 0.5
 QUIET_HOLD_S = 3.0
@@ -263,3 +263,19 @@ def wait_quiet(
             return Quiet(now_at - started, busy, True)
         if now_at - started >= limit_s:
             return Quiet(now_at - started, busy, False)
+
+
+def roles_used(cores: list[Mapping[str, float]]) -> list[str]:
+    """The roles, in :data:`ROLE_ORDER`, that used any core in one of ``cores`` (pure)."""
+    return [role for role in ROLE_ORDER if any(role in c for c in cores)]
+
+
+def core_cells(
+    cores: Mapping[str, float], machine: tuple[float, float] | None, roles: list[str]
+) -> list[str]:
+    """A table's cells: the cores of each of ``roles`` ("-" for none), then the whole
+    machine's busy and stolen cores ("-" unknown) (pure)."""
+    cells = [f"{cores[r]:.2f}" if r in cores else "-" for r in roles]
+    if machine is None:
+        return [*cells, "-", "-"]
+    return [*cells, f"{machine[0]:.2f}", f"{machine[1]:.2f}"]

@@ -86,26 +86,14 @@ def machine_rows(rounds: list[Round]) -> tuple[list[str], list[list[str]]]:
     quiet machine before it, then from its first record out to done, the cores of each
     role that used any, the whole machine's busy cores and the stolen ones."""
     drains = [(r.run, k, r.drains[k]) for r in rounds for k in LABELS if k in r.drains]
-    roles = [role for role in cpu_share.ROLE_ORDER if any(role in d.cores for _, _, d in drains)]
+    roles = cpu_share.roles_used([d.cores for _, _, d in drains])
     header = ["run", "drain", "waited for a quiet machine, s", *roles, "machine busy", "stolen"]
     rows = []
     for run, kind, d in drains:
         waited = "-"
         if d.quiet is not None:
             waited = f"{d.quiet.waited_s:.1f}" + ("" if d.quiet.reached else " (still busy)")
-        busy, stolen = (
-            ("-", "-")
-            if d.machine is None
-            else (
-                f"{d.machine[0]:.2f}",
-                f"{d.machine[1]:.2f}",
-            )
-        )
-        rows.append(
-            [str(run), kind, waited]
-            + [f"{d.cores[r]:.2f}" if r in d.cores else "-" for r in roles]
-            + [busy, stolen]
-        )
+        rows.append([str(run), kind, waited, *cpu_share.core_cells(d.cores, d.machine, roles)])
     return header, rows
 
 
@@ -169,7 +157,7 @@ def _machine_part(rounds: list[Round]) -> list[str]:
         f"(at most {cpu_share.QUIET_LIMIT_S:.0f} s): the phases before it leave Temporal's "
         "server and PostgreSQL busy finishing thousands of workflows. Then, from the "
         "drain's first record out to done, the cores each role used (`bench/cpu_share.py`, "
-        "`/proc` every 0.25 s; a process that exits inside the window loses its share), "
+        "`/proc` every 0.25 s, the samples inside that window), "
         "the whole machine's busy cores and the cores the hypervisor stole (`/proc/stat`). "
         "Two cores in all.",
         "",

@@ -226,15 +226,12 @@ def load_core_table(results: Sequence[PathResult]) -> tuple[list[str], list[list
     Empty rows for results from before the machine was watched."""
     measured = [r for r in results if r.machine is not None]
     ordered = sorted(measured, key=lambda r: (r.run, list(PATH_LABELS).index(r.path)))
-    roles = [role for role in CORE_ROLES if any(role in r.cores for r in ordered)]
-    rows = []
-    for r in ordered:
-        busy, stolen = r.machine or (0.0, 0.0)
-        rows.append(
-            [str(r.run), PATH_LABELS[r.path]]
-            + [f"{r.cores[role]:.2f}" if role in r.cores else "-" for role in roles]
-            + [f"{busy:.2f}", f"{stolen:.2f}"]
-        )
+    used = set(cpu_share.roles_used([r.cores for r in ordered]))
+    roles = [role for role in CORE_ROLES if role in used]
+    rows = [
+        [str(r.run), PATH_LABELS[r.path], *cpu_share.core_cells(r.cores, r.machine, roles)]
+        for r in ordered
+    ]
     return ["run", "path", *roles, "machine busy", "stolen"], rows
 
 
