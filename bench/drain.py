@@ -56,6 +56,7 @@ from bench.latency import Options, worker_argv
 from bench.reader_backlog import settle
 from bench.runs import LoadAround, load1
 from bench.stats import rate
+from bench.threads import ThreadSampler, ThreadUsage
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ class One:
     # machine's (busy, stolen) cores from /proc/stat.
     cores: dict[str, float] = field(default_factory=dict)
     machine: tuple[float, float] | None = None
+    # ``pipeline run`` only (bench.threads): its busiest thread on a core and waiting for
+    # one, and its other threads on a core, over the window above and over its last half.
+    threads: ThreadUsage | None = None
+    threads_last_half: ThreadUsage | None = None
 
     @property
     def seconds_from_start(self) -> float:
@@ -270,6 +275,7 @@ async def ours_drain(
     one.started = time.time()
     proc = start_process("pipeline-run", pipeline_argv("run"), env, logs)
     samples: list[tuple[float, float]] = []
+    threads = ThreadSampler(proc.pid).start()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             while time.time() - one.started < limit_s:
@@ -295,12 +301,15 @@ async def ours_drain(
                 one.covered_at_limit = int(row[0]) if row else 0
         one.peak_rss_mib = peak_rss_mib(proc.pid)
     finally:
+        threads.stop()
         stop_process(proc)
         stop_process(worker)
     one.load = LoadAround(before, load1())
     span = await topics.span(svc.kafka, names.topic)
     one.first_out = span.first_appended or one.started
     one.cpu_at_first = cpu_at(samples, one.first_out)
+    one.threads = threads.usage(one.first_out, one.done)
+    one.threads_last_half = threads.usage((one.first_out + one.done) / 2, one.done)
     return one
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from bench import drain_fill
 from bench.drain import One, Round, cpu_at
-from bench.drain_report import drain_section, run_ratios, verdicts
+from bench.drain_report import drain_section, run_ratios, thread_rows, verdicts
 from bench.runs import LoadAround
+from bench.threads import ThreadUsage
 
 
 def _one(kind: str, after_first: float, *, complete: bool = True) -> One:
@@ -121,3 +122,17 @@ def test_the_machine_table_names_the_roles_that_used_cores() -> None:
 def test_results_from_before_the_machine_was_watched_have_no_machine_table() -> None:
     lines = "\n".join(drain_section([_round(1, 0.2, 1.0, 0.8)], 1000))
     assert "The machine during each drain" not in lines
+
+
+def test_the_threads_of_pipeline_run_are_shown_for_the_whole_window_and_its_last_half() -> None:
+    rnd = _round(1, 0.5, 1.0, 1.0)
+    assert thread_rows([rnd]) == []  # results from before the threads were watched
+    assert "threads during its drain" not in "\n".join(drain_section([rnd], 1000))
+    rnd.drains["ours"].threads = ThreadUsage(0.62, 0.25, 0.08)
+    rnd.drains["ours"].threads_last_half = ThreadUsage(0.8, 0.15, 0.07)
+    assert thread_rows([rnd]) == [
+        ["1", "whole", "0.62", "0.25", "0.87", "0.08"],
+        ["1", "last half", "0.80", "0.15", "0.95", "0.07"],
+    ]
+    text = "\n".join(drain_section([rnd], 1000))
+    assert "| 1 | last half | 0.80 | 0.15 | 0.95 | 0.07 |" in text
