@@ -86,6 +86,16 @@ class StartedInput:
 
 
 @dataclass(frozen=True, slots=True)
+class BeginInput:
+    """Input of the workflow's first step (``bootstrap.begin``): the request to validate,
+    and the job's queue events when the starter passed them (``workflow_started`` is then
+    recorded first)."""
+
+    request: BootstrapInput
+    started: StartedInput | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OrganizationInput:
     """Input of the ``organization.created`` step."""
 

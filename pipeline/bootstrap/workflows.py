@@ -4,7 +4,10 @@ outcome.
 The first step records ``organization.bootstrap.workflow_started`` (under the starter's
 idempotency key, so it is recorded once whoever comes first): it then precedes every event
 of the workflow's own activities, and it exists even when the pipeline died between the
-start and its own record of it (DESIGN.md invariant 9).
+start and its own record of it (DESIGN.md invariant 9). The same step then validates the
+request (``bootstrap.begin``, one local activity; workflows begun before it, without the
+``BEGIN_PATCH`` marker, replay with the two steps it joined, ``record_started`` and
+``prepare``).
 
 Outcome contract: a *business* failure (a bad request, a provider that refuses, retries
 exhausted) is compensated, recorded as ``organization.bootstrap.failed`` and
@@ -45,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from pipeline.bootstrap.activities import INVALID_INPUT, BootstrapActivities
     from pipeline.bootstrap.heartbeat import HEARTBEAT_TIMEOUT
     from pipeline.bootstrap.inputs import (
+        BeginInput,
         BootstrapInput,
         BootstrapResult,
         CompensationInput,
@@ -76,12 +80,23 @@ _STARTED_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
 )
+# The first step on the local path since BEGIN_PATCH: record the start (retried until the
+# store takes it, as above) and validate (a bad request fails once, not retried).
+_BEGIN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=0,
+    non_retryable_error_types=[INVALID_INPUT],
+)
 # Workflows started before this step existed replay without it (their starter records
 # the start); see temporalio's workflow.patched.
 RECORD_STARTED_PATCH = "record-workflow-started"
 # Workflows started before the event-store steps became local activities replay with
 # regular ones (see the module's docstring).
 LOCAL_STORE_PATCH = "local-store-activities"
+# Workflows begun before the start's record and the validation became one local activity
+# (``bootstrap.begin``) replay with the two (``record_started``, then ``prepare``).
+BEGIN_PATCH = "begin-in-one-step"
 _MAX_REASON = 2000
 _COMPENSATED_STAGES = {
     "dns": ("dns",),
@@ -179,20 +194,33 @@ class OrganizationBootstrapWorkflow:
         sent = 0
         self._local = workflow.patched(LOCAL_STORE_PATCH)
         try:
-            if request.pending_event_id and workflow.patched(RECORD_STARTED_PATCH):
-                await self._store_step(
-                    BootstrapActivities.record_started,
-                    StartedInput(
-                        step=step,
-                        pending_event_id=request.pending_event_id,
-                        claimed_event_id=request.claimed_event_id,
-                    ),
-                    _STARTED_TIMEOUT,
-                    _STARTED_RETRY,
+            started = (
+                StartedInput(
+                    step=step,
+                    pending_event_id=request.pending_event_id,
+                    claimed_event_id=request.claimed_event_id,
                 )
-            plan = await self._store_step(
-                BootstrapActivities.prepare, request, _PREPARE_TIMEOUT, _PREPARE_RETRY
+                if request.pending_event_id
+                else None
             )
+            if self._local and workflow.patched(BEGIN_PATCH):
+                plan = await self._store_step(
+                    BootstrapActivities.begin,
+                    BeginInput(request=request, started=started),
+                    _STARTED_TIMEOUT,
+                    _BEGIN_RETRY,
+                )
+            else:
+                if started is not None and workflow.patched(RECORD_STARTED_PATCH):
+                    await self._store_step(
+                        BootstrapActivities.record_started,
+                        started,
+                        _STARTED_TIMEOUT,
+                        _STARTED_RETRY,
+                    )
+                plan = await self._store_step(
+                    BootstrapActivities.prepare, request, _PREPARE_TIMEOUT, _PREPARE_RETRY
+                )
             self._tune(plan.tuning)
             fqdn = plan.fqdn
             self._stage = "organization"

@@ -219,7 +219,7 @@ async def test_invalid_subdomain_fails_once_without_retries(
     assert result.reason is not None and "subdomain" in result.reason
     assert "not a valid DNS label" in result.reason
     seen = await attempts(handle)
-    assert seen["bootstrap.prepare"] == [1]
+    assert seen["bootstrap.begin"] == [1]
     assert "bootstrap.create_organization" not in seen
     events = stored_events(fresh_db, request.org_id)
     assert [t for t, _ in events] == [ev.BOOTSTRAP_INITIATED, ev.BOOTSTRAP_FAILED, ev.QUEUE_FAILED]
@@ -236,7 +236,7 @@ async def test_malformed_email_fails_once_without_retries(
 
     assert result.status == "failed" and result.stage == "validation"
     assert "admins[0].email" in (result.reason or "")
-    assert (await attempts(handle))["bootstrap.prepare"] == [1]
+    assert (await attempts(handle))["bootstrap.begin"] == [1]
 
 
 async def test_run_worker_serves_until_stopped(

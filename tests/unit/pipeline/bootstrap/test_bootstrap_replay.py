@@ -3,6 +3,8 @@
 ``v1_activities_*``: recorded with the workflow before its event-store steps became local
 activities (every step a regular activity: a worker running it when this code is deployed
 must finish them on the old path). ``v2_local_*``: recorded with the local-activity path.
+``v3_begin_*``: recorded since the start's record and the validation became one local
+activity (``bootstrap.begin``), by scripts/record_bootstrap_histories.py.
 Each set holds the happy path (two admins), a permanent email refusal (compensation:
 invitations revoked, DNS record removed) and an invalid subdomain (validation fails).
 They were recorded against the dev server by running the workflow with
@@ -23,7 +25,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from pipeline.bootstrap.worker import workflow_runner
-from pipeline.bootstrap.workflows import LOCAL_STORE_PATCH, OrganizationBootstrapWorkflow
+from pipeline.bootstrap.workflows import (
+    BEGIN_PATCH,
+    LOCAL_STORE_PATCH,
+    OrganizationBootstrapWorkflow,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 CASES = ("happy", "email_refused", "invalid_subdomain")
@@ -44,6 +50,16 @@ def _patches(history: WorkflowHistory) -> set[str]:
     return found
 
 
+def _local_activity_types(history: WorkflowHistory) -> list[str]:
+    found = []
+    for event in history.events:
+        if event.HasField("marker_recorded_event_attributes"):
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == "core_local_activity":
+                found.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    return found
+
+
 def _activity_types(history: WorkflowHistory) -> list[str]:
     return [
         e.activity_task_scheduled_event_attributes.activity_type.name
@@ -53,7 +69,7 @@ def _activity_types(history: WorkflowHistory) -> list[str]:
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("version", ["v1_activities", "v2_local"])
+@pytest.mark.parametrize("version", ["v1_activities", "v2_local", "v3_begin"])
 async def test_a_recorded_history_replays_on_todays_workflow(version: str, case: str) -> None:
     history = _history(f"{version}_{case}")
     replayer = Replayer(
@@ -76,3 +92,17 @@ def test_the_histories_cover_both_paths() -> None:
             "bootstrap.send_invitation_email",
             "bootstrap.remove_dns_record",
         }
+
+
+def test_the_begin_histories_record_the_start_and_validate_in_one_step() -> None:
+    for case in CASES:
+        before, after = _history(f"v2_local_{case}"), _history(f"v3_begin_{case}")
+        assert BEGIN_PATCH not in _patches(before)
+        assert {BEGIN_PATCH, LOCAL_STORE_PATCH} <= _patches(after)
+        assert _local_activity_types(before)[:2] == [
+            "bootstrap.record_started",
+            "bootstrap.prepare",
+        ]
+        steps = _local_activity_types(after)
+        assert steps[0] == "bootstrap.begin"
+        assert "bootstrap.record_started" not in steps and "bootstrap.prepare" not in steps
