@@ -40,24 +40,23 @@ def _history(name: str) -> WorkflowHistory:
     return WorkflowHistory.from_json("org-bootstrap-recorded", data)
 
 
-def _patches(history: WorkflowHistory) -> set[str]:
-    found = set()
-    for event in history.events:
-        if event.HasField("marker_recorded_event_attributes"):
-            marker = event.marker_recorded_event_attributes
-            if marker.marker_name == "core_patch":
-                found.add(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
-    return found
-
-
-def _local_activity_types(history: WorkflowHistory) -> list[str]:
+def _markers(history: WorkflowHistory, name: str, detail: str, key: str) -> list[str]:
+    """``key`` of the JSON ``detail`` of every ``name`` marker, in history order."""
     found = []
     for event in history.events:
         if event.HasField("marker_recorded_event_attributes"):
             marker = event.marker_recorded_event_attributes
-            if marker.marker_name == "core_local_activity":
-                found.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+            if marker.marker_name == name:
+                found.append(json.loads(marker.details[detail].payloads[0].data)[key])
     return found
+
+
+def _patches(history: WorkflowHistory) -> set[str]:
+    return set(_markers(history, "core_patch", "patch-data", "id"))
+
+
+def _local_activity_types(history: WorkflowHistory) -> list[str]:
+    return _markers(history, "core_local_activity", "data", "activity_type")
 
 
 def _activity_types(history: WorkflowHistory) -> list[str]:
