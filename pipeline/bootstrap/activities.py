@@ -2,7 +2,7 @@
 
 Every event is appended on the organization's stream with the key
 ``{workflow_id}:{event_type}[:{per-item}]``, so a retried activity re-emits nothing. The
-retry decision for every failure is taken in one place, :func:`_classified`.
+retry decision for every failure is taken in one place, :func:`pipeline.bootstrap.retry.classified`.
 """
 
 from __future__ import annotations
@@ -10,17 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from pipeline import events as ev
 from pipeline.bootstrap import store
-from pipeline.bootstrap.errors import InvalidBootstrapInput, ProviderError
 from pipeline.bootstrap.inputs import (
     BeginInput,
     BootstrapInput,
@@ -40,6 +37,11 @@ from pipeline.bootstrap.messages import render_invitation_email
 from pipeline.bootstrap.pool import ConnectionPool
 from pipeline.bootstrap.providers.dns import DnsProvider
 from pipeline.bootstrap.providers.email import EmailProvider
+from pipeline.bootstrap.retry import (
+    INVITATION_KEY_CHANGED,
+    classified,
+    stored_text,
+)
 from pipeline.bootstrap.settings import BootstrapSettings
 from pipeline.bootstrap.validation import validate_bootstrap
 from pipeline.eventstore import NewEvent, idempotency_key
@@ -48,38 +50,7 @@ from pipeline.invitations import tokens
 logger = logging.getLogger(__name__)
 
 SOURCE = "org-bootstrap-worker"
-INVALID_INPUT = "InvalidBootstrapInput"
-STORE_UNAVAILABLE = "EventStoreUnavailable"
-STORE_REJECTED = "EventStoreRejected"
-INVITATION_KEY_CHANGED = "InvitationKeyChanged"
 MAX_KEY = 255
-
-
-@contextmanager
-def _classified() -> Iterator[None]:
-    """Turn a failure into Temporal's retry decision: retry only what may pass later."""
-    try:
-        yield
-    except InvalidBootstrapInput as exc:
-        raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from exc
-    except ProviderError as exc:
-        raise ApplicationError(str(exc), type=exc.kind, non_retryable=not exc.retryable) from exc
-    except psycopg.OperationalError as exc:
-        raise ApplicationError(f"event store: {exc}", type=STORE_UNAVAILABLE) from exc
-    except psycopg.Error as exc:
-        # A rejected statement (bad data, missing function) fails the same way every time.
-        raise ApplicationError(
-            f"event store rejected the write: {exc}", type=STORE_REJECTED, non_retryable=True
-        ) from exc
-
-
-def _str(data: Mapping[str, object], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str):
-        raise ApplicationError(
-            f"stored event lacks {key!r}", type=STORE_REJECTED, non_retryable=True
-        )
-    return value
 
 
 class BootstrapActivities:
@@ -184,7 +155,7 @@ class BootstrapActivities:
                 "activity": info.activity_type,
             },
         )
-        with _classified():
+        with classified():
             ids = await store.emit_events(self._pool, [event])
         logger.info(
             "workflow started recorded workflow_id=%s run_id=%s",
@@ -202,7 +173,7 @@ class BootstrapActivities:
         return self._plan(request)
 
     def _plan(self, request: BootstrapInput) -> BootstrapPlan:
-        with _classified():
+        with classified():
             valid = validate_bootstrap(request, self._settings.base_domain)
         return BootstrapPlan(fqdn=valid.fqdn, admins=valid.admins, tuning=self._settings.retry)
 
@@ -210,7 +181,7 @@ class BootstrapActivities:
     async def create_organization(self, request: OrganizationInput) -> str:
         """Emit ``organization.created``; returns the event id."""
         data = {"name": request.name, "subdomain": request.subdomain}
-        with _classified():
+        with classified():
             ids = await store.emit_events(
                 self._pool, [self._event(request.step, ev.ORGANIZATION_CREATED, data)]
             )
@@ -221,7 +192,7 @@ class BootstrapActivities:
     async def create_dns_record(self, request: DnsInput) -> DnsRecordResult:
         """Publish the record (idempotent by name), then emit ``organization.dns.created``."""
         s = self._settings
-        with _classified():
+        with classified():
             record = await self._dns.create_record(
                 request.fqdn, s.dns_record_type, s.dns_target, request.step.org_id
             )
@@ -271,14 +242,14 @@ class BootstrapActivities:
             "expires_at": expires_at,
         }
         event = self._event(request.step, ev.USER_INVITED, data, request.admin.email.lower())
-        with _classified():
+        with classified():
             stored = await store.emit_and_read(self._pool, event)
         return Invitation(
-            invitation_id=_str(stored, "invitation_id"),
-            email=_str(stored, "email"),
-            role=_str(stored, "role"),
-            token_hash=_str(stored, "token_hash"),
-            expires_at=_str(stored, "expires_at"),
+            invitation_id=stored_text(stored, "invitation_id"),
+            email=stored_text(stored, "email"),
+            role=stored_text(stored, "role"),
+            token_hash=stored_text(stored, "token_hash"),
+            expires_at=stored_text(stored, "expires_at"),
         )
 
     def _token(self, inv: Invitation) -> str:
@@ -309,7 +280,7 @@ class BootstrapActivities:
             {"invitation_id": inv.invitation_id, "email": inv.email},
             inv.invitation_id,
         )
-        with _classified():
+        with classified():
             if await store.find_by_key(self._pool, event.idempotency_key) is not None:
                 return False
             token = self._token(inv)
@@ -338,9 +309,9 @@ class BootstrapActivities:
         activity failed after its event was written is revoked too.
         """
         prefix = idempotency_key(request.step.workflow_id, f"{ev.USER_INVITED}:")
-        with _classified():
+        with classified():
             invited = await store.find_by_key_prefix(self._pool, request.step.org_id, prefix)
-            ids = [_str(data, "invitation_id") for data in invited]
+            ids = [stored_text(data, "invitation_id") for data in invited]
             revocations = [
                 self._event(
                     request.step,
@@ -364,13 +335,13 @@ class BootstrapActivities:
         create failed before publishing anything), in which case no event is emitted.
         """
         step = request.step
-        with _classified():
+        with classified():
             record_id = await self._dns.delete_record(request.fqdn, step.org_id)
             if record_id is None:
                 # An earlier attempt may have deleted it and failed before emitting.
                 created_key = idempotency_key(step.workflow_id, ev.DNS_RECORD_CREATED)
                 created = await store.find_by_key(self._pool, created_key)
-                record_id = None if created is None else _str(created, "record_id")
+                record_id = None if created is None else stored_text(created, "record_id")
             if record_id is None:
                 return None
             data = {"fqdn": request.fqdn, "record_id": record_id, "reason": request.reason}
@@ -405,6 +376,6 @@ class BootstrapActivities:
                     {"job_id": step.job_id, "workflow_id": step.workflow_id, "error": reason},
                 ),
             ]
-        with _classified():
+        with classified():
             await store.emit_events(self._pool, pair)
         logger.info("bootstrap %s workflow_id=%s", request.status, step.workflow_id)

@@ -2,7 +2,7 @@
 
 Providers raise :class:`ProviderError` with a ``retryable`` verdict decided where the
 failure is understood (a status code, an SMTP reply); the activities turn that verdict
-into Temporal's retry decision in one place (``activities._application_error``).
+into Temporal's retry decision in one place (:func:`pipeline.bootstrap.retry.classified`).
 """
 
 from __future__ import annotations

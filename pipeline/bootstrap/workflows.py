@@ -45,7 +45,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as StepTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from pipeline.bootstrap.activities import INVALID_INPUT, BootstrapActivities
+    from pipeline.bootstrap.activities import BootstrapActivities
     from pipeline.bootstrap.heartbeat import HEARTBEAT_TIMEOUT
     from pipeline.bootstrap.inputs import (
         BeginInput,
@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         StartedInput,
         StepInput,
     )
+    from pipeline.bootstrap.retry import INVALID_INPUT
     from pipeline.events import WORKFLOW_TYPE_BOOTSTRAP, workflow_id_for
 
 # The first activity runs before the worker's tuning is known; validation never fails

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from pipeline.bootstrap.activities import _classified
 from pipeline.bootstrap.errors import DnsProviderError, EmailProviderError, InvalidBootstrapInput
 from pipeline.bootstrap.inputs import Admin, BootstrapInput, Invitation
 from pipeline.bootstrap.messages import render_invitation_email
 from pipeline.bootstrap.providers.email import to_mime
+from pipeline.bootstrap.retry import classified
 from pipeline.bootstrap.settings import BootstrapSettings, from_env
 from pipeline.bootstrap.validation import validate_bootstrap, validate_email, validate_subdomain
 from pipeline.errors import ConfigError
@@ -243,7 +243,7 @@ def test_invitation_key_is_required_long_and_kept_out_of_repr() -> None:
     ],
 )
 def test_one_place_decides_retry_or_stop(error: Exception, kind: str, non_retryable: bool) -> None:
-    with pytest.raises(ApplicationError) as err, _classified():
+    with pytest.raises(ApplicationError) as err, classified():
         raise error
     assert err.value.type == kind
     assert err.value.non_retryable is non_retryable
